@@ -1,0 +1,62 @@
+# One command runs the service (make run); one command passes the tests (make test).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(CURDIR)/.bin
+OPA    := $(BIN)/opa
+
+PDP_PORT ?= 50051
+OPA_PORT ?= 8181
+
+PROTOS := $(wildcard protos/pdp/v1/*.proto)
+
+.PHONY: help install tools protos run test lint typecheck policy-check pytest clean
+
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed tools ## venv with pinned Python deps, and the Go-built tools
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+tools: $(OPA) ## build opa from its pinned Go module (only when the pin changes)
+
+# Each tool has its own Go module under tools/ so their dependency graphs never merge.
+$(BIN)/%: tools/%/go.mod tools/%/go.sum
+	@mkdir -p $(BIN)
+	cd tools/$* && go build -trimpath -o $(BIN)/ tool
+	@touch $@
+
+protos: $(VENV)/.installed ## regenerate pdp/v1 stubs from protos/
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=. $(PROTOS)
+
+run: install ## OPA sidecar + PDP on localhost (PDP_PORT, OPA_PORT to move them)
+	PDP_OPA_BIN=$(OPA) PDP_LISTEN=127.0.0.1:$(PDP_PORT) $(VENV)/bin/pdp dev --bundle rego --opa-addr 127.0.0.1:$(OPA_PORT)
+
+test: install lint typecheck policy-check pytest ## everything CI checks
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy pdp
+
+policy-check: $(OPA) ## opa fmt, opa check --strict, opa test
+	$(OPA) fmt --fail -l rego
+	$(OPA) check --strict rego
+	$(OPA) test rego
+
+pytest: $(VENV)/.installed $(OPA)
+	PDP_OPA_BIN=$(OPA) $(PY) -m pytest
+
+clean:
+	rm -rf $(BIN) $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""The ``pdp`` command: serve, run a dev stack, send a decision."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+
+from pdp import __version__
+from pdp.config import Settings
+from pdp.errors import ConfigError
+from pdp.server import create_server
+from pdp.sidecar import OpaSidecar
+from pdp.v1 import decision_pb2 as pb
+from pdp.v1 import decision_pb2_grpc as pb_grpc
+
+log = logging.getLogger("pdp")
+
+_EXPLAIN = {"none": 0, "notes": 1, "fails": 2, "full": 3}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``pdp`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"pdp: configuration error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pdp",
+        description="Policy decision point for AI agents: gRPC Decide in front of an OPA sidecar.",
+        epilog="Configuration comes from PDP_* environment variables; see README.md.",
+    )
+    p.add_argument("--version", action="version", version=f"pdp {__version__}")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="serve Decide, asking the OPA at PDP_OPA_URL")
+    s.set_defaults(func=_serve)
+
+    d = sub.add_parser("dev", help="start an OPA sidecar with the bundle, and serve in front of it")
+    d.add_argument("--bundle", type=Path, default=Path("rego"), help="policy bundle directory (default: rego)")
+    d.add_argument("--opa-addr", default="127.0.0.1:8181", help="where the OPA sidecar listens (default: %(default)s)")
+    d.set_defaults(func=_dev)
+
+    c = sub.add_parser("decide", help="send one Decide request from a JSON file and print the answer")
+    c.add_argument("file", help="request in proto3 JSON (a DecideRequest); - reads standard input")
+    c.add_argument("--addr", default="127.0.0.1:50051", help="PDP address (default: %(default)s)")
+    c.add_argument("--explain", choices=sorted(_EXPLAIN), help="override the request's explain level")
+    c.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
+    c.set_defaults(func=_decide)
+    return p
+
+
+def _setup_logging(level: str) -> None:
+    log.setLevel(level)
+    if log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
+
+
+def _serve(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    settings = settings or Settings.from_env()
+    _setup_logging(settings.log_level)
+    server, port = create_server(settings)
+    server.start()
+    host = settings.listen.rsplit(":", 1)[0]
+    log.info("PDP gRPC on %s:%d, asking OPA at %s for %s", host, port, settings.opa_url, settings.decision_path)
+    _wait_for_signal()
+    log.info("stopping: draining in-flight calls for up to %.0fs", settings.grace_s)
+    server.stop(settings.grace_s)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    base = Settings.from_env()
+    _setup_logging(base.log_level)
+    if not (args.bundle / ".manifest").is_file():
+        print(f"pdp dev: {args.bundle} is not a bundle directory (no .manifest)", file=sys.stderr)
+        return 2
+    sidecar = OpaSidecar(opa_bin=base.opa_bin, bundle=args.bundle, addr=args.opa_addr)
+    sidecar.start()
+    log.info("OPA sidecar on %s serving bundle %s", sidecar.url, args.bundle)
+    try:
+        return _serve(args, dataclasses.replace(base, opa_url=sidecar.url))
+    finally:
+        sidecar.stop()
+        log.info("OPA sidecar stopped")
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def _decide(args: argparse.Namespace) -> int:
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        request = json_format.Parse(text, pb.DecideRequest())
+    except (OSError, json_format.ParseError) as e:
+        print(f"pdp decide: cannot read a DecideRequest from {args.file}: {e}", file=sys.stderr)
+        return 2
+    if args.explain is not None:
+        request.explain = _EXPLAIN[args.explain]  # type: ignore[assignment]
+    with grpc.insecure_channel(args.addr) as channel:
+        try:
+            response = pb_grpc.DecisionServiceStub(channel).Decide(request, timeout=args.timeout)
+        except grpc.RpcError as e:
+            print(f"pdp decide: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    print(json_format.MessageToJson(response, indent=2))
+    return 0

@@ -1,0 +1,146 @@
+"""Settings: every ``PDP_*`` environment variable, read and validated once at start-up.
+
+| variable | default | meaning |
+|---|---|---|
+| ``PDP_LISTEN`` | ``127.0.0.1:50051`` | gRPC listen address (``host:port``; port 0 picks a free one) |
+| ``PDP_OPA_URL`` | ``http://127.0.0.1:8181`` | OPA's REST API: ``http://host:port`` or ``unix:///path/to/socket`` |
+| ``PDP_DECISION_PATH`` | ``pdp/decision`` | the policy document queried for every decision |
+| ``PDP_OPA_TIMEOUT_MS`` | ``500`` | longest wait for OPA per decision (the caller's deadline may cut it shorter) |
+| ``PDP_HEALTH_INTERVAL_MS`` | ``1000`` | how often OPA's health and bundle are checked |
+| ``PDP_MAX_REQUEST_BYTES`` | ``65536`` | largest accepted request message |
+| ``PDP_MAX_DEPTH`` | ``16`` | deepest nesting accepted in tool arguments and attributes |
+| ``PDP_WORKERS`` | ``16`` | gRPC worker threads |
+| ``PDP_GRACE_SECONDS`` | ``10`` | how long shutdown waits for in-flight calls |
+| ``PDP_TLS_CERT_FILE`` | unset | server certificate (PEM); with the key, turns TLS on |
+| ``PDP_TLS_KEY_FILE`` | unset | server private key (PEM) |
+| ``PDP_TLS_CLIENT_CA_FILE`` | unset | CA bundle for client certificates; when set, callers must present one (mTLS) |
+| ``PDP_LOG_LEVEL`` | ``INFO`` | level of the ``pdp`` logger |
+| ``PDP_OPA_BIN`` | ``opa`` on ``PATH`` | the ``opa`` that ``pdp dev`` starts (``make run`` sets ``.bin/opa``) |
+
+``OTEL_*`` variables are left to the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from pdp.errors import ConfigError
+
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Validated PDP configuration."""
+
+    listen: str = "127.0.0.1:50051"
+    opa_url: str = "http://127.0.0.1:8181"
+    decision_path: str = "pdp/decision"
+    opa_timeout_s: float = 0.5
+    health_interval_s: float = 1.0
+    max_request_bytes: int = 65536
+    max_depth: int = 16
+    workers: int = 16
+    grace_s: float = 10.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    log_level: str = "INFO"
+    opa_bin: str = "opa"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
+        """Reads the ``PDP_*`` variables.
+
+        Raises:
+            ConfigError: a variable is set to an invalid value; the message names it.
+        """
+        env = os.environ if env is None else env
+        kw: dict[str, object] = {}
+        if (v := env.get("PDP_LISTEN")) is not None:
+            kw["listen"] = _listen("PDP_LISTEN", v)
+        if (v := env.get("PDP_OPA_URL")) is not None:
+            kw["opa_url"] = _opa_url("PDP_OPA_URL", v)
+        if (v := env.get("PDP_DECISION_PATH")) is not None:
+            if not _PATH.match(v):
+                raise ConfigError(f"PDP_DECISION_PATH: {v!r} is not a slash-separated rule path like pdp/decision")
+            kw["decision_path"] = v
+        for name, field, lo, hi in (
+            ("PDP_OPA_TIMEOUT_MS", "opa_timeout_s", 1, 60_000),
+            ("PDP_HEALTH_INTERVAL_MS", "health_interval_s", 50, 600_000),
+        ):
+            if (v := env.get(name)) is not None:
+                kw[field] = _int(name, v, lo, hi) / 1000
+        for name, field, lo, hi in (
+            ("PDP_MAX_REQUEST_BYTES", "max_request_bytes", 1024, 64 * 1024 * 1024),
+            ("PDP_MAX_DEPTH", "max_depth", 2, 64),
+            ("PDP_WORKERS", "workers", 1, 1024),
+        ):
+            if (v := env.get(name)) is not None:
+                kw[field] = _int(name, v, lo, hi)
+        if (v := env.get("PDP_GRACE_SECONDS")) is not None:
+            kw["grace_s"] = float(_int("PDP_GRACE_SECONDS", v, 0, 3600))
+        for name, field in (
+            ("PDP_TLS_CERT_FILE", "tls_cert_file"),
+            ("PDP_TLS_KEY_FILE", "tls_key_file"),
+            ("PDP_TLS_CLIENT_CA_FILE", "tls_client_ca_file"),
+        ):
+            if v := env.get(name):
+                path = Path(v)
+                if not path.is_file():
+                    raise ConfigError(f"{name}: {v!r} is not a readable file")
+                kw[field] = path
+        if (v := env.get("PDP_LOG_LEVEL")) is not None:
+            if v.upper() not in logging.getLevelNamesMapping():
+                raise ConfigError(f"PDP_LOG_LEVEL: {v!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
+            kw["log_level"] = v.upper()
+        if v := env.get("PDP_OPA_BIN"):
+            kw["opa_bin"] = v
+        settings = cls(**kw)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Checks the rules that span several settings.
+
+        Raises:
+            ConfigError: the settings contradict each other.
+        """
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError("PDP_TLS_CLIENT_CA_FILE needs PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE (mTLS needs TLS)")
+
+
+def _int(name: str, value: str, lo: int, hi: int) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a whole number") from None
+    if not lo <= n <= hi:
+        raise ConfigError(f"{name}: {n} is outside {lo}..{hi}")
+    return n
+
+
+def _listen(name: str, value: str) -> str:
+    m = _LISTEN.match(value)
+    if not m or int(m["port"]) > 65535:
+        raise ConfigError(f"{name}: {value!r} is not host:port (e.g. 127.0.0.1:50051 or [::1]:50051)")
+    return value
+
+
+def _opa_url(name: str, value: str) -> str:
+    if value.startswith("unix://"):
+        if not value.removeprefix("unix://").startswith("/"):
+            raise ConfigError(f"{name}: {value!r} must be unix:///absolute/path")
+        return value
+    if value.startswith("http://"):
+        _listen(name, value.removeprefix("http://").rstrip("/"))
+        return value.rstrip("/")
+    raise ConfigError(f"{name}: {value!r} must be http://host:port or unix:///path (a sidecar on loopback)")

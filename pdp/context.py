@@ -1,0 +1,240 @@
+"""Request → OPA input: validate, normalise, and bind what the PDP itself knows.
+
+The caller describes the action; the PDP adds what a caller must not be able to claim: the
+authenticated caller identity (from the TLS peer) and the request time (from the PDP's
+clock). Both go under keys the request cannot write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from pdp.errors import InvalidArgument
+from pdp.v1 import decision_pb2 as pb
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+\-]{0,127}$")
+_PRINTABLE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_TEXT_MAX = 1024
+_LIST_MAX = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who called the PDP, as established by the transport (never by the request body)."""
+
+    authenticated: bool
+    peer: str
+    subject: str = ""
+    sans: tuple[str, ...] = ()
+
+    @classmethod
+    def from_grpc(cls, context: grpc.ServicerContext) -> Caller:
+        """Reads the peer address and, under mTLS, the client certificate's names."""
+        auth = context.auth_context()
+        cn = [bytes(v).decode() for v in auth.get("x509_common_name", [])]
+        sans = tuple(bytes(v).decode() for v in auth.get("x509_subject_alternative_name", []))
+        return cls(authenticated=bool(cn or sans), peer=context.peer(), subject=cn[0] if cn else "", sans=sans)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "authenticated": self.authenticated,
+            "peer": self.peer,
+            "subject": self.subject,
+            "sans": list(self.sans),
+        }
+
+
+def build_input(request: pb.DecideRequest, *, caller: Caller, request_time: str, max_depth: int) -> dict[str, Any]:
+    """Turns a DecideRequest into the OPA ``input`` document.
+
+    Args:
+        request: the caller's request.
+        caller: the transport-authenticated caller.
+        request_time: RFC 3339 UTC time from the PDP's clock.
+        max_depth: deepest nesting accepted inside Struct fields.
+
+    Raises:
+        InvalidArgument: a field is missing or malformed; the message names it.
+    """
+    if request.request_id and not _PRINTABLE.match(request.request_id):
+        raise InvalidArgument("request_id", "must be 1-128 printable ASCII characters without spaces")
+    if request.explain not in pb.ExplainLevel.values():
+        raise InvalidArgument("explain", f"unknown explain level {request.explain}")
+    if not request.HasField("context"):
+        raise InvalidArgument("context", "is required")
+    ctx = request.context
+    if not ctx.HasField("agent"):
+        raise InvalidArgument("context.agent", "is required")
+    if not ctx.HasField("action"):
+        raise InvalidArgument("context.action", "is required")
+    return {
+        "request_id": request.request_id,
+        "request_time": request_time,
+        "caller": caller.to_dict(),
+        "agent": _agent(ctx.agent),
+        "principal": _principal(ctx.principal),
+        "action": _action(ctx.action, max_depth),
+        "resource": _resource(ctx.resource),
+        "lineage": [
+            _lineage(e, f"context.lineage[{i}]") for i, e in enumerate(_bounded(ctx.lineage, "context.lineage"))
+        ],
+        "environment": _environment(ctx.environment),
+        "risk": _risk(ctx.risk),
+        "approvals": [
+            _approval(a, f"context.approvals[{i}]") for i, a in enumerate(_bounded(ctx.approvals, "context.approvals"))
+        ],
+        "purpose_of_use": _text(ctx.purpose_of_use, "context.purpose_of_use"),
+        "attributes": _struct(ctx.attributes, "context.attributes", max_depth),
+    }
+
+
+def _agent(a: pb.Agent) -> dict[str, Any]:
+    return {
+        "id": _id(a.id, "context.agent.id", required=True),
+        "version": _text(a.version, "context.agent.version"),
+        "owner": _text(a.owner, "context.agent.owner"),
+        "model": _text(a.model, "context.agent.model"),
+    }
+
+
+def _principal(p: pb.Principal) -> dict[str, Any]:
+    return {
+        "id": _id(p.id, "context.principal.id"),
+        "type": _text(p.type, "context.principal.type"),
+        "roles": [_text(r, "context.principal.roles") for r in _bounded(p.roles, "context.principal.roles")],
+        "tenant": _text(p.tenant, "context.principal.tenant"),
+    }
+
+
+def _action(a: pb.Action, max_depth: int) -> dict[str, Any]:
+    return {
+        "tool": _id(a.tool, "context.action.tool", required=True),
+        "operation": _text(a.operation, "context.action.operation"),
+        "arguments": _struct(a.arguments, "context.action.arguments", max_depth),
+        "destination": {
+            "kind": _text(a.destination.kind, "context.action.destination.kind"),
+            "address": _text(a.destination.address, "context.action.destination.address"),
+        },
+    }
+
+
+def _resource(r: pb.Resource) -> dict[str, Any]:
+    if r.classification not in pb.Classification.values():
+        raise InvalidArgument("context.resource.classification", f"unknown classification {r.classification}")
+    level = r.classification
+    return {
+        "type": _text(r.type, "context.resource.type"),
+        "id": _text(r.id, "context.resource.id"),
+        "owner": _text(r.owner, "context.resource.owner"),
+        # Name and rank: policies compare ranks ("dominates") and print names.
+        "classification": _enum_name(pb.Classification.Name(level), "CLASSIFICATION_"),
+        "classification_level": level,
+        "data_categories": [
+            _text(c, "context.resource.data_categories")
+            for c in _bounded(r.data_categories, "context.resource.data_categories")
+        ],
+        "compartments": [
+            _text(c, "context.resource.compartments") for c in _bounded(r.compartments, "context.resource.compartments")
+        ],
+    }
+
+
+def _lineage(e: pb.LineageEntry, field: str) -> dict[str, Any]:
+    return {
+        "source": _text(e.source, f"{field}.source"),
+        "kind": _text(e.kind, f"{field}.kind"),
+        "quality": _number(e.quality, f"{field}.quality", 0.0, 1.0),
+        "verified": e.verified,
+    }
+
+
+def _environment(e: pb.Environment) -> dict[str, Any]:
+    return {
+        "name": _text(e.name, "context.environment.name"),
+        "change_ref": _text(e.change_ref, "context.environment.change_ref"),
+        "region": _text(e.region, "context.environment.region"),
+        "session_id": _text(e.session_id, "context.environment.session_id"),
+    }
+
+
+def _risk(r: pb.RiskSignals) -> dict[str, Any]:
+    return {
+        "score": _number(r.score, "context.risk.score", 0.0, 100.0),
+        "indicators": [_text(i, "context.risk.indicators") for i in _bounded(r.indicators, "context.risk.indicators")],
+    }
+
+
+def _approval(a: pb.Approval, field: str) -> dict[str, Any]:
+    expires = ""
+    if a.HasField("expires_at"):
+        try:
+            expires = a.expires_at.ToJsonString()
+        except ValueError as e:
+            raise InvalidArgument(f"{field}.expires_at", str(e)) from None
+    return {
+        "id": _text(a.id, f"{field}.id"),
+        "approver_id": _id(a.approver_id, f"{field}.approver_id", required=True),
+        "approver_roles": [
+            _text(r, f"{field}.approver_roles") for r in _bounded(a.approver_roles, f"{field}.approver_roles")
+        ],
+        "action_digest": _text(a.action_digest, f"{field}.action_digest"),
+        "expires_at": expires,
+    }
+
+
+def _id(value: str, field: str, *, required: bool = False) -> str:
+    if not value:
+        if required:
+            raise InvalidArgument(field, "is required")
+        return ""
+    if not _ID.match(value):
+        raise InvalidArgument(field, "must be 1-128 letters, digits or ._:/@+- starting with a letter or digit")
+    return value
+
+
+def _text(value: str, field: str) -> str:
+    if len(value) > _TEXT_MAX:
+        raise InvalidArgument(field, f"is longer than {_TEXT_MAX} characters")
+    return value
+
+
+def _number(value: float, field: str, lo: float, hi: float) -> float:
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise InvalidArgument(field, f"must be a number from {lo:g} to {hi:g}")
+    return value
+
+
+def _bounded(items: Any, field: str) -> list[Any]:
+    if len(items) > _LIST_MAX:
+        raise InvalidArgument(field, f"has more than {_LIST_MAX} entries")
+    return list(items)
+
+
+def _enum_name(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix).lower()
+
+
+def _struct(s: struct_pb2.Struct, field: str, max_depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = json_format.MessageToDict(s)
+    _check_depth(value, field, max_depth)
+    return value
+
+
+def _check_depth(value: Any, field: str, max_depth: int) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise InvalidArgument(field, f"nests deeper than {max_depth} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise InvalidArgument(field, "holds a number that is not finite")

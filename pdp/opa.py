@@ -1,0 +1,183 @@
+"""OPA REST client for the decision path.
+
+One keep-alive HTTP/1.1 connection per worker thread (``http.client``: the cheapest client per
+call measured here), to OPA on loopback TCP or a unix socket. Every query asks for provenance
+and metrics; ``explain`` only when the caller asked for it. Every failure is one of the
+:class:`~pdp.errors.NoVerdict` errors, so the pipeline can fail closed on all of them alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+from pdp.errors import OpaError, OpaTimeout, OpaUnavailable
+
+_EXPLAIN = ("", "notes", "fails", "full")  # indexed by pdp.v1.ExplainLevel
+_MISSING = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class OpaAnswer:
+    """What OPA said about one query."""
+
+    result: Any  # the decision document; ``OpaAnswer.UNDEFINED`` when OPA returned none
+    opa_version: str
+    bundle_revisions: dict[str, str]
+    eval_ns: int
+    explanation: list[dict[str, Any]]
+    roundtrip_ns: int
+
+    UNDEFINED = _MISSING
+
+    @property
+    def defined(self) -> bool:
+        return self.result is not _MISSING
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a unix socket (OPA's ``--addr unix:///path``)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class OpaClient:
+    """Queries one decision path of one OPA server.
+
+    Args:
+        url: ``http://host:port`` or ``unix:///path``.
+        decision_path: the rule path, e.g. ``pdp/decision``.
+    """
+
+    def __init__(self, url: str, decision_path: str) -> None:
+        self._url = url
+        self._path = f"/v1/data/{decision_path}?provenance=true&metrics=true"
+        self._local = threading.local()
+
+    def query(self, input_doc: dict[str, Any], *, timeout_s: float, explain: int = 0) -> OpaAnswer:
+        """Evaluates the decision document for ``input_doc``.
+
+        Raises:
+            OpaTimeout: no answer within ``timeout_s``.
+            OpaUnavailable: OPA could not be reached.
+            OpaError: OPA answered with an error or an unexpected body.
+        """
+        if timeout_s <= 0:
+            raise OpaTimeout("no time left before the caller's deadline")
+        path = self._path + (f"&explain={_EXPLAIN[explain]}" if explain else "")
+        body = json.dumps({"input": input_doc}, separators=(",", ":")).encode()
+        start = time.perf_counter_ns()
+        status, raw = self._post(path, body, timeout_s)
+        took = time.perf_counter_ns() - start
+        if status != 200:
+            raise OpaError(f"OPA answered HTTP {status}: {_error_message(raw)}")
+        return _parse(raw, took)
+
+    def close(self) -> None:
+        """Closes this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _post(self, path: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+        deadline = time.monotonic() + timeout_s
+        reused = getattr(self._local, "conn", None) is not None
+        try:
+            return self._roundtrip(path, body, timeout_s)
+        except (ConnectionError, http.client.BadStatusLine) as e:
+            # A keep-alive connection OPA closed while idle fails on first use; evaluation has
+            # no side effects, so one retry on a fresh connection is safe.
+            remaining = deadline - time.monotonic()
+            if not reused or remaining <= 0:
+                raise OpaUnavailable(f"OPA unreachable at {self._url}: {e}") from None
+            try:
+                return self._roundtrip(path, body, remaining)
+            except (ConnectionError, http.client.HTTPException, OSError) as e2:
+                raise _classify(e2, self._url) from None
+        except (http.client.HTTPException, OSError) as e:
+            raise _classify(e, self._url) from None
+
+    def _roundtrip(self, path: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+        conn = self._connection(timeout_s)
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        except BaseException:
+            self.close()
+            raise
+
+    def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._url.startswith("unix://"):
+                conn = UnixHTTPConnection(self._url.removeprefix("unix://"), timeout_s)
+            else:
+                conn = http.client.HTTPConnection(self._url.removeprefix("http://"), timeout=timeout_s)
+            self._local.conn = conn
+        conn.timeout = timeout_s
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout_s)
+        return conn
+
+
+def _classify(e: BaseException, url: str) -> OpaTimeout | OpaUnavailable | OpaError:
+    if isinstance(e, TimeoutError | socket.timeout):
+        return OpaTimeout(f"OPA at {url} did not answer in time")
+    if isinstance(e, OSError):
+        return OpaUnavailable(f"OPA unreachable at {url}: {e}")
+    return OpaError(f"OPA at {url} broke the HTTP exchange: {e!r}")
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        body = json.loads(raw)
+        return f"{body.get('code', '?')}: {body.get('message', '')}"[:500]
+    except (ValueError, AttributeError):
+        return raw[:200].decode(errors="replace")
+
+
+def _parse(raw: bytes, roundtrip_ns: int) -> OpaAnswer:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise OpaError("OPA's answer is not JSON") from None
+    if not isinstance(body, dict):
+        raise OpaError("OPA's answer is not a JSON object")
+    prov = body.get("provenance")
+    metrics = body.get("metrics")
+    if not isinstance(prov, dict) or not isinstance(metrics, dict):
+        raise OpaError("OPA's answer lacks provenance or metrics")
+    bundles = prov.get("bundles") or {}
+    revisions = (
+        {str(name): str(b.get("revision", "")) for name, b in bundles.items() if isinstance(b, dict)}
+        if isinstance(bundles, dict)
+        else {}
+    )
+    explanation = body.get("explanation") or []
+    return OpaAnswer(
+        result=body.get("result", _MISSING),
+        opa_version=str(prov.get("version", "")),
+        bundle_revisions=revisions,
+        eval_ns=int(metrics.get("timer_rego_query_eval_ns", 0) or 0),
+        explanation=[e for e in explanation if isinstance(e, dict)] if isinstance(explanation, list) else [],
+        roundtrip_ns=roundtrip_ns,
+    )

@@ -1,0 +1,210 @@
+"""The gRPC server: DecisionService, health, reflection, TLS, graceful stop.
+
+The servicer is thin: proto in → :meth:`Decider.decide` → proto out. Errors map to gRPC status
+codes in exactly one place (:meth:`DecisionServicer.Decide`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pdp.config import Settings
+from pdp.context import Caller
+from pdp.decide import Decider, Decision
+from pdp.errors import NoVerdict, PdpError
+from pdp.opa import OpaClient
+from pdp.v1 import decision_pb2 as pb
+from pdp.v1 import decision_pb2_grpc as pb_grpc
+from pdp.verdict import Outcome, interpret
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+_OUTCOMES = {
+    Outcome.ALLOW: pb.OUTCOME_ALLOW,
+    Outcome.DENY: pb.OUTCOME_DENY,
+    Outcome.REQUIRE_APPROVAL: pb.OUTCOME_REQUIRE_APPROVAL,
+}
+
+
+class DecisionServicer(pb_grpc.DecisionServiceServicer):
+    """pdp.v1.DecisionService."""
+
+    def __init__(self, decider: Decider) -> None:
+        self._decider = decider
+
+    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:  # noqa: N802
+        try:
+            decision = self._decider.decide(
+                request, caller=Caller.from_grpc(context), time_remaining_s=context.time_remaining()
+            )
+        except PdpError as e:
+            context.abort(e.status, str(e))
+        except Exception:
+            # Never a Python repr to the caller; no answer is a deny for any PEP.
+            log.exception("Decide failed unexpectedly")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; no decision was made")
+        return to_proto(decision)
+
+
+def to_proto(d: Decision) -> pb.DecideResponse:
+    """Converts a Decision into the wire response."""
+    v = d.verdict
+    resp = pb.DecideResponse(
+        decision_id=d.decision_id,
+        request_id=d.request_id,
+        outcome=_OUTCOMES[v.outcome],
+        indeterminate=v.indeterminate,
+        error_code=v.error_code,
+        reasons=[pb.Reason(code=r.code, message=r.message, rule=r.rule, severity=r.severity) for r in v.reasons],
+        obligations=[pb.Obligation(type=o.type, params=_struct(o.params)) for o in v.obligations],
+        provenance=pb.PolicyProvenance(
+            opa_version=d.opa_version, bundle_revisions=d.bundle_revisions, decision_path=d.decision_path
+        ),
+        timings=pb.Timings(total_us=d.total_ns // 1000, opa_us=d.opa_ns // 1000, opa_eval_us=d.opa_eval_ns // 1000),
+    )
+    if d.explain:
+        resp.explanation.level = d.explain  # type: ignore[assignment]
+        resp.explanation.events.extend(_struct(e) for e in d.explanation)
+    return resp
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(value)
+    return s
+
+
+class OpaHealthMonitor:
+    """Polls OPA and reports SERVING only while the decision document evaluates under a bundle.
+
+    Args:
+        opa: a client of its own (its connection lives on the monitor's thread).
+        health_servicer: the grpc.health.v1 servicer to update.
+        interval_s: time between checks.
+        timeout_s: longest wait for one check.
+    """
+
+    def __init__(
+        self, *, opa: OpaClient, health_servicer: health.HealthServicer, interval_s: float, timeout_s: float
+    ) -> None:
+        self._opa = opa
+        self._health = health_servicer
+        self._interval = interval_s
+        self._timeout = timeout_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="opa-health", daemon=True)
+        self._serving: bool | None = None
+
+    def start(self) -> None:
+        self.check()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval + self._timeout + 1)
+        self._opa.close()
+
+    def check(self) -> bool:
+        """Checks OPA once, updates the health status, and returns whether it is serving."""
+        try:
+            answer = self._opa.query({}, timeout_s=self._timeout)
+            interpret(answer.result, defined=answer.defined)
+            problem = "" if answer.bundle_revisions else "OPA has no bundle loaded"
+        except NoVerdict as e:
+            problem = f"{e.error_code}: {e}"
+        serving = not problem
+        if serving != self._serving:
+            if serving:
+                log.info("OPA healthy; serving")
+            else:
+                log.warning("not serving: %s", problem)
+            self._serving = serving
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, status)
+        return serving
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()
+
+
+class PdpServer:
+    """A started-or-not PDP: the gRPC server plus the OPA health monitor."""
+
+    def __init__(self, server: grpc.Server, monitor: OpaHealthMonitor, health_servicer: health.HealthServicer) -> None:
+        self.grpc_server = server
+        self._monitor = monitor
+        self._health = health_servicer
+
+    def start(self) -> None:
+        self.grpc_server.start()
+        self._monitor.start()
+
+    def stop(self, grace_s: float) -> None:
+        """Stops taking calls, lets in-flight calls finish for up to ``grace_s``, then stops."""
+        self._health.enter_graceful_shutdown()
+        self._monitor.stop()
+        self.grpc_server.stop(grace_s).wait()
+
+    def wait(self) -> None:
+        self.grpc_server.wait_for_termination()
+
+
+def create_server(settings: Settings) -> tuple[PdpServer, int]:
+    """Builds the server and binds its port (``PDP_LISTEN``; port 0 picks a free one).
+
+    Returns:
+        The server (not yet started) and the port it is bound to.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pdp-rpc"),
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=settings.workers * 64,
+    )
+    decider = Decider(
+        opa=OpaClient(settings.opa_url, settings.decision_path),
+        decision_path=settings.decision_path,
+        opa_timeout_s=settings.opa_timeout_s,
+        max_depth=settings.max_depth,
+    )
+    pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(decider), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = (
+        server.add_secure_port(settings.listen, _credentials(settings))
+        if settings.tls_cert_file
+        else (server.add_insecure_port(settings.listen))
+    )
+    if port == 0:
+        raise PdpError(f"could not bind {settings.listen}")
+    monitor = OpaHealthMonitor(
+        opa=OpaClient(settings.opa_url, settings.decision_path),
+        health_servicer=health_servicer,
+        interval_s=settings.health_interval_s,
+        timeout_s=settings.opa_timeout_s,
+    )
+    return PdpServer(server, monitor, health_servicer), port
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials:
+    assert settings.tls_cert_file and settings.tls_key_file
+    ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )

@@ -1,0 +1,120 @@
+"""Policy result → verdict, under the policy contract, failing closed.
+
+The contract (``rego/README.md``): the decision document is an object with
+``outcome`` ∈ {"allow", "deny", "require_approval"}, ``reasons`` (a list of objects with a
+non-empty string ``code``, and optional ``message``, ``rule``, ``severity``) and
+``obligations`` (a list of objects with a non-empty string ``type`` and optional object
+``params``). Anything else is :class:`~pdp.errors.PolicyMalformed`: a verdict the PDP cannot
+read in full is not a verdict, because dropping an obligation or a reason would fail open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+from pdp.errors import NoVerdict, PolicyMalformed, PolicyUndefined
+
+
+class Outcome(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    REQUIRE_APPROVAL = "require_approval"
+
+
+@dataclasses.dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str = ""
+    rule: str = ""
+    severity: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Obligation:
+    type: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "params": self.params}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """The PDP's answer. ``indeterminate`` verdicts are always DENY."""
+
+    outcome: Outcome
+    reasons: tuple[Reason, ...] = ()
+    obligations: tuple[Obligation, ...] = ()
+    indeterminate: bool = False
+    error_code: str = ""
+
+    def __post_init__(self) -> None:
+        if self.indeterminate and self.outcome is not Outcome.DENY:
+            raise ValueError("an indeterminate verdict must be DENY")
+
+
+def interpret(result: Any, *, defined: bool = True) -> Verdict:
+    """Reads a decision document.
+
+    Args:
+        result: the document OPA returned.
+        defined: False when OPA returned no document at all.
+
+    Raises:
+        PolicyUndefined: there is no document.
+        PolicyMalformed: the document breaks the contract; the message says where.
+    """
+    if not defined:
+        raise PolicyUndefined("the decision document is undefined (is the bundle loaded?)")
+    if not isinstance(result, dict):
+        raise PolicyMalformed(f"decision is a {type(result).__name__}, not an object")
+    try:
+        outcome = Outcome(result.get("outcome"))
+    except ValueError:
+        raise PolicyMalformed(f"outcome {result.get('outcome')!r} is not allow, deny or require_approval") from None
+    return Verdict(
+        outcome=outcome,
+        reasons=tuple(_reason(r, i) for i, r in enumerate(_list(result, "reasons"))),
+        obligations=tuple(_obligation(o, i) for i, o in enumerate(_list(result, "obligations"))),
+    )
+
+
+def fail_closed(error: NoVerdict) -> Verdict:
+    """The verdict when no policy verdict was reached: DENY, indeterminate, with why."""
+    return Verdict(
+        outcome=Outcome.DENY,
+        reasons=(Reason(code=error.error_code, message=str(error), rule="pdp.fail_closed", severity="high"),),
+        indeterminate=True,
+        error_code=error.error_code,
+    )
+
+
+def _list(result: dict[str, Any], key: str) -> list[Any]:
+    value = result.get(key, [])
+    if not isinstance(value, list):
+        raise PolicyMalformed(f"{key} is a {type(value).__name__}, not a list")
+    return value
+
+
+def _reason(r: Any, i: int) -> Reason:
+    if not isinstance(r, dict) or not isinstance(r.get("code"), str) or not r["code"]:
+        raise PolicyMalformed(f"reasons[{i}] is not an object with a non-empty string code")
+    fields = {k: r.get(k, "") for k in ("message", "rule", "severity")}
+    for k, v in fields.items():
+        if not isinstance(v, str):
+            raise PolicyMalformed(f"reasons[{i}].{k} is not a string")
+    return Reason(code=r["code"], **fields)
+
+
+def _obligation(o: Any, i: int) -> Obligation:
+    if not isinstance(o, dict) or not isinstance(o.get("type"), str) or not o["type"]:
+        raise PolicyMalformed(f"obligations[{i}] is not an object with a non-empty string type")
+    params = o.get("params", {})
+    if not isinstance(params, dict):
+        raise PolicyMalformed(f"obligations[{i}].params is not an object")
+    return Obligation(type=o["type"], params=params)
