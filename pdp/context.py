@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 
+from pdp.digest import action_digest
 from pdp.errors import InvalidArgument
 from pdp.v1 import decision_pb2 as pb
 
@@ -73,7 +74,7 @@ def build_input(request: pb.DecideRequest, *, caller: Caller, request_time: str,
         raise InvalidArgument("context.agent", "is required")
     if not ctx.HasField("action"):
         raise InvalidArgument("context.action", "is required")
-    return {
+    doc = {
         "request_id": request.request_id,
         "request_time": request_time,
         "caller": caller.to_dict(),
@@ -92,6 +93,8 @@ def build_input(request: pb.DecideRequest, *, caller: Caller, request_time: str,
         "purpose_of_use": _text(ctx.purpose_of_use, "context.purpose_of_use"),
         "attributes": _struct(ctx.attributes, "context.attributes", max_depth),
     }
+    doc["action_digest"] = action_digest(doc)
+    return doc
 
 
 def _agent(a: pb.Agent) -> dict[str, Any]:

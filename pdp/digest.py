@@ -1,0 +1,41 @@
+"""The action digest: one hash that names exactly what an agent is about to do.
+
+Approvals are bound to it (an approval for another action never applies), records carry it,
+and an enforcement point recomputes it from the call it is about to make before acting on a
+decision. The recipe, for a PEP in any language:
+
+1. Build this JSON object from the request (absent strings are ``""``, absent arguments ``{}``)::
+
+       {"agent": <agent.id>, "tool": <action.tool>, "operation": <action.operation>,
+        "arguments": <action.arguments as JSON>,
+        "resource": {"type": <resource.type>, "id": <resource.id>},
+        "destination": {"kind": <action.destination.kind>, "address": <action.destination.address>}}
+
+2. Serialise it with the JSON Canonicalization Scheme (RFC 8785): sorted keys, no whitespace,
+   numbers in ECMAScript form (tool arguments are protobuf Struct values, i.e. IEEE doubles).
+3. ``"sha256:" + lowercase hex(SHA-256(those bytes))``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import rfc8785
+
+PREFIX = "sha256:"
+
+
+def action_digest(input_doc: dict[str, Any]) -> str:
+    """The action digest of an OPA input document built by :func:`pdp.context.build_input`."""
+    action = input_doc["action"]
+    resource = input_doc["resource"]
+    subject = {
+        "agent": input_doc["agent"]["id"],
+        "tool": action["tool"],
+        "operation": action["operation"],
+        "arguments": action["arguments"],
+        "resource": {"type": resource["type"], "id": resource["id"]},
+        "destination": {"kind": action["destination"]["kind"], "address": action["destination"]["address"]},
+    }
+    return PREFIX + hashlib.sha256(rfc8785.dumps(subject)).hexdigest()
