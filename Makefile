@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-tools: $(OPA) ## build opa from its pinned Go module (only when the pin changes)
+tools: $(OPA) $(BIN)/grpcurl ## build opa, grpcurl from their pinned Go modules (only when a pin changes)
 
 # Each tool has its own Go module under tools/ so their dependency graphs never merge.
 $(BIN)/%: tools/%/go.mod tools/%/go.sum

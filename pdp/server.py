@@ -153,8 +153,8 @@ class PdpServer:
     def stop(self, grace_s: float) -> None:
         """Stops taking calls, lets in-flight calls finish for up to ``grace_s``, then stops."""
         self._health.enter_graceful_shutdown()
-        self._monitor.stop()
         self.grpc_server.stop(grace_s).wait()
+        self._monitor.stop()
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()

@@ -1,0 +1,119 @@
+"""What a newcomer does: `pdp dev` (as `make run` runs it), `pdp decide`, grpcurl, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pdp.sidecar import free_port
+from tests.conftest import EXAMPLES, ROOT, wait_for
+
+pytestmark = pytest.mark.e2e
+
+PDP = [sys.executable, "-m", "pdp"]
+GRPCURL = ROOT / ".bin" / "grpcurl"
+OUTCOMES = {
+    "allow-crm-lookup.json": "OUTCOME_ALLOW",
+    "deny-tool-not-granted.json": "OUTCOME_DENY",
+    "require-approval-high-risk.json": "OUTCOME_REQUIRE_APPROVAL",
+}
+
+
+class DevStack:
+    def __init__(self, process: subprocess.Popen[str], addr: str, opa_port: int, log: Path) -> None:
+        self.process, self.addr, self.opa_port, self.log = process, addr, opa_port, log
+
+
+@pytest.fixture
+def dev_stack(opa_bin: str, tmp_path: Path) -> Iterator[DevStack]:
+    port, opa_port = free_port(), free_port()
+    log = tmp_path / "dev.log"
+    env = {**os.environ, "PDP_OPA_BIN": opa_bin, "PDP_LISTEN": f"127.0.0.1:{port}"}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*PDP, "dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{opa_port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    stack = DevStack(process, f"127.0.0.1:{port}", opa_port, log)
+    wait_for(lambda: "PDP gRPC on" in log.read_text() or process.poll() is not None, timeout_s=30, what="pdp dev")
+    assert process.poll() is None, log.read_text()
+    yield stack
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def decide(addr: str, *args: str) -> dict:
+    out = subprocess.run([*PDP, "decide", "--addr", addr, *args], capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize(("example", "outcome"), OUTCOMES.items())
+def test_pdp_decide_on_each_example(dev_stack: DevStack, example: str, outcome: str) -> None:
+    resp = decide(dev_stack.addr, str(EXAMPLES / example))
+    assert resp["outcome"] == outcome
+    assert resp["provenance"]["bundleRevisions"]
+
+
+def test_explain_flag(dev_stack: DevStack) -> None:
+    resp = decide(dev_stack.addr, "--explain", "notes", str(EXAMPLES / "allow-crm-lookup.json"))
+    assert resp["explanation"]["level"] == "EXPLAIN_LEVEL_NOTES"
+
+
+@pytest.mark.parametrize(("example", "outcome"), OUTCOMES.items())
+def test_the_same_files_work_with_grpcurl_through_reflection(dev_stack: DevStack, example: str, outcome: str) -> None:
+    out = subprocess.run(
+        [str(GRPCURL), "-plaintext", "-d", "@", dev_stack.addr, "pdp.v1.DecisionService/Decide"],
+        stdin=(EXAMPLES / example).open(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout)["outcome"] == outcome
+
+
+def test_decide_reports_unreadable_input_clearly(dev_stack: DevStack, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"context": {"agent": {"id": "a"}, "action": {"tool": "t"}, "colour": "red"}}')
+    out = subprocess.run([*PDP, "decide", "--addr", dev_stack.addr, str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "colour" in out.stderr
+
+    bad.write_text('{"context": {"action": {"tool": "t"}}}')
+    out = subprocess.run([*PDP, "decide", "--addr", dev_stack.addr, str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "INVALID_ARGUMENT: context.agent: is required" in out.stderr
+
+
+def test_ctrl_c_stops_pdp_and_opa(dev_stack: DevStack) -> None:
+    dev_stack.process.send_signal(signal.SIGINT)
+    assert dev_stack.process.wait(timeout=20) == 0
+    with socket.socket() as s:  # OPA's port is free again: the sidecar is gone too
+        s.bind(("127.0.0.1", dev_stack.opa_port))
+    assert "OPA sidecar stopped" in dev_stack.log.read_text()
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run([*PDP, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("serve", "dev", "decide"):
+        assert command in out
+
+
+def test_bad_configuration_is_refused_at_start(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*PDP, "serve"], capture_output=True, text=True, env={**os.environ, "PDP_OPA_TIMEOUT_MS": "soon"}, timeout=20
+    )
+    assert out.returncode == 2
+    assert "PDP_OPA_TIMEOUT_MS" in out.stderr
