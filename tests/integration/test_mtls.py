@@ -1,0 +1,97 @@
+"""Under mTLS the caller's identity comes from its certificate, and only from there."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from pdp.sidecar import OpaSidecar
+from pdp.v1 import decision_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, Pdp, request
+
+pytestmark = pytest.mark.integration
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _issue(
+    name: str, sans: list[x509.GeneralName], issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+    return cert, key
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, bytes]:
+    ca = _issue("test-ca", [], None)
+    server = _issue("pdp", [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], ca)
+    client = _issue("pep-gateway", [x509.UniformResourceIdentifier("spiffe://bank.example/pep-gateway")], ca)
+    files = {
+        "ca": ca[0].public_bytes(serialization.Encoding.PEM),
+        "server_cert": server[0].public_bytes(serialization.Encoding.PEM),
+        "server_key": _pem_key(server[1]),
+        "client_cert": client[0].public_bytes(serialization.Encoding.PEM),
+        "client_key": _pem_key(client[1]),
+    }
+    for name, data in files.items():
+        (tmp_path / f"{name}.pem").write_bytes(data)
+    return files
+
+
+def test_caller_identity_comes_from_the_client_certificate(
+    start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp], pki: dict[str, bytes], tmp_path: Path
+) -> None:
+    opa = start_opa(bundle=ROOT / "tests/data/bundles/echo")
+    pdp = start_pdp(
+        opa.url,
+        tls_cert_file=tmp_path / "server_cert.pem",
+        tls_key_file=tmp_path / "server_key.pem",
+        tls_client_ca_file=tmp_path / "ca.pem",
+    )
+    creds = grpc.ssl_channel_credentials(pki["ca"], pki["client_key"], pki["client_cert"])
+    req = request(
+        agent={"id": "support-bot"},
+        action={"tool": "crm.lookup"},
+        attributes={"caller": {"subject": "someone-else"}},
+    )
+    with grpc.secure_channel(f"localhost:{pdp.port}", creds) as channel:
+        resp = pb_grpc.DecisionServiceStub(channel).Decide(req, timeout=5)
+    caller = json.loads(resp.reasons[0].message)["caller"]
+    assert caller["authenticated"] is True
+    assert caller["subject"] == "pep-gateway"
+    assert "spiffe://bank.example/pep-gateway" in caller["sans"]
+
+    # A caller without a client certificate does not get an answer at all.
+    no_cert = grpc.ssl_channel_credentials(pki["ca"])
+    with grpc.secure_channel(f"localhost:{pdp.port}", no_cert) as channel, pytest.raises(grpc.RpcError) as e:
+        pb_grpc.DecisionServiceStub(channel).Decide(req, timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
