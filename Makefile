@@ -7,6 +7,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(CURDIR)/.bin
 OPA    := $(BIN)/opa
+REGAL  := $(BIN)/regal
+COVERAGE ?= 100
 
 PDP_PORT ?= 50051
 OPA_PORT ?= 8181
@@ -25,7 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-tools: $(OPA) $(BIN)/grpcurl ## build opa, grpcurl from their pinned Go modules (only when a pin changes)
+tools: $(OPA) $(REGAL) $(BIN)/grpcurl ## build opa, regal, grpcurl from their pinned Go modules (only when a pin changes)
 
 # Each tool has its own Go module under tools/ so their dependency graphs never merge.
 $(BIN)/%: tools/%/go.mod tools/%/go.sum
@@ -50,10 +52,12 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy pdp
 
-policy-check: $(OPA) ## opa fmt, opa check --strict, opa test
+policy-check: $(OPA) $(REGAL) ## opa fmt, opa check --strict, opa test with coverage threshold, Regal
 	$(OPA) fmt --fail -l rego
 	$(OPA) check --strict rego
-	$(OPA) test rego
+	$(OPA) test --coverage --threshold $(COVERAGE) rego > /dev/null || \
+	  { $(OPA) test rego; echo "policy coverage is below $(COVERAGE)%: see rego/README.md"; exit 1; }
+	$(REGAL) lint rego
 
 pytest: $(VENV)/.installed $(OPA)
 	PDP_OPA_BIN=$(OPA) $(PY) -m pytest

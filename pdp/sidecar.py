@@ -68,7 +68,9 @@ class OpaSidecar:
         cmd = [self.opa_bin, "run", "--server", "--addr", self.addr, "--log-level", "error", "--skip-version-check"]
         if self.config_file is not None:
             cmd += ["--config-file", str(self.config_file)]
-        cmd += ["--bundle", str(self.bundle)]
+        # Policy tests live beside the policy (rego/**/x_test.rego) but are not policy: they
+        # are never loaded into a serving OPA.
+        cmd += ["--ignore", "*_test.rego", "--bundle", str(self.bundle)]
         log.debug("starting %s", " ".join(cmd))
         self.process = subprocess.Popen(cmd, stdout=self._log_file, stderr=self._log_file, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + ready_timeout_s

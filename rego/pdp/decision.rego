@@ -1,10 +1,14 @@
 # METADATA
 # title: PDP decision entrypoint
 # description: |
-#   Combines the rules of this package into one decision: any deny wins; otherwise an
-#   escalation gives require_approval; otherwise allow only when an allow rule matched.
-#   Anything else is a deny (fail closed).
+#   Combines every rule module into one decision, once, for the whole bundle:
+#   any deny wins; otherwise an escalation not satisfied by valid approvals gives
+#   require_approval; otherwise allow only when some allow rule matched; otherwise deny.
+#   Modules are the baseline (every deployment) and the packs whose data says enabled.
 package pdp
+
+import data.pdp.approvals
+import data.pdp.lib
 
 # METADATA
 # title: Decision
@@ -12,97 +16,107 @@ package pdp
 # entrypoint: true
 decision := {
 	"outcome": outcome,
-	"reasons": [r | some r in _reasons],
-	"obligations": [o | some o in obligations],
+	"reasons": [object.remove(r, {"approval"}) | some r in _reasons],
+	"obligations": [o | some o in _obligations],
 }
 
 default outcome := "deny"
 
-outcome := "deny" if {
-	count(deny) > 0
-} else := "require_approval" if {
-	count(escalate) > 0
+outcome := _undenied if count(deny) == 0
+
+_undenied := "require_approval" if {
+	count(pending) > 0
 } else := "allow" if {
 	count(allow) > 0
 }
 
-# The reasons that explain the outcome: the denials when denied, the escalations when
-# escalated, the grants when allowed, and a default-deny reason when nothing matched.
-_reasons := deny if count(deny) > 0
-
-else := escalate if count(escalate) > 0
-
-else := allow if count(allow) > 0
-
-else := {_reason("policy.no_matching_allow", "no allow rule matched this action", "default")}
-
-_agent := data.pdp.agents[input.agent.id]
-
-_reason(code, message, rule) := {"code": code, "message": message, "rule": rule}
-
 # METADATA
-# title: Unregistered agent
-# description: Only agents in the registry may act.
-# custom:
-#   code: agent.unregistered
-#   severity: high
-deny contains _reason("agent.unregistered", sprintf("agent %q is not registered", [input.agent.id]), "agent_registered") if {
-	not data.pdp.agents[input.agent.id]
+# title: Enabled packs
+# description: Names of the packs under data.pdp.packs whose data sets `enabled` to true.
+enabled_packs contains name if {
+	some name
+	data.pdp.packs[name].enabled == true
 }
 
 # METADATA
-# title: Disabled agent
-# description: The kill switch; a disabled agent may do nothing.
-# custom:
-#   code: agent.disabled
-#   severity: critical
-deny contains _reason("agent.disabled", sprintf("agent %q is disabled", [input.agent.id]), "agent_enabled") if {
-	_agent.enabled == false
+# title: Denials
+# scope: document
+# description: Every deny reason of the baseline and the enabled packs.
+deny contains r if some r in data.pdp.baseline.deny
+
+deny contains r if {
+	some name in enabled_packs
+	some r in data.pdp.packs[name].deny
 }
 
 # METADATA
-# title: Tool not granted
-# description: An agent may use only the tools its registry entry grants.
-# custom:
-#   code: tool.not_granted
-#   severity: high
-deny contains _reason("tool.not_granted", sprintf("agent %q may not use tool %q", [input.agent.id, input.action.tool]), "tool_granted") if {
-	_agent
-	not input.action.tool in _agent.tools
+# title: Escalations
+# scope: document
+# description: Every escalation (a reason with an approval requirement), approved or not.
+escalate contains r if some r in data.pdp.baseline.escalate
+
+escalate contains r if {
+	some name in enabled_packs
+	some r in data.pdp.packs[name].escalate
 }
 
 # METADATA
-# title: Critical risk
-# description: Actions at or above the critical risk score are denied.
-# custom:
-#   code: risk.critical
-#   severity: critical
-deny contains _reason("risk.critical", sprintf("risk score %v is critical", [input.risk.score]), "risk_tier") if {
-	input.risk.score >= data.pdp.risk.deny_at
-}
+# title: Grants
+# scope: document
+# description: Every allow reason; without one the default is deny.
+allow contains r if some r in data.pdp.baseline.allow
 
 # METADATA
-# title: High risk
-# description: High-risk actions need a human approval.
-# custom:
-#   code: risk.high
-#   severity: high
-escalate contains _reason("risk.high", sprintf("risk score %v needs approval", [input.risk.score]), "risk_tier") if {
-	input.risk.score >= data.pdp.risk.escalate_at
-	input.risk.score < data.pdp.risk.deny_at
+# title: Pending escalations
+# description: Escalations that the request's valid approvals do not satisfy.
+pending contains e if {
+	some e in escalate
+	not approvals.satisfied(e.approval)
 }
 
-# METADATA
-# title: Tool granted
-# description: The agent's registry entry grants the tool.
-# custom:
-#   code: tool.granted
-#   severity: low
-allow contains _reason("tool.granted", sprintf("agent %q may use tool %q", [input.agent.id, input.action.tool]), "tool_granted") if {
-	_agent.enabled == true
-	input.action.tool in _agent.tools
-}
-
-obligations contains {"type": "audit", "params": {"level": "standard"}} if {
+# The reasons that explain the outcome: the denials when denied, the pending escalations
+# when approval is needed, the grants (and the approvals used) when allowed, and the
+# default-deny reason when nothing matched.
+_reasons := deny if {
+	count(deny) > 0
+} else := pending if {
+	outcome == "require_approval"
+} else := allow | approvals.accepted(escalate) if {
 	outcome == "allow"
+} else := {_no_matching_allow}
+
+# METADATA
+# title: No matching allow
+# description: Nothing denied, escalated or granted the action, so the default deny applies.
+# custom:
+#   code: policy.no_matching_allow
+#   severity: medium
+_no_matching_allow := lib.reason(rego.metadata.rule(), "no allow rule matched this action")
+
+# Obligations bind the PEP only on the outcomes that let something happen: the modules'
+# obligations and an audit trail on allow; whom to ask on require_approval.
+_obligations := obligations if outcome == "allow"
+
+_obligations := {_approval_request(e) | some e in pending} if outcome == "require_approval"
+
+_obligations := set() if outcome == "deny"
+
+# METADATA
+# title: Obligations
+# scope: document
+# description: Every obligation the modules attach, plus the audit obligation.
+obligations contains {"type": "audit", "params": {"level": "standard"}}
+
+obligations contains o if some o in data.pdp.baseline.obligations
+
+obligations contains o if {
+	some name in enabled_packs
+	some o in data.pdp.packs[name].obligations
 }
+
+_approval_request(e) := {"type": "approval.required", "params": {
+	"reason": e.code,
+	"role": e.approval.role,
+	"count": e.approval.count,
+	"action_digest": input.action_digest,
+}}

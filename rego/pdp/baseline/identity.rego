@@ -1,0 +1,49 @@
+# METADATA
+# title: Baseline agent governance
+# description: |
+#   Rules every deployment runs: identity and registration, capabilities, environment,
+#   risk tiers, data protection and lineage. Each file holds one concern; all yield into
+#   the same deny / escalate / allow / obligations sets that pdp.decision combines.
+package pdp.baseline
+
+import data.pdp.lib
+
+# The registry entry of the acting agent (undefined when it is not registered).
+agent := data.pdp.baseline.agents[input.agent.id]
+
+# The action class of the tool; an unknown tool is treated as a write (fail safe).
+action_class := object.get(data.pdp.baseline.tools, [input.action.tool, "class"], "write")
+
+# METADATA
+# title: Unregistered agent
+# description: Only agents in the registry may act.
+# custom:
+#   code: agent.unregistered
+#   severity: high
+deny contains lib.reason(rego.metadata.rule(), msg) if {
+	not agent
+	msg := sprintf("agent %q is not registered", [input.agent.id])
+}
+
+# METADATA
+# title: Disabled agent
+# description: The kill switch; a disabled agent may do nothing.
+# custom:
+#   code: agent.disabled
+#   severity: critical
+deny contains lib.reason(rego.metadata.rule(), msg) if {
+	agent.enabled != true
+	msg := sprintf("agent %q is disabled", [input.agent.id])
+}
+
+# METADATA
+# title: Agent version not allowed
+# description: Only the agent versions its registry entry lists may act.
+# custom:
+#   code: agent.version_not_allowed
+#   severity: high
+deny contains lib.reason(rego.metadata.rule(), msg) if {
+	agent
+	not input.agent.version in agent.versions
+	msg := sprintf("agent %q version %q is not an allowed version", [input.agent.id, input.agent.version])
+}

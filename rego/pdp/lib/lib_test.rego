@@ -1,0 +1,15 @@
+package pdp.lib_test
+
+import data.pdp.lib
+
+window := {"days": ["Monday", "Tuesday"], "from": "07:00", "to": "17:30"}
+
+test_within_window_inside if lib.within_window("2026-11-24T17:29:00Z", window)
+
+test_within_window_at_start if lib.within_window("2026-11-23T07:00:00Z", window)
+
+test_within_window_at_end_is_outside if not lib.within_window("2026-11-24T17:30:00Z", window)
+
+test_within_window_wrong_day if not lib.within_window("2026-11-25T10:00:00Z", window)
+
+test_within_window_bad_time_is_outside if not lib.within_window("yesterday", window)

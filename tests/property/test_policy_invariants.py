@@ -1,0 +1,129 @@
+"""Invariants of the policy bundle, checked through the real PDP and OPA on synthetic contexts.
+
+Each property is adversarial: the generated requests carry approvals that are otherwise valid
+(registered, unexpired approvers with every role, bound to the right action), so the only thing
+standing between the request and an ALLOW is the invariant under test.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pdp.context import Caller, build_input
+from pdp.v1 import decision_pb2 as pb
+from tests.conftest import BUNDLE, Pdp
+
+pytestmark = pytest.mark.integration
+
+_BASELINE = json.loads((BUNDLE / "pdp/baseline/data.json").read_text())
+_APPROVERS = json.loads((BUNDLE / "pdp/approvals/data.json").read_text())["approvers"]
+AGENTS = sorted(_BASELINE["agents"])
+TOOLS = sorted(_BASELINE["tools"])
+ACTIVE_APPROVERS = sorted(a for a, v in _APPROVERS.items() if v["active"])
+
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+_text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-._", min_size=1, max_size=12)
+_json_scalar = st.one_of(st.integers(-(10**9), 10**9), st.booleans(), _text)
+
+
+@st.composite
+def contexts(draw: st.DrawFn, *, agent: str | None = None, risk: tuple[float, float] = (0, 100)) -> dict[str, Any]:
+    """A proto3-JSON ActionContext built from the registry's agents and tools."""
+    agent_id = agent or draw(st.sampled_from(AGENTS))
+    versions = _BASELINE["agents"][agent_id]["versions"]
+    return {
+        "agent": {"id": agent_id, "version": draw(st.sampled_from([*versions, "0.0.1"]))},
+        "principal": {
+            "id": draw(st.sampled_from(["bob@bank.example", "dr.jones@hospital.example", "col.diaz@army.example"])),
+            "roles": draw(st.lists(st.sampled_from(["clinician", "billing", "treasurer", "analyst"]), max_size=2)),
+        },
+        "action": {
+            "tool": draw(st.sampled_from(TOOLS)),
+            "operation": draw(st.sampled_from(["read", "execute", "delete", "export"])),
+            "arguments": draw(
+                st.dictionaries(
+                    st.sampled_from(["amount", "currency", "beneficiary", "fields"]), _json_scalar, max_size=3
+                )
+            ),
+        },
+        "resource": {
+            "type": "record",
+            "id": draw(_text),
+            "classification": draw(st.sampled_from(pb.Classification.keys())),
+            "dataCategories": draw(st.lists(st.sampled_from(["pii", "phi", "financial"]), max_size=2)),
+        },
+        "lineage": draw(
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "source": st.sampled_from(["core-banking", "crm", "pastebin"]),
+                        "quality": st.floats(0, 1),
+                        "verified": st.booleans(),
+                    }
+                ),
+                max_size=2,
+            )
+        ),
+        "environment": {
+            "name": draw(st.sampled_from(["production", "staging"])),
+            "changeRef": draw(st.sampled_from(["", "CHG-1"])),
+        },
+        "risk": {"score": draw(st.floats(*risk))},
+        "purposeOfUse": draw(st.sampled_from(["", "treatment", "payment", "emergency"])),
+    }
+
+
+def to_request(context: dict[str, Any]) -> pb.DecideRequest:
+    return json_format.ParseDict({"context": context}, pb.DecideRequest())
+
+
+def approve_all(req: pb.DecideRequest, *, digest: str) -> None:
+    """Every active approver approves, for the given action digest, unexpired."""
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    for approver in ACTIVE_APPROVERS:
+        a = req.context.approvals.add(approver_id=approver, action_digest=digest)
+        a.expires_at.FromDatetime(expires)
+
+
+def digest_of(req: pb.DecideRequest) -> str:
+    return str(
+        build_input(req, caller=Caller(authenticated=False, peer=""), request_time="", max_depth=16)["action_digest"]
+    )
+
+
+@SETTINGS
+@given(context=contexts(agent="retired-bot"))
+def test_disabled_agent_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> None:
+    req = to_request(context)
+    approve_all(req, digest=digest_of(req))
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome == pb.OUTCOME_DENY
+    assert "agent.disabled" in {r.code for r in resp.reasons}
+
+
+@SETTINGS
+@given(context=contexts(risk=(90, 100)))
+def test_critical_risk_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> None:
+    req = to_request(context)
+    approve_all(req, digest=digest_of(req))
+    assert pdp.stub.Decide(req, timeout=5).outcome == pb.OUTCOME_DENY
+
+
+@SETTINGS
+@given(context=contexts(risk=(70, 89.9)), other_amount=st.integers(1, 10**7))
+def test_approval_for_another_action_never_allows(pdp: Pdp, context: dict[str, Any], other_amount: int) -> None:
+    req = to_request(context)
+    other = to_request(context)
+    other.context.action.arguments["amount"] = other_amount
+    if digest_of(other) == digest_of(req):
+        other.context.resource.id += "-other"
+    approve_all(req, digest=digest_of(other))
+    assert pdp.stub.Decide(req, timeout=5).outcome != pb.OUTCOME_ALLOW
