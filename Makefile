@@ -15,7 +15,7 @@ OPA_PORT ?= 8181
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run test lint typecheck policy-check pytest clean
+.PHONY: help install tools protos run jaeger test lint typecheck policy-check pytest clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,13 +27,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-tools: $(OPA) $(REGAL) $(BIN)/grpcurl ## build opa, regal, grpcurl from their pinned Go modules (only when a pin changes)
+tools: $(OPA) $(REGAL) $(BIN)/grpcurl $(BIN)/jaeger $(BIN)/compose-go ## build opa, regal, grpcurl, jaeger, compose-go from their pinned Go modules (only when a pin changes)
 
 # Each tool has its own Go module under tools/ so their dependency graphs never merge.
 $(BIN)/%: tools/%/go.mod tools/%/go.sum
 	@mkdir -p $(BIN)
 	cd tools/$* && go build -trimpath -o $(BIN)/ tool
 	@touch $@
+
+# compose-go's command package is named `cmd`; give the binary a name that says what it is.
+$(BIN)/compose-go: tools/compose-go/go.mod tools/compose-go/go.sum
+	@mkdir -p $(BIN)
+	cd tools/compose-go && go build -trimpath -o $@ github.com/compose-spec/compose-go/v2/cmd
 
 protos: $(VENV)/.installed ## regenerate pdp/v1 stubs from protos/
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
@@ -42,6 +47,9 @@ protos: $(VENV)/.installed ## regenerate pdp/v1 stubs from protos/
 
 run: install ## OPA sidecar + PDP on localhost (PDP_PORT, OPA_PORT to move them)
 	PDP_OPA_BIN=$(OPA) PDP_LISTEN=127.0.0.1:$(PDP_PORT) $(VENV)/bin/pdp dev --bundle rego --opa-addr 127.0.0.1:$(OPA_PORT)
+
+jaeger: $(BIN)/jaeger ## Jaeger v2, in memory: UI/API on 127.0.0.1:16686, OTLP gRPC on 127.0.0.1:4317
+	$(BIN)/jaeger
 
 test: install lint typecheck policy-check pytest ## everything CI checks
 

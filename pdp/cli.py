@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +22,7 @@ from pdp.config import Settings
 from pdp.errors import ConfigError
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar
+from pdp.telemetry import opa_tracing_config
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 
@@ -95,7 +99,15 @@ def _dev(args: argparse.Namespace) -> int:
     if not (args.bundle / ".manifest").is_file():
         print(f"pdp dev: {args.bundle} is not a bundle directory (no .manifest)", file=sys.stderr)
         return 2
-    sidecar = OpaSidecar(opa_bin=base.opa_bin, bundle=args.bundle, addr=args.opa_addr)
+    # OPA joins the PDP's traces when the PDP exports them (OTLP over gRPC).
+    config_file = None
+    tracing = opa_tracing_config()
+    if tracing is not None:
+        fd, name = tempfile.mkstemp(prefix="pdp-opa-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            json.dump(tracing, f)  # JSON is YAML
+        config_file = Path(name)
+    sidecar = OpaSidecar(opa_bin=base.opa_bin, bundle=args.bundle, addr=args.opa_addr, config_file=config_file)
     sidecar.start()
     log.info("OPA sidecar on %s serving bundle %s", sidecar.url, args.bundle)
     try:
@@ -103,6 +115,8 @@ def _dev(args: argparse.Namespace) -> int:
     finally:
         sidecar.stop()
         log.info("OPA sidecar stopped")
+        if config_file is not None:
+            config_file.unlink(missing_ok=True)
 
 
 def _wait_for_signal() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from pdp.context import Caller, build_input
 from pdp.errors import NoVerdict
 from pdp.opa import OpaClient
+from pdp.telemetry import SPAN_CONTEXT, Telemetry
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Verdict, fail_closed, interpret
 
@@ -31,6 +32,8 @@ class Decision:
     decision_id: str
     request_id: str
     verdict: Verdict
+    agent_id: str
+    tool: str
     decision_path: str
     opa_version: str = ""
     bundle_revisions: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -49,10 +52,14 @@ class Decider:
         decision_path: the rule path queried, for provenance.
         opa_timeout_s: longest wait for OPA when the caller's deadline is further away.
         max_depth: deepest nesting accepted in Struct fields.
+        telemetry: where the pipeline's spans go.
     """
 
-    def __init__(self, *, opa: OpaClient, decision_path: str, opa_timeout_s: float, max_depth: int) -> None:
+    def __init__(
+        self, *, opa: OpaClient, decision_path: str, opa_timeout_s: float, max_depth: int, telemetry: Telemetry
+    ) -> None:
         self._opa = opa
+        self._tracer = telemetry.tracer
         self._path = decision_path
         self._timeout = opa_timeout_s
         self._max_depth = max_depth
@@ -65,7 +72,8 @@ class Decider:
         """
         start = time.perf_counter_ns()
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        input_doc = build_input(request, caller=caller, request_time=now, max_depth=self._max_depth)
+        with self._tracer.start_as_current_span(SPAN_CONTEXT):
+            input_doc = build_input(request, caller=caller, request_time=now, max_depth=self._max_depth)
         decision_id = str(uuid.uuid4())
         timeout = self._timeout
         if time_remaining_s is not None:
@@ -81,6 +89,8 @@ class Decider:
             decision_id=decision_id,
             request_id=request.request_id,
             verdict=verdict,
+            agent_id=input_doc["agent"]["id"],
+            tool=input_doc["action"]["tool"],
             decision_path=self._path,
             opa_version=answer.opa_version if answer else "",
             bundle_revisions=answer.bundle_revisions if answer else {},

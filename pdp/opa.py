@@ -14,9 +14,12 @@ import json
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pdp.errors import OpaError, OpaTimeout, OpaUnavailable
+
+if TYPE_CHECKING:
+    from pdp.telemetry import Telemetry
 
 _EXPLAIN = ("", "notes", "fails", "full")  # indexed by pdp.v1.ExplainLevel
 _MISSING = object()
@@ -64,10 +67,12 @@ class OpaClient:
     Args:
         url: ``http://host:port`` or ``unix:///path``.
         decision_path: the rule path, e.g. ``pdp/decision``.
+        telemetry: traces each query as an HTTP client span (None: untraced, e.g. health probes).
     """
 
-    def __init__(self, url: str, decision_path: str) -> None:
+    def __init__(self, url: str, decision_path: str, telemetry: Telemetry | None = None) -> None:
         self._url = url
+        self._telemetry = telemetry
         self._path = f"/v1/data/{decision_path}?provenance=true&metrics=true"
         self._local = threading.local()
 
@@ -84,7 +89,11 @@ class OpaClient:
         path = self._path + (f"&explain={_EXPLAIN[explain]}" if explain else "")
         body = json.dumps({"input": input_doc}, separators=(",", ":")).encode()
         start = time.perf_counter_ns()
-        status, raw = self._post(path, body, timeout_s)
+        if self._telemetry is None:
+            status, raw = self._post(path, body, timeout_s, {})
+        else:
+            with self._telemetry.opa_call(url=self._url, path=path) as trace_headers:
+                status, raw = self._post(path, body, timeout_s, trace_headers)
         took = time.perf_counter_ns() - start
         if status != 200:
             raise OpaError(f"OPA answered HTTP {status}: {_error_message(raw)}")
@@ -97,11 +106,11 @@ class OpaClient:
             conn.close()
             self._local.conn = None
 
-    def _post(self, path: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+    def _post(self, path: str, body: bytes, timeout_s: float, headers: dict[str, str]) -> tuple[int, bytes]:
         deadline = time.monotonic() + timeout_s
         reused = getattr(self._local, "conn", None) is not None
         try:
-            return self._roundtrip(path, body, timeout_s)
+            return self._roundtrip(path, body, timeout_s, headers)
         except (ConnectionError, http.client.BadStatusLine) as e:
             # A keep-alive connection OPA closed while idle fails on first use; evaluation has
             # no side effects, so one retry on a fresh connection is safe.
@@ -109,16 +118,16 @@ class OpaClient:
             if not reused or remaining <= 0:
                 raise OpaUnavailable(f"OPA unreachable at {self._url}: {e}") from None
             try:
-                return self._roundtrip(path, body, remaining)
+                return self._roundtrip(path, body, remaining, headers)
             except (ConnectionError, http.client.HTTPException, OSError) as e2:
                 raise _classify(e2, self._url) from None
         except (http.client.HTTPException, OSError) as e:
             raise _classify(e, self._url) from None
 
-    def _roundtrip(self, path: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+    def _roundtrip(self, path: str, body: bytes, timeout_s: float, headers: dict[str, str]) -> tuple[int, bytes]:
         conn = self._connection(timeout_s)
         try:
-            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
             resp = conn.getresponse()
             return resp.status, resp.read()
         except BaseException:

@@ -21,6 +21,7 @@ from pdp.context import Caller
 from pdp.decide import Decider, Decision
 from pdp.errors import NoVerdict, PdpError
 from pdp.opa import OpaClient
+from pdp.telemetry import Telemetry
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 from pdp.verdict import Outcome, interpret
@@ -38,8 +39,9 @@ _OUTCOMES = {
 class DecisionServicer(pb_grpc.DecisionServiceServicer):
     """pdp.v1.DecisionService."""
 
-    def __init__(self, decider: Decider) -> None:
+    def __init__(self, decider: Decider, telemetry: Telemetry) -> None:
         self._decider = decider
+        self._telemetry = telemetry
 
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:  # noqa: N802
         try:
@@ -52,6 +54,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             # Never a Python repr to the caller; no answer is a deny for any PEP.
             log.exception("Decide failed unexpectedly")
             context.abort(grpc.StatusCode.INTERNAL, "internal error; no decision was made")
+        self._telemetry.record(decision)
         return to_proto(decision)
 
 
@@ -141,10 +144,17 @@ class OpaHealthMonitor:
 class PdpServer:
     """A started-or-not PDP: the gRPC server plus the OPA health monitor."""
 
-    def __init__(self, server: grpc.Server, monitor: OpaHealthMonitor, health_servicer: health.HealthServicer) -> None:
+    def __init__(
+        self,
+        server: grpc.Server,
+        monitor: OpaHealthMonitor,
+        health_servicer: health.HealthServicer,
+        telemetry: Telemetry,
+    ) -> None:
         self.grpc_server = server
         self._monitor = monitor
         self._health = health_servicer
+        self._telemetry = telemetry
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -155,17 +165,23 @@ class PdpServer:
         self._health.enter_graceful_shutdown()
         self.grpc_server.stop(grace_s).wait()
         self._monitor.stop()
+        self._telemetry.shutdown()
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
 
 
-def create_server(settings: Settings) -> tuple[PdpServer, int]:
+def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tuple[PdpServer, int]:
     """Builds the server and binds its port (``PDP_LISTEN``; port 0 picks a free one).
+
+    Args:
+        settings: the configuration.
+        telemetry: tracing and metrics; by default from the ``OTEL_*`` environment.
 
     Returns:
         The server (not yet started) and the port it is bound to.
     """
+    telemetry = telemetry or Telemetry()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pdp-rpc"),
         options=[
@@ -173,14 +189,16 @@ def create_server(settings: Settings) -> tuple[PdpServer, int]:
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=settings.workers * 64,
+        interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
     decider = Decider(
-        opa=OpaClient(settings.opa_url, settings.decision_path),
+        opa=OpaClient(settings.opa_url, settings.decision_path, telemetry),
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
         max_depth=settings.max_depth,
+        telemetry=telemetry,
     )
-    pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(decider), server)
+    pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(decider, telemetry), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -197,7 +215,7 @@ def create_server(settings: Settings) -> tuple[PdpServer, int]:
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
     )
-    return PdpServer(server, monitor, health_servicer), port
+    return PdpServer(server, monitor, health_servicer, telemetry), port
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials:

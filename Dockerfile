@@ -1,0 +1,19 @@
+# The PDP image: `pdp serve` in front of an OPA sidecar container (see docker-compose.yml).
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY pdp ./pdp
+RUN python -m venv /opt/pdp \
+ && /opt/pdp/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt .
+
+FROM python:3.11-slim
+COPY --from=build /opt/pdp /opt/pdp
+# Never root: the PDP needs no privileges, only its port and (later) its log and key directories.
+RUN useradd --system --uid 10001 --no-create-home pdp
+USER 10001
+ENV PATH=/opt/pdp/bin:$PATH \
+    PDP_LISTEN=0.0.0.0:50051 \
+    PDP_OPA_URL=http://opa:8181
+EXPOSE 50051
+ENTRYPOINT ["pdp"]
+CMD ["serve"]
