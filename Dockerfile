@@ -8,12 +8,15 @@ RUN python -m venv /opt/pdp \
 
 FROM python:3.11-slim
 COPY --from=build /opt/pdp /opt/pdp
-# Never root: the PDP needs no privileges, only its port and (later) its log and key directories.
-RUN useradd --system --uid 10001 --no-create-home pdp
+# Never root: the PDP needs no privileges, only its port and its key and log directories.
+RUN useradd --system --uid 10001 --no-create-home pdp \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/pdp
 USER 10001
 ENV PATH=/opt/pdp/bin:$PATH \
     PDP_LISTEN=0.0.0.0:50051 \
-    PDP_OPA_URL=http://opa:8181
+    PDP_OPA_URL=http://opa:8181 \
+    PDP_KEY_DIR=/var/lib/pdp/keys \
+    PDP_LOG_DIR=/var/lib/pdp/log
 EXPOSE 50051
 ENTRYPOINT ["pdp"]
 CMD ["serve"]

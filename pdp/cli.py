@@ -17,9 +17,11 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 
-from pdp import __version__
+from pdp import __version__, keys
 from pdp.config import Settings
 from pdp.errors import ConfigError
+from pdp.keys import KeyRing
+from pdp.ledger.audit import AuditError, verify_log
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar
 from pdp.telemetry import opa_tracing_config
@@ -67,7 +69,51 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--explain", choices=sorted(_EXPLAIN), help="override the request's explain level")
     c.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
     c.set_defaults(func=_decide)
+
+    k = sub.add_parser("keys", help="generate or rotate the signing key; print the JWKS")
+    k.add_argument("action", choices=["generate", "rotate", "jwks"], help="generate a first key, rotate, or print")
+    k.add_argument("--dir", type=Path, required=True, help="the key directory (PDP_KEY_DIR)")
+    k.add_argument("--if-missing", action="store_true", help="generate: succeed without change if a key exists")
+    k.set_defaults(func=_keys)
+
+    a = sub.add_parser("audit", help="verify a decision log from its files and the public keys alone")
+    a.add_argument("check", choices=["verify"], help="what to do (verify)")
+    a.add_argument("log_dir", type=Path, help="the log directory (PDP_LOG_DIR)")
+    a.add_argument("--jwks", type=Path, required=True, help="the JWKS file (PDP_KEY_DIR/jwks.json, or GetJwks)")
+    a.set_defaults(func=_audit)
     return p
+
+
+def _keys(args: argparse.Namespace) -> int:
+    if args.action == "jwks":
+        print(json.dumps(KeyRing.load(args.dir).jwks, indent=2))
+        return 0
+    if args.action == "generate" and (args.dir / "active").exists():
+        if args.if_missing:
+            print(f"active key {KeyRing.load(args.dir).kid} (kept)")
+            return 0
+        print(f"pdp keys: {args.dir} already has a key; use `pdp keys rotate`", file=sys.stderr)
+        return 2
+    ring = keys.rotate(args.dir)
+    print(f"active key {ring.kid}; public keys in {args.dir / 'jwks.json'}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    try:
+        jwks = json.loads(args.jwks.read_text())
+        report = verify_log(args.log_dir, jwks=jwks)
+    except (OSError, ValueError) as e:
+        print(f"pdp audit: cannot read {e}", file=sys.stderr)
+        return 2
+    except AuditError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"OK: {report.entries} entries ({report.decisions} decisions, {report.outcomes} outcome reports), "
+        f"{report.checkpoints} checkpoints of {report.origin or '(none yet)'}, root {report.root.hex()}"
+    )
+    return 0
 
 
 def _setup_logging(level: str) -> None:
@@ -94,7 +140,12 @@ def _serve(args: argparse.Namespace, settings: Settings | None = None) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    # Development defaults: a generated key and a log under .run/ (ignored by git).
+    os.environ.setdefault("PDP_KEY_DIR", ".run/keys")
+    os.environ.setdefault("PDP_LOG_DIR", ".run/log")
     base = Settings.from_env()
+    assert base.key_dir is not None
+    keys.ensure(base.key_dir)
     _setup_logging(base.log_level)
     if not (args.bundle / ".manifest").is_file():
         print(f"pdp dev: {args.bundle} is not a bundle directory (no .manifest)", file=sys.stderr)

@@ -16,6 +16,15 @@
 | ``PDP_TLS_CLIENT_CA_FILE`` | unset | CA bundle for client certificates; when set, callers must present one (mTLS) |
 | ``PDP_LOG_LEVEL`` | ``INFO`` | level of the ``pdp`` logger |
 | ``PDP_OPA_BIN`` | ``opa`` on ``PATH`` | the ``opa`` that ``pdp dev`` starts (``make run`` sets ``.bin/opa``) |
+| ``PDP_KEY_DIR`` | required (``pdp dev``: ``.run/keys``) | signing keys (``pdp keys generate --dir``), private 0600 |
+| ``PDP_LOG_DIR`` | required (``pdp dev``: ``.run/log``) | the durable decision log (segments, checkpoints) |
+| ``PDP_LOG_ORIGIN`` | ``pdp.local/decisions`` | the log's name in its checkpoints; one per replica |
+| ``PDP_RECORD_TTL_SECONDS`` | ``300`` | how long a decision record is valid for a PEP (``exp``) |
+| ``PDP_CHECKPOINT_EVERY`` | ``1000`` | sign a checkpoint after this many entries... |
+| ``PDP_CHECKPOINT_INTERVAL_MS`` | ``1000`` | ...or after this long, whichever comes first |
+| ``PDP_SEGMENT_MAX_BYTES`` | ``67108864`` | seal a log segment (read-only, final checkpoint) at this size |
+| ``PDP_MASK_POINTERS`` | unset | comma-separated JSON pointers into the input, masked before signing |
+| ``PDP_ERASE_POINTERS`` | unset | comma-separated JSON pointers into the input removed before signing |
 
 ``OTEL_*`` variables are left to the OpenTelemetry SDK.
 """
@@ -53,6 +62,15 @@ class Settings:
     tls_client_ca_file: Path | None = None
     log_level: str = "INFO"
     opa_bin: str = "opa"
+    key_dir: Path | None = None
+    log_dir: Path | None = None
+    log_origin: str = "pdp.local/decisions"
+    record_ttl_s: float = 300.0
+    checkpoint_every: int = 1000
+    checkpoint_interval_s: float = 1.0
+    segment_max_bytes: int = 64 << 20
+    mask_pointers: tuple[str, ...] = ()
+    erase_pointers: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -74,6 +92,7 @@ class Settings:
         for name, field, lo, hi in (
             ("PDP_OPA_TIMEOUT_MS", "opa_timeout_s", 1, 60_000),
             ("PDP_HEALTH_INTERVAL_MS", "health_interval_s", 50, 600_000),
+            ("PDP_CHECKPOINT_INTERVAL_MS", "checkpoint_interval_s", 10, 3_600_000),
         ):
             if (v := env.get(name)) is not None:
                 kw[field] = _int(name, v, lo, hi) / 1000
@@ -81,6 +100,8 @@ class Settings:
             ("PDP_MAX_REQUEST_BYTES", "max_request_bytes", 1024, 64 * 1024 * 1024),
             ("PDP_MAX_DEPTH", "max_depth", 2, 64),
             ("PDP_WORKERS", "workers", 1, 1024),
+            ("PDP_CHECKPOINT_EVERY", "checkpoint_every", 1, 10_000_000),
+            ("PDP_SEGMENT_MAX_BYTES", "segment_max_bytes", 4096, 1 << 40),
         ):
             if (v := env.get(name)) is not None:
                 kw[field] = _int(name, v, lo, hi)
@@ -102,6 +123,21 @@ class Settings:
             kw["log_level"] = v.upper()
         if v := env.get("PDP_OPA_BIN"):
             kw["opa_bin"] = v
+        if (v := env.get("PDP_RECORD_TTL_SECONDS")) is not None:
+            kw["record_ttl_s"] = float(_int("PDP_RECORD_TTL_SECONDS", v, 1, 30 * 86400))
+        for name, field in (("PDP_KEY_DIR", "key_dir"), ("PDP_LOG_DIR", "log_dir")):
+            if v := env.get(name):
+                kw[field] = Path(v)
+        if v := env.get("PDP_LOG_ORIGIN"):
+            if not re.match(r"^[^\s+]{1,128}$", v):
+                raise ConfigError(f"PDP_LOG_ORIGIN: {v!r} must be 1-128 characters without spaces or '+'")
+            kw["log_origin"] = v
+        for name, field in (("PDP_MASK_POINTERS", "mask_pointers"), ("PDP_ERASE_POINTERS", "erase_pointers")):
+            if v := env.get(name):
+                pointers = tuple(p.strip() for p in v.split(",") if p.strip())
+                if bad := [p for p in pointers if not p.startswith("/")]:
+                    raise ConfigError(f"{name}: {bad[0]!r} is not a JSON pointer (like /action/arguments/card)")
+                kw[field] = pointers
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings

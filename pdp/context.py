@@ -91,7 +91,7 @@ def build_input(request: pb.DecideRequest, *, caller: Caller, request_time: str,
             _approval(a, f"context.approvals[{i}]") for i, a in enumerate(_bounded(ctx.approvals, "context.approvals"))
         ],
         "purpose_of_use": _text(ctx.purpose_of_use, "context.purpose_of_use"),
-        "attributes": _struct(ctx.attributes, "context.attributes", max_depth),
+        "attributes": struct_value(ctx.attributes, "context.attributes", max_depth),
     }
     doc["action_digest"] = action_digest(doc)
     return doc
@@ -119,7 +119,7 @@ def _action(a: pb.Action, max_depth: int) -> dict[str, Any]:
     return {
         "tool": _id(a.tool, "context.action.tool", required=True),
         "operation": _text(a.operation, "context.action.operation"),
-        "arguments": _struct(a.arguments, "context.action.arguments", max_depth),
+        "arguments": struct_value(a.arguments, "context.action.arguments", max_depth),
         "destination": {
             "kind": _text(a.destination.kind, "context.action.destination.kind"),
             "address": _text(a.destination.address, "context.action.destination.address"),
@@ -223,7 +223,8 @@ def _enum_name(name: str, prefix: str) -> str:
     return name.removeprefix(prefix).lower()
 
 
-def _struct(s: struct_pb2.Struct, field: str, max_depth: int) -> dict[str, Any]:
+def struct_value(s: struct_pb2.Struct, field: str, max_depth: int) -> dict[str, Any]:
+    """A Struct field as a dict, refused past ``max_depth`` levels (INVALID_ARGUMENT naming it)."""
     value: dict[str, Any] = json_format.MessageToDict(s)
     _check_depth(value, field, max_depth)
     return value

@@ -70,3 +70,21 @@ class PolicyMalformed(NoVerdict):
     """The decision document does not follow the policy contract."""
 
     error_code = "pdp.policy_malformed"
+
+
+class LedgerUnavailable(NoVerdict):
+    """The decision could not be recorded durably (disk full, I/O error, log closed): no ALLOW."""
+
+    error_code = "pdp.ledger_unavailable"
+
+
+class LedgerCorrupt(PdpError):
+    """The decision log on disk is damaged before its last checkpoint: tampering or disk failure."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class NotFound(PdpError):
+    """No such decision in this PDP's log."""
+
+    status = grpc.StatusCode.NOT_FOUND

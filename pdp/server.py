@@ -6,6 +6,7 @@ codes in exactly one place (:meth:`DecisionServicer.Decide`).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from concurrent import futures
@@ -17,10 +18,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pdp.config import Settings
-from pdp.context import Caller
+from pdp.context import Caller, struct_value
 from pdp.decide import Decider, Decision
-from pdp.errors import NoVerdict, PdpError
+from pdp.errors import ConfigError, InvalidArgument, LedgerUnavailable, NoVerdict, PdpError
+from pdp.keys import KeyRing
+from pdp.ledger.merkle import ProofError
 from pdp.opa import OpaClient
+from pdp.recorder import Recorder, open_recorder
 from pdp.telemetry import Telemetry
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
@@ -36,26 +40,103 @@ _OUTCOMES = {
 }
 
 
+_STATUSES = {
+    pb.ACTION_STATUS_EXECUTED: "executed",
+    pb.ACTION_STATUS_BLOCKED: "blocked",
+    pb.ACTION_STATUS_FAILED: "failed",
+}
+
+
 class DecisionServicer(pb_grpc.DecisionServiceServicer):
-    """pdp.v1.DecisionService."""
+    """pdp.v1.DecisionService. Every method maps PdpError to its status in :meth:`_call`."""
 
-    def __init__(self, decider: Decider, telemetry: Telemetry) -> None:
+    def __init__(self, decider: Decider, recorder: Recorder, telemetry: Telemetry, *, max_depth: int) -> None:
         self._decider = decider
+        self._recorder = recorder
         self._telemetry = telemetry
+        self._max_depth = max_depth
 
-    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:  # noqa: N802
+    def _call(self, context: grpc.ServicerContext, what: str, fn: Any) -> Any:
         try:
-            decision = self._decider.decide(
-                request, caller=Caller.from_grpc(context), time_remaining_s=context.time_remaining()
-            )
+            return fn()
         except PdpError as e:
             context.abort(e.status, str(e))
+        except LedgerUnavailable as e:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         except Exception:
             # Never a Python repr to the caller; no answer is a deny for any PEP.
-            log.exception("Decide failed unexpectedly")
-            context.abort(grpc.StatusCode.INTERNAL, "internal error; no decision was made")
+            log.exception("%s failed unexpectedly", what)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error; {what} did nothing")
+
+    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:  # noqa: N802
+        decision: Decision = self._call(
+            context,
+            "Decide",
+            lambda: self._decider.decide(
+                request, caller=Caller.from_grpc(context), time_remaining_s=context.time_remaining()
+            ),
+        )
         self._telemetry.record(decision)
         return to_proto(decision)
+
+    def GetJwks(self, request: pb.GetJwksRequest, context: grpc.ServicerContext) -> pb.GetJwksResponse:  # noqa: N802
+        return pb.GetJwksResponse(jwks=json.dumps(self._recorder.jwks()))
+
+    def GetDecision(  # noqa: N802
+        self, request: pb.GetDecisionRequest, context: grpc.ServicerContext
+    ) -> pb.GetDecisionResponse:
+        def get() -> pb.GetDecisionResponse:
+            if not request.decision_id:
+                raise InvalidArgument("decision_id", "is required")
+            p = self._recorder.prove(request.decision_id)
+            return pb.GetDecisionResponse(
+                record=p.record,
+                log_index=p.log_index,
+                checkpoint=p.checkpoint.decode(),
+                tree_size=p.tree_size,
+                inclusion_proof=p.inclusion_proof,
+            )
+
+        response: pb.GetDecisionResponse = self._call(context, "GetDecision", get)
+        return response
+
+    def GetConsistencyProof(  # noqa: N802
+        self, request: pb.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> pb.GetConsistencyProofResponse:
+        def get() -> pb.GetConsistencyProofResponse:
+            if request.new_size > self._recorder.log.size():
+                raise InvalidArgument("new_size", f"is beyond the log's {self._recorder.log.size()} entries")
+            try:
+                proof = self._recorder.log.consistency_proof(request.old_size, request.new_size)
+            except ProofError as e:
+                raise InvalidArgument("old_size", str(e)) from None
+            return pb.GetConsistencyProofResponse(proof=proof)
+
+        response: pb.GetConsistencyProofResponse = self._call(context, "GetConsistencyProof", get)
+        return response
+
+    def ReportOutcome(  # noqa: N802
+        self, request: pb.ReportOutcomeRequest, context: grpc.ServicerContext
+    ) -> pb.ReportOutcomeResponse:
+        def report() -> pb.ReportOutcomeResponse:
+            if not request.decision_id:
+                raise InvalidArgument("decision_id", "is required")
+            if request.status not in _STATUSES:
+                raise InvalidArgument("status", "must be EXECUTED, BLOCKED or FAILED")
+            caller = Caller.from_grpc(context)
+            signed = self._recorder.record_outcome(
+                decision_id=request.decision_id,
+                report={
+                    "status": _STATUSES[request.status],
+                    "result": struct_value(request.result, "result", self._max_depth),
+                    "impact": struct_value(request.impact, "impact", self._max_depth),
+                },
+                reporter=caller.subject or caller.peer,
+            )
+            return pb.ReportOutcomeResponse(record=signed.record, log_index=signed.log_index)
+
+        response: pb.ReportOutcomeResponse = self._call(context, "ReportOutcome", report)
+        return response
 
 
 def to_proto(d: Decision) -> pb.DecideResponse:
@@ -73,6 +154,8 @@ def to_proto(d: Decision) -> pb.DecideResponse:
             opa_version=d.opa_version, bundle_revisions=d.bundle_revisions, decision_path=d.decision_path
         ),
         timings=pb.Timings(total_us=d.total_ns // 1000, opa_us=d.opa_ns // 1000, opa_eval_us=d.opa_eval_ns // 1000),
+        record=d.record,
+        log_index=d.log_index,
     )
     if d.explain:
         resp.explanation.level = d.explain  # type: ignore[assignment]
@@ -91,15 +174,23 @@ class OpaHealthMonitor:
 
     Args:
         opa: a client of its own (its connection lives on the monitor's thread).
+        recorder: the decision log; a log that cannot be written means not serving.
         health_servicer: the grpc.health.v1 servicer to update.
         interval_s: time between checks.
         timeout_s: longest wait for one check.
     """
 
     def __init__(
-        self, *, opa: OpaClient, health_servicer: health.HealthServicer, interval_s: float, timeout_s: float
+        self,
+        *,
+        opa: OpaClient,
+        recorder: Recorder,
+        health_servicer: health.HealthServicer,
+        interval_s: float,
+        timeout_s: float,
     ) -> None:
         self._opa = opa
+        self._recorder = recorder
         self._health = health_servicer
         self._interval = interval_s
         self._timeout = timeout_s
@@ -124,6 +215,8 @@ class OpaHealthMonitor:
             problem = "" if answer.bundle_revisions else "OPA has no bundle loaded"
         except NoVerdict as e:
             problem = f"{e.error_code}: {e}"
+        if not problem and not self._recorder.healthy:
+            problem = "the decision log cannot be written"
         serving = not problem
         if serving != self._serving:
             if serving:
@@ -149,9 +242,11 @@ class PdpServer:
         server: grpc.Server,
         monitor: OpaHealthMonitor,
         health_servicer: health.HealthServicer,
+        recorder: Recorder,
         telemetry: Telemetry,
     ) -> None:
         self.grpc_server = server
+        self._recorder = recorder
         self._monitor = monitor
         self._health = health_servicer
         self._telemetry = telemetry
@@ -165,6 +260,7 @@ class PdpServer:
         self._health.enter_graceful_shutdown()
         self.grpc_server.stop(grace_s).wait()
         self._monitor.stop()
+        self._recorder.close()
         self._telemetry.shutdown()
 
     def wait(self) -> None:
@@ -181,6 +277,20 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     Returns:
         The server (not yet started) and the port it is bound to.
     """
+    if settings.key_dir is None or settings.log_dir is None:
+        raise ConfigError("PDP_KEY_DIR and PDP_LOG_DIR are required: a decision that cannot be recorded is not made")
+    ring = KeyRing.load(settings.key_dir)
+    recorder = open_recorder(
+        ring=ring,
+        log_dir=settings.log_dir,
+        origin=settings.log_origin,
+        ttl_s=settings.record_ttl_s,
+        mask=settings.mask_pointers,
+        erase=settings.erase_pointers,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        segment_max_bytes=settings.segment_max_bytes,
+    )
     telemetry = telemetry or Telemetry()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pdp-rpc"),
@@ -193,12 +303,15 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     )
     decider = Decider(
         opa=OpaClient(settings.opa_url, settings.decision_path, telemetry),
+        recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
         max_depth=settings.max_depth,
         telemetry=telemetry,
     )
-    pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(decider, telemetry), server)
+    pb_grpc.add_DecisionServiceServicer_to_server(
+        DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server
+    )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -211,11 +324,12 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         raise PdpError(f"could not bind {settings.listen}")
     monitor = OpaHealthMonitor(
         opa=OpaClient(settings.opa_url, settings.decision_path),
+        recorder=recorder,
         health_servicer=health_servicer,
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
     )
-    return PdpServer(server, monitor, health_servicer, telemetry), port
+    return PdpServer(server, monitor, health_servicer, recorder, telemetry), port
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials:

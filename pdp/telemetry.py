@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SCOPE = "pdp"
 SPAN_CONTEXT = "pdp.context"  # validating the request and building the policy input
+SPAN_RECORD = "pdp.record"  # signing the decision record and appending it durably to the log
 ATTR_PREFIX = "pdp."
 
 _EXPORTERS = ("otlp", "console")

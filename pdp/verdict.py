@@ -57,6 +57,14 @@ class Verdict:
         if self.indeterminate and self.outcome is not Outcome.DENY:
             raise ValueError("an indeterminate verdict must be DENY")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The decision document this verdict reads as (the policy contract's shape)."""
+        return {
+            "outcome": self.outcome.value,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "obligations": [o.to_dict() for o in self.obligations],
+        }
+
 
 def interpret(result: Any, *, defined: bool = True) -> Verdict:
     """Reads a decision document.

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pdp import keys
 from pdp.config import Settings
 from pdp.server import PdpServer, create_server
 from pdp.sidecar import OpaSidecar, free_port
@@ -38,8 +40,13 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0, what: st
 
 
 def load_request(name: str) -> pb.DecideRequest:
-    """An example request from examples/ (proto3 JSON)."""
-    return json_format.Parse((EXAMPLES / name).read_text(), pb.DecideRequest())
+    """An example request from examples/ (proto3 JSON), with a request id of its own.
+
+    Each call is a new request: the PDP answers a repeated request id with its first record.
+    """
+    req = json_format.Parse((EXAMPLES / name).read_text(), pb.DecideRequest())
+    req.request_id = f"{req.request_id}-{uuid.uuid4().hex[:12]}"
+    return req
 
 
 def request(**context: Any) -> pb.DecideRequest:
@@ -101,14 +108,25 @@ class Pdp:
 
 
 @pytest.fixture
-def start_pdp() -> Iterator[Callable[..., Pdp]]:
-    """Starts real PDP gRPC servers on free ports; stops them at the end of the test."""
+def start_pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Pdp]]:
+    """Starts real PDP gRPC servers on free ports, each with its own key and decision log
+    (unless ``key_dir`` / ``log_dir`` are given); stops them at the end of the test."""
     started: list[Pdp] = []
 
     def start(opa_url: str, **overrides: Any) -> Pdp:
+        home = tmp_path_factory.mktemp("pdp")
         settings = dataclasses.replace(
-            Settings(listen="127.0.0.1:0", opa_url=opa_url, health_interval_s=0.1), **overrides
+            Settings(
+                listen="127.0.0.1:0",
+                opa_url=opa_url,
+                health_interval_s=0.1,
+                key_dir=home / "keys",
+                log_dir=home / "log",
+            ),
+            **overrides,
         )
+        if settings.key_dir is not None:
+            keys.ensure(settings.key_dir)
         server, port = create_server(settings)
         server.start()
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -103,6 +103,25 @@ OUTCOME_DENY: Outcome.ValueType  # 2
 OUTCOME_REQUIRE_APPROVAL: Outcome.ValueType  # 3
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
+class _ActionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ActionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ActionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACTION_STATUS_UNSPECIFIED: _ActionStatus.ValueType  # 0
+    ACTION_STATUS_EXECUTED: _ActionStatus.ValueType  # 1
+    ACTION_STATUS_BLOCKED: _ActionStatus.ValueType  # 2
+    ACTION_STATUS_FAILED: _ActionStatus.ValueType  # 3
+
+class ActionStatus(_ActionStatus, metaclass=_ActionStatusEnumTypeWrapper): ...
+
+ACTION_STATUS_UNSPECIFIED: ActionStatus.ValueType  # 0
+ACTION_STATUS_EXECUTED: ActionStatus.ValueType  # 1
+ACTION_STATUS_BLOCKED: ActionStatus.ValueType  # 2
+ACTION_STATUS_FAILED: ActionStatus.ValueType  # 3
+Global___ActionStatus: _TypeAlias = ActionStatus  # noqa: Y015
+
 @_typing.final
 class DecideRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -504,6 +523,8 @@ class DecideResponse(_message.Message):
     PROVENANCE_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     request_id: _builtins.str
     outcome: Global___Outcome.ValueType
@@ -511,6 +532,14 @@ class DecideResponse(_message.Message):
     """True when no policy verdict was reached; outcome is then always OUTCOME_DENY."""
     error_code: _builtins.str
     """Why no verdict was reached, e.g. "pdp.opa_unavailable"; empty when indeterminate is false."""
+    record: _builtins.str
+    """The signed decision record: a JWS (compact serialization, Ed25519, typ "pdp-decision+jws")
+    over the record's RFC 8785 canonical JSON, exactly as logged. Verify these bytes as they are.
+    Empty only when the decision could not be recorded (then outcome is OUTCOME_DENY,
+    indeterminate, error_code "pdp.ledger_unavailable").
+    """
+    log_index: _builtins.int
+    """The record's leaf index in this PDP's Merkle-tree log."""
     @_builtins.property
     def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reason]: ...
     @_builtins.property
@@ -534,14 +563,204 @@ class DecideResponse(_message.Message):
         provenance: Global___PolicyProvenance | None = ...,
         explanation: Global___Explanation | None = ...,
         timings: Global___Timings | None = ...,
+        record: _builtins.str = ...,
+        log_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "provenance", b"provenance", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "error_code", b"error_code", "explanation", b"explanation", "indeterminate", b"indeterminate", "obligations", b"obligations", "outcome", b"outcome", "provenance", b"provenance", "reasons", b"reasons", "request_id", b"request_id", "timings", b"timings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "error_code", b"error_code", "explanation", b"explanation", "indeterminate", b"indeterminate", "log_index", b"log_index", "obligations", b"obligations", "outcome", b"outcome", "provenance", b"provenance", "reasons", b"reasons", "record", b"record", "request_id", b"request_id", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecideResponse: _TypeAlias = DecideResponse  # noqa: Y015
+
+@_typing.final
+class GetJwksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJwksRequest: _TypeAlias = GetJwksRequest  # noqa: Y015
+
+@_typing.final
+class GetJwksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JWKS_FIELD_NUMBER: _builtins.int
+    jwks: _builtins.str
+    """The JWKS document (RFC 7517 JSON)."""
+    def __init__(
+        self,
+        *,
+        jwks: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jwks", b"jwks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJwksResponse: _TypeAlias = GetJwksResponse  # noqa: Y015
+
+@_typing.final
+class GetDecisionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDecisionRequest: _TypeAlias = GetDecisionRequest  # noqa: Y015
+
+@_typing.final
+class GetDecisionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    INCLUSION_PROOF_FIELD_NUMBER: _builtins.int
+    record: _builtins.str
+    log_index: _builtins.int
+    checkpoint: _builtins.str
+    """The C2SP signed-note checkpoint the proof is against; its tree size is tree_size."""
+    tree_size: _builtins.int
+    @_builtins.property
+    def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 6962 audit path from the record's leaf to the checkpoint's root."""
+
+    def __init__(
+        self,
+        *,
+        record: _builtins.str = ...,
+        log_index: _builtins.int = ...,
+        checkpoint: _builtins.str = ...,
+        tree_size: _builtins.int = ...,
+        inclusion_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "inclusion_proof", b"inclusion_proof", "log_index", b"log_index", "record", b"record", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDecisionResponse: _TypeAlias = GetDecisionResponse  # noqa: Y015
+
+@_typing.final
+class GetConsistencyProofRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_SIZE_FIELD_NUMBER: _builtins.int
+    NEW_SIZE_FIELD_NUMBER: _builtins.int
+    old_size: _builtins.int
+    new_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        old_size: _builtins.int = ...,
+        new_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_size", b"new_size", "old_size", b"old_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsistencyProofRequest: _TypeAlias = GetConsistencyProofRequest  # noqa: Y015
+
+@_typing.final
+class GetConsistencyProofResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROOF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsistencyProofResponse: _TypeAlias = GetConsistencyProofResponse  # noqa: Y015
+
+@_typing.final
+class ReportOutcomeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    status: Global___ActionStatus.ValueType
+    @_builtins.property
+    def result(self) -> _struct_pb2.Struct:
+        """What the action returned or why it did not run (structured, bounded like tool arguments)."""
+
+    @_builtins.property
+    def impact(self) -> _struct_pb2.Struct:
+        """The action's effect (records changed, money moved, data sent...)."""
+
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        status: Global___ActionStatus.ValueType = ...,
+        result: _struct_pb2.Struct | None = ...,
+        impact: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "impact", b"impact", "result", b"result", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportOutcomeRequest: _TypeAlias = ReportOutcomeRequest  # noqa: Y015
+
+@_typing.final
+class ReportOutcomeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    record: _builtins.str
+    """The signed outcome entry (JWS, typ "pdp-outcome+jws"), exactly as logged."""
+    log_index: _builtins.int
+    def __init__(
+        self,
+        *,
+        record: _builtins.str = ...,
+        log_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["log_index", b"log_index", "record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportOutcomeResponse: _TypeAlias = ReportOutcomeResponse  # noqa: Y015
 
 @_typing.final
 class Reason(_message.Message):

@@ -39,6 +39,26 @@ class DecisionServiceStub:
                 request_serializer=pdp_dot_v1_dot_decision__pb2.DecideRequest.SerializeToString,
                 response_deserializer=pdp_dot_v1_dot_decision__pb2.DecideResponse.FromString,
                 _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/pdp.v1.DecisionService/GetJwks',
+                request_serializer=pdp_dot_v1_dot_decision__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=pdp_dot_v1_dot_decision__pb2.GetJwksResponse.FromString,
+                _registered_method=True)
+        self.GetDecision = channel.unary_unary(
+                '/pdp.v1.DecisionService/GetDecision',
+                request_serializer=pdp_dot_v1_dot_decision__pb2.GetDecisionRequest.SerializeToString,
+                response_deserializer=pdp_dot_v1_dot_decision__pb2.GetDecisionResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/pdp.v1.DecisionService/GetConsistencyProof',
+                request_serializer=pdp_dot_v1_dot_decision__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=pdp_dot_v1_dot_decision__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
+        self.ReportOutcome = channel.unary_unary(
+                '/pdp.v1.DecisionService/ReportOutcome',
+                request_serializer=pdp_dot_v1_dot_decision__pb2.ReportOutcomeRequest.SerializeToString,
+                response_deserializer=pdp_dot_v1_dot_decision__pb2.ReportOutcomeResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -56,6 +76,37 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJwks(self, request, context):
+        """GetJwks returns the public keys that verify records and checkpoints (every key that ever
+        signed: rotation keeps old records verifiable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDecision(self, request, context):
+        """GetDecision returns a logged decision record with its inclusion proof against a fresh
+        signed checkpoint. NOT_FOUND when this PDP's log has no such decision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """GetConsistencyProof proves that the log at new_size extends the log at old_size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportOutcome(self, request, context):
+        """ReportOutcome appends what the enforcement point actually did, as a signed entry linked
+        to the decision: inputs → policy → decision → action → outcome → impact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +114,26 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.Decide,
                     request_deserializer=pdp_dot_v1_dot_decision__pb2.DecideRequest.FromString,
                     response_serializer=pdp_dot_v1_dot_decision__pb2.DecideResponse.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=pdp_dot_v1_dot_decision__pb2.GetJwksRequest.FromString,
+                    response_serializer=pdp_dot_v1_dot_decision__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'GetDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDecision,
+                    request_deserializer=pdp_dot_v1_dot_decision__pb2.GetDecisionRequest.FromString,
+                    response_serializer=pdp_dot_v1_dot_decision__pb2.GetDecisionResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=pdp_dot_v1_dot_decision__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=pdp_dot_v1_dot_decision__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+            'ReportOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportOutcome,
+                    request_deserializer=pdp_dot_v1_dot_decision__pb2.ReportOutcomeRequest.FromString,
+                    response_serializer=pdp_dot_v1_dot_decision__pb2.ReportOutcomeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +163,114 @@ class DecisionService:
             '/pdp.v1.DecisionService/Decide',
             pdp_dot_v1_dot_decision__pb2.DecideRequest.SerializeToString,
             pdp_dot_v1_dot_decision__pb2.DecideResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pdp.v1.DecisionService/GetJwks',
+            pdp_dot_v1_dot_decision__pb2.GetJwksRequest.SerializeToString,
+            pdp_dot_v1_dot_decision__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pdp.v1.DecisionService/GetDecision',
+            pdp_dot_v1_dot_decision__pb2.GetDecisionRequest.SerializeToString,
+            pdp_dot_v1_dot_decision__pb2.GetDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pdp.v1.DecisionService/GetConsistencyProof',
+            pdp_dot_v1_dot_decision__pb2.GetConsistencyProofRequest.SerializeToString,
+            pdp_dot_v1_dot_decision__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pdp.v1.DecisionService/ReportOutcome',
+            pdp_dot_v1_dot_decision__pb2.ReportOutcomeRequest.SerializeToString,
+            pdp_dot_v1_dot_decision__pb2.ReportOutcomeResponse.FromString,
             options,
             channel_credentials,
             insecure,

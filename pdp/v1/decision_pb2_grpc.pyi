@@ -49,6 +49,20 @@ class DecisionServiceStub:
     OUTCOME_DENY with indeterminate = true and a "pdp.*" error_code.
     Malformed requests fail with INVALID_ARGUMENT naming the field.
     """
+    GetJwks: _grpc.UnaryUnaryMultiCallable[_decision_pb2.GetJwksRequest, _decision_pb2.GetJwksResponse]
+    """GetJwks returns the public keys that verify records and checkpoints (every key that ever
+    signed: rotation keeps old records verifiable).
+    """
+    GetDecision: _grpc.UnaryUnaryMultiCallable[_decision_pb2.GetDecisionRequest, _decision_pb2.GetDecisionResponse]
+    """GetDecision returns a logged decision record with its inclusion proof against a fresh
+    signed checkpoint. NOT_FOUND when this PDP's log has no such decision.
+    """
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_decision_pb2.GetConsistencyProofRequest, _decision_pb2.GetConsistencyProofResponse]
+    """GetConsistencyProof proves that the log at new_size extends the log at old_size."""
+    ReportOutcome: _grpc.UnaryUnaryMultiCallable[_decision_pb2.ReportOutcomeRequest, _decision_pb2.ReportOutcomeResponse]
+    """ReportOutcome appends what the enforcement point actually did, as a signed entry linked
+    to the decision: inputs → policy → decision → action → outcome → impact.
+    """
 
 @_typing.type_check_only
 class DecisionServiceAsyncStub(DecisionServiceStub):
@@ -60,6 +74,20 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     (OPA unreachable, too slow, erroring, or returning nothing usable) the answer is
     OUTCOME_DENY with indeterminate = true and a "pdp.*" error_code.
     Malformed requests fail with INVALID_ARGUMENT naming the field.
+    """
+    GetJwks: _aio.UnaryUnaryMultiCallable[_decision_pb2.GetJwksRequest, _decision_pb2.GetJwksResponse]  # type: ignore[assignment]
+    """GetJwks returns the public keys that verify records and checkpoints (every key that ever
+    signed: rotation keeps old records verifiable).
+    """
+    GetDecision: _aio.UnaryUnaryMultiCallable[_decision_pb2.GetDecisionRequest, _decision_pb2.GetDecisionResponse]  # type: ignore[assignment]
+    """GetDecision returns a logged decision record with its inclusion proof against a fresh
+    signed checkpoint. NOT_FOUND when this PDP's log has no such decision.
+    """
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_decision_pb2.GetConsistencyProofRequest, _decision_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
+    """GetConsistencyProof proves that the log at new_size extends the log at old_size."""
+    ReportOutcome: _aio.UnaryUnaryMultiCallable[_decision_pb2.ReportOutcomeRequest, _decision_pb2.ReportOutcomeResponse]  # type: ignore[assignment]
+    """ReportOutcome appends what the enforcement point actually did, as a signed entry linked
+    to the decision: inputs → policy → decision → action → outcome → impact.
     """
 
 class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -75,6 +103,44 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
         (OPA unreachable, too slow, erroring, or returning nothing usable) the answer is
         OUTCOME_DENY with indeterminate = true and a "pdp.*" error_code.
         Malformed requests fail with INVALID_ARGUMENT naming the field.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJwks(
+        self,
+        request: _decision_pb2.GetJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.GetJwksResponse, _abc.Awaitable[_decision_pb2.GetJwksResponse]]:
+        """GetJwks returns the public keys that verify records and checkpoints (every key that ever
+        signed: rotation keeps old records verifiable).
+        """
+
+    @_abc_1.abstractmethod
+    def GetDecision(
+        self,
+        request: _decision_pb2.GetDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.GetDecisionResponse, _abc.Awaitable[_decision_pb2.GetDecisionResponse]]:
+        """GetDecision returns a logged decision record with its inclusion proof against a fresh
+        signed checkpoint. NOT_FOUND when this PDP's log has no such decision.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _decision_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.GetConsistencyProofResponse, _abc.Awaitable[_decision_pb2.GetConsistencyProofResponse]]:
+        """GetConsistencyProof proves that the log at new_size extends the log at old_size."""
+
+    @_abc_1.abstractmethod
+    def ReportOutcome(
+        self,
+        request: _decision_pb2.ReportOutcomeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.ReportOutcomeResponse, _abc.Awaitable[_decision_pb2.ReportOutcomeResponse]]:
+        """ReportOutcome appends what the enforcement point actually did, as a signed entry linked
+        to the decision: inputs → policy → decision → action → outcome → impact.
         """
 
 def add_DecisionServiceServicer_to_server(servicer: DecisionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

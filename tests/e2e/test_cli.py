@@ -36,7 +36,13 @@ class DevStack:
 def dev_stack(opa_bin: str, tmp_path: Path) -> Iterator[DevStack]:
     port, opa_port = free_port(), free_port()
     log = tmp_path / "dev.log"
-    env = {**os.environ, "PDP_OPA_BIN": opa_bin, "PDP_LISTEN": f"127.0.0.1:{port}"}
+    env = {
+        **os.environ,
+        "PDP_OPA_BIN": opa_bin,
+        "PDP_LISTEN": f"127.0.0.1:{port}",
+        "PDP_KEY_DIR": str(tmp_path / "keys"),
+        "PDP_LOG_DIR": str(tmp_path / "log"),
+    }
     with log.open("w") as out:
         process = subprocess.Popen(
             [*PDP, "dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{opa_port}"],
@@ -67,8 +73,12 @@ def test_pdp_decide_on_each_example(dev_stack: DevStack, example: str, outcome: 
     assert resp["provenance"]["bundleRevisions"]
 
 
-def test_explain_flag(dev_stack: DevStack) -> None:
-    resp = decide(dev_stack.addr, "--explain", "notes", str(EXAMPLES / "allow-crm-lookup.json"))
+def test_explain_flag(dev_stack: DevStack, tmp_path: Path) -> None:
+    # A new request id: a retry of an earlier request gets its logged record, without explanation.
+    req = json.loads((EXAMPLES / "allow-crm-lookup.json").read_text())
+    req["requestId"] = "explain-me"
+    (tmp_path / "req.json").write_text(json.dumps(req))
+    resp = decide(dev_stack.addr, "--explain", "notes", str(tmp_path / "req.json"))
     assert resp["explanation"]["level"] == "EXPLAIN_LEVEL_NOTES"
 
 
@@ -117,3 +127,42 @@ def test_bad_configuration_is_refused_at_start(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "PDP_OPA_TIMEOUT_MS" in out.stderr
+
+
+def test_keys_and_audit_commands(dev_stack: DevStack, tmp_path: Path) -> None:
+    for example in OUTCOMES:
+        decide(dev_stack.addr, str(EXAMPLES / example))
+    dev_stack.process.send_signal(signal.SIGINT)  # final checkpoint on the way out
+    dev_stack.process.wait(30)
+    jwks = tmp_path / "keys" / "jwks.json"
+    ok = subprocess.run(
+        [*PDP, "audit", "verify", str(tmp_path / "log"), "--jwks", str(jwks)], capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("OK: 3 entries (3 decisions")
+
+    seg = sorted((tmp_path / "log").glob("segment-*.log"))[0]
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 1
+    seg.write_bytes(bytes(data))
+    bad = subprocess.run(
+        [*PDP, "audit", "verify", str(tmp_path / "log"), "--jwks", str(jwks)], capture_output=True, text=True
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("FAILED: entry ")
+
+    other = tmp_path / "other-keys"
+    assert (
+        subprocess.run([*PDP, "keys", "generate", "--dir", str(other)], check=True, capture_output=True).returncode == 0
+    )
+    again = subprocess.run([*PDP, "keys", "generate", "--dir", str(other)], capture_output=True, text=True)
+    assert again.returncode == 2 and "rotate" in again.stderr
+    kept = subprocess.run(
+        [*PDP, "keys", "generate", "--if-missing", "--dir", str(other)], capture_output=True, text=True
+    )
+    assert kept.returncode == 0 and "(kept)" in kept.stdout
+    subprocess.run([*PDP, "keys", "rotate", "--dir", str(other)], check=True, capture_output=True)
+    printed = json.loads(
+        subprocess.run([*PDP, "keys", "jwks", "--dir", str(other)], check=True, capture_output=True, text=True).stdout
+    )
+    assert len(printed["keys"]) == 2

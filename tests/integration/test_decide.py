@@ -49,6 +49,7 @@ def test_explanation_only_when_asked(pdp: Pdp) -> None:
     assert not plain.HasField("explanation")
 
     req.explain = pb.EXPLAIN_LEVEL_FULL
+    req.request_id += "-explained"  # a new request: a retry would get the first record, unexplained
     full = pdp.stub.Decide(req, timeout=5)
     assert full.explanation.level == pb.EXPLAIN_LEVEL_FULL
     assert len(full.explanation.events) > 10

@@ -65,9 +65,11 @@ def test_opa_stopped_mid_run_then_back(start_opa: Callable[..., OpaSidecar], sta
     wait_for(lambda: pdp.health_status() == SERVING, what="SERVING")
 
     opa.stop()
+    # A retry of the decided request gets its logged record; new requests fail closed.
+    assert pdp.stub.Decide(allow, timeout=2).outcome == pb.OUTCOME_ALLOW
     for _ in range(3):
         start = time.monotonic()
-        assert_fail_closed(pdp.stub.Decide(allow, timeout=2), "pdp.opa_unavailable")
+        assert_fail_closed(pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=2), "pdp.opa_unavailable")
         assert time.monotonic() - start < 2
     wait_for(lambda: pdp.health_status() == NOT_SERVING, what="NOT_SERVING")
     wait_for(lambda: pdp.health_status("pdp.v1.DecisionService") == NOT_SERVING, what="service NOT_SERVING")
@@ -76,15 +78,16 @@ def test_opa_stopped_mid_run_then_back(start_opa: Callable[..., OpaSidecar], sta
     back = start_opa(addr=opa.addr)
     assert back.healthy()
     wait_for(lambda: pdp.health_status() == SERVING, what="SERVING again")
-    assert pdp.stub.Decide(allow, timeout=5).outcome == pb.OUTCOME_ALLOW
+    assert pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5).outcome == pb.OUTCOME_ALLOW
 
 
 def test_slow_opa_is_cut_off_by_the_callers_deadline(pdp: Pdp, paused: Callable[[], None]) -> None:
     allow = load_request("allow-crm-lookup.json")
     assert pdp.stub.Decide(allow, timeout=5).outcome == pb.OUTCOME_ALLOW
     paused()
+    again = load_request("allow-crm-lookup.json")
     start = time.monotonic()
-    resp = pdp.stub.Decide(allow, timeout=0.3)
+    resp = pdp.stub.Decide(again, timeout=0.3)
     took = time.monotonic() - start
     assert_fail_closed(resp, "pdp.opa_timeout")
     assert took < 0.3  # answered inside the caller's deadline, not DEADLINE_EXCEEDED

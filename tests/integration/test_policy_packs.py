@@ -96,4 +96,5 @@ def test_two_person_rule_needs_two_distinct_officers(pdp: Pdp) -> None:
     approve(req, "sgt.ray@army.example")
     assert pdp.stub.Decide(req, timeout=5).outcome == ASK
     approve(req, "capt.ng@army.example")
+    req.request_id += "-approved"  # the request with approvals attached is a new request
     assert pdp.stub.Decide(req, timeout=5).outcome == ALLOW

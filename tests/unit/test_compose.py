@@ -43,7 +43,12 @@ def published(service: dict[str, Any]) -> dict[int, str]:
 
 
 def test_the_stack_has_pdp_opa_and_jaeger(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"pdp", "opa", "jaeger"}
+    assert set(compose["services"]) == {"pdp", "pdp-keys", "opa", "jaeger"}
+    # The PDP and its key generator share the volume holding keys and the decision log.
+    mounts = {s: [(v["source"], v["target"]) for v in compose["services"][s]["volumes"]] for s in ("pdp", "pdp-keys")}
+    assert mounts["pdp"] == mounts["pdp-keys"] == [("pdp-data", "/var/lib/pdp")]
+    env = compose["services"]["pdp"]["environment"]
+    assert env["PDP_KEY_DIR"] == "/var/lib/pdp/keys" and env["PDP_LOG_DIR"] == "/var/lib/pdp/log"
 
 
 def test_ports_are_those_of_make_run_on_loopback(compose: dict[str, Any]) -> None:

@@ -1,0 +1,139 @@
+"""The PEP's side: ask for a decision, and verify its signed record before acting on it.
+
+A PEP must not act on an answer alone. :func:`verify` checks the record that came with it:
+signature by a key of the PDP's JWKS, record type, expiry, that the record is bound to the very
+action about to run (its action digest, recomputed here from the action), and that the record
+was not seen before (replay). Only then is its outcome the PEP's to enforce::
+
+    resp = client.decide(request)
+    decision = verify(resp.record, jwks, action=request.context, replay=cache)
+    if decision.outcome == "allow": ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from typing import Any, Protocol
+
+import grpc
+
+from pdp.context import Caller, build_input
+from pdp.keys import public_keys
+from pdp.records import TYP_DECISION, RecordError
+from pdp.records import verify as verify_jws
+from pdp.v1 import decision_pb2 as pb
+from pdp.v1 import decision_pb2_grpc as pb_grpc
+
+
+class VerificationError(Exception):
+    """The record must not be acted on; the message says why."""
+
+
+class ReplayCache(Protocol):
+    def first_use(self, jti: str, expires_at: int) -> bool:
+        """Records ``jti``; False if it was seen before."""
+
+
+class MemoryReplayCache:
+    """Token ids seen until they expire, in this process (one PEP instance)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def first_use(self, jti: str, expires_at: int) -> bool:
+        now = int(time.time())
+        with self._lock:
+            self._seen = {k: exp for k, exp in self._seen.items() if exp >= now}
+            if jti in self._seen:
+                return False
+            self._seen[jti] = expires_at
+            return True
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedDecision:
+    decision_id: str
+    outcome: str
+    reasons: list[str]
+    obligations: list[dict[str, Any]]
+    log_index: int
+    claims: dict[str, Any]
+
+
+def digest_of(context: pb.ActionContext) -> str:
+    """The action digest of an action context, computed exactly as the PDP does."""
+    request = pb.DecideRequest(context=context)
+    doc = build_input(request, caller=Caller(authenticated=False, peer=""), request_time="", max_depth=64)
+    return str(doc["action_digest"])
+
+
+def verify(
+    record: str,
+    jwks: dict[str, Any],
+    *,
+    action: pb.ActionContext,
+    replay: ReplayCache,
+    now: float | None = None,
+    leeway_s: int = 5,
+) -> VerifiedDecision:
+    """Checks a decision record against the action about to run.
+
+    Raises:
+        VerificationError: signature, key, type, expiry, action binding or replay failed.
+    """
+    if not record:
+        raise VerificationError("no record: the decision was not recorded, so it must not be acted on")
+    try:
+        claims = verify_jws(record, public_keys(jwks), typ=TYP_DECISION)
+    except RecordError as e:
+        raise VerificationError(str(e)) from None
+    pdp = claims.get("pdp", {})
+    t = int(time.time() if now is None else now)
+    if not isinstance(pdp.get("exp"), int) or t > pdp["exp"] + leeway_s:
+        raise VerificationError("the record has expired")
+    if pdp.get("action_digest") != digest_of(action):
+        raise VerificationError("the record is for a different action")
+    if not replay.first_use(str(pdp.get("jti")), pdp["exp"] + leeway_s):
+        raise VerificationError("the record was already used (replay)")
+    return VerifiedDecision(
+        decision_id=claims["decision_id"],
+        outcome=pdp["outcome"],
+        reasons=list(pdp.get("reasons", [])),
+        obligations=list(pdp.get("obligations", [])),
+        log_index=int(pdp["log_index"]),
+        claims=claims,
+    )
+
+
+class Client:
+    """A thin PDP client for PEPs: Decide, the JWKS, outcome reports."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub = pb_grpc.DecisionServiceStub(channel)
+
+    def decide(self, request: pb.DecideRequest, *, timeout_s: float = 2.0) -> pb.DecideResponse:
+        response: pb.DecideResponse = self._stub.Decide(request, timeout=timeout_s)
+        return response
+
+    def jwks(self, *, timeout_s: float = 2.0) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self._stub.GetJwks(pb.GetJwksRequest(), timeout=timeout_s).jwks)
+        return loaded
+
+    def report(
+        self,
+        decision_id: str,
+        status: pb.ActionStatus.ValueType,
+        *,
+        result: dict[str, Any] | None = None,
+        impact: dict[str, Any] | None = None,
+        timeout_s: float = 2.0,
+    ) -> pb.ReportOutcomeResponse:
+        req = pb.ReportOutcomeRequest(decision_id=decision_id, status=status)
+        req.result.update(result or {})
+        req.impact.update(impact or {})
+        response: pb.ReportOutcomeResponse = self._stub.ReportOutcome(req, timeout=timeout_s)
+        return response

@@ -1,0 +1,139 @@
+"""``pdp audit verify``: re-derive a decision log from its files and the public keys alone.
+
+Checks, in order, and stops at the first problem, naming the entry, file and offset:
+every frame's length and CRC; every entry's JWS signature (by a key in the JWKS, ``typ`` a
+decision or outcome record) and that its signed ``log_index`` is its position (so an entry moved,
+dropped or inserted is caught where it happens); every outcome report links to an earlier
+decision record by digest; every checkpoint's signature, origin and root against the root
+re-derived at its size, and consistency proofs between successive checkpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import itertools
+from pathlib import Path
+from typing import Any
+
+from pdp.keys import public_keys
+from pdp.ledger import checkpoint, merkle
+from pdp.ledger.log import CHECKPOINTS, note_verifiers, read_frames, segments
+from pdp.records import TYP_DECISION, TYP_OUTCOME, RecordError, verify
+
+
+class AuditError(Exception):
+    """The log does not verify; ``index`` is the first bad entry (None: not an entry)."""
+
+    def __init__(self, why: str, *, index: int | None = None, where: str = "") -> None:
+        at = " ".join(x for x in (f"entry {index}" if index is not None else "", where) if x)
+        super().__init__(f"{at}: {why}" if at else why)
+        self.index = index
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditReport:
+    origin: str
+    entries: int
+    decisions: int
+    outcomes: int
+    checkpoints: int
+    root: bytes
+
+
+def verify_log(directory: Path, *, jwks: dict[str, Any]) -> AuditReport:
+    """Verifies everything in a log directory.
+
+    Raises:
+        AuditError: the first problem found.
+    """
+    keys = public_keys(jwks)
+    if not keys:
+        raise AuditError("the JWKS holds no Ed25519 key")
+    notes = _checkpoints(directory, keys)
+    origin = notes[0].origin if notes else ""
+    by_size = {cp.size: cp for cp in notes}
+    tree = merkle.CompactTree()
+    decisions: dict[str, str] = {}
+    counts = {"decision": 0, "outcome": 0}
+    files = segments(directory)
+    for no, path in enumerate(files):
+        if path.name != f"segment-{no:06d}.log":
+            raise AuditError(f"segment {no} is missing", index=len(tree), where=path.name)
+        frames, damage = read_frames(path.read_bytes())
+        for f in frames:
+            index = len(tree)
+            where = f"({path.name} offset {f.offset})"
+            kind = _entry(f.payload, index, keys, decisions, where)
+            counts[kind] += 1
+            tree.append(f.payload)
+            cp = by_size.get(len(tree))
+            if cp is not None and cp.root != tree.root():
+                raise AuditError(f"the root up to here differs from the checkpoint of size {cp.size}", index=index)
+        if damage is not None:
+            raise AuditError(damage.why, index=len(tree), where=f"({path.name} offset {damage.offset})")
+    for cp in notes:
+        if cp.size > len(tree):
+            raise AuditError(
+                f"a checkpoint covers {cp.size} entries but the log has {len(tree)}: entries were removed",
+                index=len(tree),
+            )
+    for old, new in itertools.pairwise(notes):
+        if old.size:
+            try:
+                proof = merkle.consistency_proof(tree.leaves[: new.size], old.size)
+                merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
+            except merkle.ProofError as e:
+                raise AuditError(f"checkpoints {old.size} → {new.size} are not consistent: {e}") from None
+    return AuditReport(origin, len(tree), counts["decision"], counts["outcome"], len(notes), tree.root())
+
+
+def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str, str], where: str) -> str:
+    token = payload.decode(errors="replace")
+    typ = TYP_OUTCOME if '"pdp-outcome+jws"' in _header(token) else TYP_DECISION
+    try:
+        claims = verify(token, keys, typ=typ)
+    except RecordError as e:
+        raise AuditError(f"the record does not verify: {e}", index=index, where=where) from None
+    pdp = claims.get("pdp", {})
+    if pdp.get("log_index") != str(index):
+        raise AuditError(
+            f"the record was signed for log index {pdp.get('log_index')}: entries were moved, dropped or inserted",
+            index=index,
+            where=where,
+        )
+    if typ == TYP_DECISION:
+        decisions[claims["decision_id"]] = "sha256:" + hashlib.sha256(payload).hexdigest()
+        return "decision"
+    if decisions.get(claims.get("decision_id", "")) != pdp.get("decision_record_digest"):
+        raise AuditError("the outcome report does not link to an earlier decision record", index=index, where=where)
+    return "outcome"
+
+
+def _header(token: str) -> str:
+    head = token.split(".", 1)[0]
+    try:
+        return base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode()
+    except ValueError:
+        return ""
+
+
+def _checkpoints(directory: Path, keys: dict[str, Any]) -> list[checkpoint.Checkpoint]:
+    path = directory / CHECKPOINTS
+    if not path.exists():
+        return []
+    frames, damage = read_frames(path.read_bytes())
+    if damage is not None:
+        raise AuditError(damage.why, where=f"({CHECKPOINTS} offset {damage.offset})")
+    notes: list[checkpoint.Checkpoint] = []
+    for f in frames:
+        origin = f.payload.split(b"\n", 1)[0].decode(errors="replace")
+        try:
+            cp = checkpoint.open_note(f.payload, note_verifiers(origin, keys))
+        except checkpoint.CheckpointError as e:
+            raise AuditError(f"checkpoint: {e}", where=f"({CHECKPOINTS} offset {f.offset})") from None
+        if notes and (cp.origin != notes[0].origin or cp.size < notes[-1].size):
+            raise AuditError("a checkpoint of another log, or out of order", where=f"({CHECKPOINTS} offset {f.offset})")
+        notes.append(cp)
+    return notes

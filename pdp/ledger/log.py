@@ -1,0 +1,427 @@
+"""The append-only, durable decision log: segment files, framing, group commit, checkpoints, recovery.
+
+Files in the log directory:
+
+* ``segment-NNNNNN.log``: entries, each framed as 4-byte big-endian length ‖ payload ‖ 4-byte
+  big-endian CRC-32 (zlib) of length ‖ payload. The payload is the exact bytes handed in (a JWS).
+  A full segment is sealed: a checkpoint at its last entry, fsync, then mode 0444.
+* ``checkpoints.log``: signed checkpoints (C2SP signed notes), framed the same way.
+* ``*.torn-<time>``: bytes cut from a torn tail at start-up, kept for inspection.
+
+Leaf i of the RFC 6962 tree is entry i across the segments in order. :meth:`Log.append` returns
+only after the entry is fsynced; concurrent appends share one fsync (group commit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from pdp.errors import LedgerCorrupt, LedgerUnavailable
+from pdp.ledger import checkpoint, merkle
+
+log = logging.getLogger(__name__)
+
+_HEAD = struct.Struct(">I")
+_SEGMENT = re.compile(r"^segment-(\d{6})\.log$")
+CHECKPOINTS = "checkpoints.log"
+MAX_ENTRY = 16 << 20
+
+
+def frame(payload: bytes) -> bytes:
+    head = _HEAD.pack(len(payload))
+    return head + payload + _HEAD.pack(zlib.crc32(head + payload))
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    offset: int
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    offset: int
+    why: str
+
+
+def read_frames(data: bytes) -> tuple[list[Frame], Damage | None]:
+    """Every whole, CRC-checked frame of a file, and where the first bad one starts."""
+    frames: list[Frame] = []
+    pos = 0
+    while pos < len(data):
+        if pos + 8 > len(data):
+            return frames, Damage(pos, "a frame is cut short")
+        (n,) = _HEAD.unpack_from(data, pos)
+        if n > MAX_ENTRY or pos + 8 + n > len(data):
+            return frames, Damage(pos, "a frame is cut short or its length is corrupt")
+        payload = data[pos + 4 : pos + 4 + n]
+        (crc,) = _HEAD.unpack_from(data, pos + 4 + n)
+        if zlib.crc32(data[pos : pos + 4 + n]) != crc:
+            return frames, Damage(pos, "a frame's CRC does not match its bytes")
+        frames.append(Frame(pos, payload))
+        pos += 8 + n
+    return frames, None
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if _SEGMENT.match(p.name))
+
+
+def note_verifiers(origin: str, keys: dict[str, Ed25519PublicKey]) -> dict[tuple[str, bytes], Ed25519PublicKey]:
+    """Checkpoint verifiers for every public key (rotation keeps old checkpoints verifiable)."""
+    return {(origin, checkpoint.key_hash(origin, k)): k for k in keys.values()}
+
+
+class Log:
+    """One PDP's decision log. Use :meth:`open`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        signing_key: Ed25519PrivateKey,
+        verifiers: dict[tuple[str, bytes], Ed25519PublicKey],
+        origin: str,
+        checkpoint_every: int,
+        checkpoint_interval_s: float,
+        segment_max_bytes: int,
+    ) -> None:
+        self.directory = directory
+        self.origin = origin
+        self._key = signing_key
+        self._verifiers = verifiers
+        self._every = checkpoint_every
+        self._interval = checkpoint_interval_s
+        self._segment_max = segment_max_bytes
+        self.tree = merkle.CompactTree()
+        self._where: list[tuple[int, int]] = []  # entry index → (segment number, frame offset)
+        self._lock = threading.Lock()  # appends, rotation, checkpoints
+        self._cond = threading.Condition()  # group commit
+        self._written = self._synced = 0
+        self._syncing = False
+        self._failure: str | None = None
+        self._notes: list[bytes] = []
+        self._checkpointed = 0
+        self._segment_no = 0
+        self._segment_bytes = 0
+        self._fd = -1
+        self._cp_fd = -1
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._checkpointer, name="ledger-checkpoints", daemon=True)
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        *,
+        signing_key: Ed25519PrivateKey,
+        public_keys: dict[str, Ed25519PublicKey],
+        origin: str,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 1.0,
+        segment_max_bytes: int = 64 << 20,
+    ) -> Log:
+        """Opens (or creates) the log, recovering a torn tail and refusing a damaged past.
+
+        Raises:
+            LedgerCorrupt: damage at or before the last checkpoint.
+            LedgerUnavailable: the directory cannot be written.
+        """
+        self = cls(
+            directory,
+            signing_key=signing_key,
+            verifiers=note_verifiers(origin, public_keys),
+            origin=origin,
+            checkpoint_every=checkpoint_every,
+            checkpoint_interval_s=checkpoint_interval_s,
+            segment_max_bytes=segment_max_bytes,
+        )
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._recover()
+        except OSError as e:
+            raise LedgerUnavailable(f"cannot open the decision log in {directory}: {e}") from None
+        self._thread.start()
+        return self
+
+    # -- recovery -------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        notes = self._recover_checkpoints()
+        by_size = {cp.size: cp for cp, _ in notes}
+        last = notes[-1][0] if notes else None
+        files = segments(self.directory)
+        for no, path in enumerate(files):
+            if path.name != f"segment-{no:06d}.log":
+                raise LedgerCorrupt(f"{path.name}: segment {no} is missing (entries deleted?)")
+            frames, damage = read_frames(path.read_bytes())
+            for f in frames:
+                self.tree.append(f.payload)
+                self._where.append((no, f.offset))
+                cp = by_size.get(len(self.tree))
+                if cp is not None and cp.root != self.tree.root():
+                    raise LedgerCorrupt(
+                        f"{path.name}: the entries up to index {len(self.tree) - 1} do not hash to the "
+                        f"checkpointed root of size {cp.size}: an entry was changed, removed or reordered"
+                    )
+            if damage is not None:
+                index = len(self.tree)
+                if (last is not None and index < last.size) or no != len(files) - 1:
+                    raise LedgerCorrupt(
+                        f"{path.name} offset {damage.offset}: {damage.why} at entry {index}, "
+                        "before the last checkpoint: refusing to start"
+                    )
+                self._cut_torn_tail(path, damage, index)
+        if last is not None and len(self.tree) < last.size:
+            raise LedgerCorrupt(
+                f"the log holds {len(self.tree)} entries but checkpoint says {last.size}: entries were removed"
+            )
+        self._written = self._synced = len(self.tree)
+        self._notes = [raw for _, raw in notes]
+        self._checkpointed = last.size if last else 0
+        if files and files[-1].stat().st_mode & 0o222 == 0:
+            self._segment_no = len(files)  # the last one was sealed
+        else:
+            self._segment_no = max(len(files) - 1, 0)
+        self._open_segment()
+        self._cp_fd = os.open(self.directory / CHECKPOINTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        _fsync_dir(self.directory)
+
+    def _recover_checkpoints(self) -> list[tuple[checkpoint.Checkpoint, bytes]]:
+        path = self.directory / CHECKPOINTS
+        if not path.exists():
+            return []
+        frames, damage = read_frames(path.read_bytes())
+        notes: list[tuple[checkpoint.Checkpoint, bytes]] = []
+        for f in frames:
+            try:
+                cp = checkpoint.open_note(f.payload, self._verifiers)
+            except checkpoint.CheckpointError as e:
+                raise LedgerCorrupt(f"{CHECKPOINTS} offset {f.offset}: {e}") from None
+            if cp.origin != self.origin or (notes and cp.size < notes[-1][0].size):
+                raise LedgerCorrupt(f"{CHECKPOINTS} offset {f.offset}: a checkpoint of another log or out of order")
+            notes.append((cp, f.payload))
+        if damage is not None:
+            self._cut_torn_tail(path, damage, None)
+        return notes
+
+    def _cut_torn_tail(self, path: Path, damage: Damage, index: int | None) -> None:
+        aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        with path.open("r+b") as f:
+            f.seek(damage.offset)
+            aside.write_bytes(f.read())
+            f.truncate(damage.offset)
+            f.flush()
+            os.fsync(f.fileno())
+        log.warning(
+            "decision log: cut a torn tail of %s at offset %d (%s)%s; the bytes are kept in %s",
+            path.name,
+            damage.offset,
+            damage.why,
+            "" if index is None else f", from entry {index} on (never answered: not yet durable)",
+            aside.name,
+        )
+
+    def _open_segment(self) -> None:
+        path = self.directory / f"segment-{self._segment_no:06d}.log"
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._segment_bytes = os.fstat(self._fd).st_size
+
+    # -- appending ------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._failure is None
+
+    def size(self) -> int:
+        return self._synced
+
+    def append(self, make_entry: Callable[[int], bytes]) -> int:
+        """Appends ``make_entry(index)`` and returns its index once it is durable.
+
+        Raises:
+            LedgerUnavailable: the entry may not be durable; the log accepts nothing more.
+        """
+        with self._lock:
+            self._check()
+            index = len(self.tree)
+            payload = make_entry(index)
+            data = frame(payload)
+            try:
+                _write_all(self._fd, data)
+            except OSError as e:
+                self._fail(f"write failed: {e}")
+            self.tree.append(payload)
+            self._where.append((self._segment_no, self._segment_bytes))
+            self._segment_bytes += len(data)
+            self._written = index + 1
+            if self._segment_bytes >= self._segment_max:
+                self._rotate()
+        self._sync_until(index + 1)
+        if self._written - self._checkpointed >= self._every:
+            self._wake.set()
+        return index
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise LedgerUnavailable(f"the decision log is not writable: {self._failure}")
+
+    def _fail(self, why: str) -> None:
+        with self._cond:
+            if self._failure is None:
+                log.error("decision log failed, no decision can be recorded until restart: %s", why)
+                self._failure = why
+            self._cond.notify_all()
+        raise LedgerUnavailable(f"the decision log is not writable: {why}")
+
+    def _sync_until(self, n: int) -> None:
+        with self._cond:
+            while self._synced < n:
+                self._check()
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._syncing = True
+                target, fd = self._written, self._fd
+                self._cond.release()
+                try:
+                    os.fdatasync(fd)
+                    error = None
+                except OSError as e:
+                    error = e
+                finally:
+                    self._cond.acquire()
+                    self._syncing = False
+                if error is not None:
+                    self._failure = self._failure or f"fsync failed: {error}"
+                    log.error("decision log failed: %s", self._failure)
+                else:
+                    self._synced = max(self._synced, target)
+                self._cond.notify_all()
+
+    def _quiesce(self) -> None:
+        """Makes everything written durable; called with ``_lock`` held."""
+        with self._cond:
+            while self._syncing:
+                self._cond.wait()
+            try:
+                os.fdatasync(self._fd)
+            except OSError as e:
+                self._failure = self._failure or f"fsync failed: {e}"
+                self._cond.notify_all()
+                raise LedgerUnavailable(self._failure) from None
+            self._synced = self._written
+            self._cond.notify_all()
+
+    def _rotate(self) -> None:
+        self._quiesce()
+        self._write_checkpoint()
+        path = self.directory / f"segment-{self._segment_no:06d}.log"
+        os.close(self._fd)
+        path.chmod(0o444)
+        self._segment_no += 1
+        self._open_segment()
+        _fsync_dir(self.directory)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _checkpointer(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            # A failed log has said so once; appends refuse from then on.
+            with contextlib.suppress(LedgerUnavailable):
+                self.checkpoint_now()
+
+    def checkpoint_now(self) -> bytes:
+        """Signs and stores a checkpoint of everything appended so far (if there is anything new)."""
+        with self._lock:
+            self._check()
+            if self._written > self._checkpointed or not self._notes:
+                self._quiesce()
+                self._write_checkpoint()
+            return self._notes[-1]
+
+    def _write_checkpoint(self) -> None:
+        cp = checkpoint.Checkpoint(self.origin, len(self.tree), self.tree.root())
+        note = checkpoint.sign(cp, name=self.origin, key=self._key)
+        try:
+            _write_all(self._cp_fd, frame(note))
+            os.fsync(self._cp_fd)
+        except OSError as e:
+            self._fail(f"checkpoint write failed: {e}")
+        self._notes.append(note)
+        self._checkpointed = cp.size
+
+    def latest_checkpoint(self) -> bytes:
+        with self._lock:
+            if not self._notes:
+                raise LedgerUnavailable("no checkpoint yet")
+            return self._notes[-1]
+
+    # -- reading and proofs ---------------------------------------------------------------
+
+    def entry(self, index: int) -> bytes:
+        no, offset = self._where[index]
+        with (self.directory / f"segment-{no:06d}.log").open("rb") as f:
+            f.seek(offset)
+            (n,) = _HEAD.unpack(f.read(4))
+            return f.read(n)
+
+    def entries(self) -> Iterator[tuple[int, bytes]]:
+        for i in range(self._synced):
+            yield i, self.entry(i)
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        return merkle.inclusion_proof(self.tree.leaves[:tree_size], index)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return merkle.consistency_proof(self.tree.leaves[:new_size], old_size)
+
+    def close(self) -> None:
+        """Final checkpoint, then closes; appends after this fail."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        with self._lock:
+            if self._failure is None:
+                try:
+                    if self._written > self._checkpointed:
+                        self._quiesce()
+                        self._write_checkpoint()
+                except LedgerUnavailable:
+                    pass
+                self._failure = "closed"
+            for fd in (self._fd, self._cp_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self._fd = self._cp_fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

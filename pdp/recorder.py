@@ -1,0 +1,218 @@
+"""Decisions and outcome reports → signed records in the durable log, and back out with proofs."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+
+from pdp.errors import InvalidArgument, NotFound
+from pdp.keys import KeyRing, public_keys
+from pdp.ledger.log import Log
+from pdp.records import TYP_DECISION, TYP_OUTCOME, digest, redact, sign
+
+_ID_SPACE = uuid.UUID("6f1d2a52-4d0b-4e8e-9a43-3c1bd6c1a7e2")  # namespace of deterministic decision ids
+
+
+@dataclasses.dataclass(frozen=True)
+class Signed:
+    """A record as logged: the exact JWS, and its leaf index."""
+
+    record: str
+    log_index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Proven:
+    """A logged record with its inclusion proof against a checkpoint."""
+
+    record: str
+    log_index: int
+    tree_size: int
+    checkpoint: bytes
+    inclusion_proof: list[bytes]
+
+
+def decision_id(*, request_id: str, caller_subject: str) -> str:
+    """Deterministic for a request id (per authenticated caller); random without one."""
+    if not request_id:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(_ID_SPACE, f"{caller_subject}\n{request_id}"))
+
+
+def request_digest(input_doc: dict[str, Any]) -> str:
+    """What makes two requests "the same": the input minus the PDP's clock and the peer address."""
+    same = {k: v for k, v in input_doc.items() if k not in ("request_time", "caller")}
+    same["caller_subject"] = input_doc["caller"]["subject"]
+    return digest(same)
+
+
+class Recorder:
+    """Signs decisions and outcome reports, appends them durably, finds them again.
+
+    Args:
+        ring: the signing key and JWKS.
+        log: the open decision log.
+        ttl_s: how long a decision record stays valid for a PEP (``exp``).
+        mask, erase: JSON pointers into the input masked or removed before signing.
+    """
+
+    def __init__(
+        self, *, ring: KeyRing, log: Log, ttl_s: float, mask: Sequence[str] = (), erase: Sequence[str] = ()
+    ) -> None:
+        self.ring = ring
+        self.log = log
+        self._ttl = ttl_s
+        self._mask, self._erase = tuple(mask), tuple(erase)
+        self._index: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(64)]
+        for i, entry in log.entries():
+            claims = claims_of(entry)
+            if claims.get("pdp", {}).get("type") == "decision":
+                self._index[claims["decision_id"]] = i
+
+    @property
+    def healthy(self) -> bool:
+        return self.log.healthy
+
+    def jwks(self) -> dict[str, Any]:
+        return self.ring.jwks
+
+    def stripe(self, decision_id: str) -> threading.Lock:
+        """Serialises work on one decision id (a retry racing its original)."""
+        return self._stripes[hash(decision_id) % len(self._stripes)]
+
+    def existing(self, decision_id: str, request: str) -> Signed | None:
+        """The logged record of a retried request, or None.
+
+        Raises:
+            InvalidArgument: the request id was used before for a different request.
+        """
+        index = self._index.get(decision_id)
+        if index is None:
+            return None
+        entry = self.log.entry(index)
+        if claims_of(entry)["pdp"]["request_digest"] != request:
+            raise InvalidArgument("request_id", "was already used for a different request")
+        return Signed(entry.decode(), index)
+
+    def record_decision(self, *, claims: dict[str, Any], input_doc: dict[str, Any]) -> Signed:
+        """Masks the input, signs the record with its own log index, and appends it durably.
+
+        Raises:
+            LedgerUnavailable: not durable; the caller must not answer ALLOW.
+        """
+        now = int(time.time())
+        shown, masked, erased = redact(input_doc, mask=self._mask, erase=self._erase)
+        span = trace.get_current_span().get_span_context()
+        claims = {
+            **claims,
+            "input": shown,
+            "masked": masked,
+            "erased": erased,
+            "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
+            "span_id": format(span.span_id, "016x") if span.is_valid else "",
+            "requested_by": input_doc["caller"]["subject"] or input_doc["caller"]["peer"],
+        }
+        claims["pdp"] = {**claims["pdp"], "iat": now, "exp": now + int(self._ttl), "jti": str(uuid.uuid4())}
+
+        def make(index: int) -> bytes:
+            claims["pdp"]["log_index"] = str(index)  # large integers travel as strings
+            return sign(claims, self.ring, typ=TYP_DECISION).encode()
+
+        index = self.log.append(make)
+        with self._lock:
+            self._index[claims["decision_id"]] = index
+        return Signed(self.log.entry(index).decode(), index)
+
+    def record_outcome(self, *, decision_id: str, report: dict[str, Any], reporter: str) -> Signed:
+        """Appends a PEP's report of what it did, linked to the decision and its record's digest.
+
+        Raises:
+            NotFound: no such decision in this log.
+            LedgerUnavailable: not durable.
+        """
+        index = self._index.get(decision_id)
+        if index is None:
+            raise NotFound(f"no decision {decision_id} in this PDP's log")
+        linked = self.log.entry(index)
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "decision_id": decision_id,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "outcome": report,
+            "requested_by": reporter,
+            "pdp": {
+                "type": "outcome",
+                "decision_log_index": str(index),
+                "decision_record_digest": "sha256:" + hashlib.sha256(linked).hexdigest(),
+                "iat": now,
+                "jti": str(uuid.uuid4()),
+            },
+        }
+
+        def make(i: int) -> bytes:
+            claims["pdp"]["log_index"] = str(i)
+            return sign(claims, self.ring, typ=TYP_OUTCOME).encode()
+
+        i = self.log.append(make)
+        return Signed(self.log.entry(i).decode(), i)
+
+    def prove(self, decision_id: str) -> Proven:
+        """The decision's record with an inclusion proof against a fresh checkpoint."""
+        index = self._index.get(decision_id)
+        if index is None:
+            raise NotFound(f"no decision {decision_id} in this PDP's log")
+        note = self.log.checkpoint_now()
+        size = int(note.split(b"\n")[1])
+        return Proven(
+            record=self.log.entry(index).decode(),
+            log_index=index,
+            tree_size=size,
+            checkpoint=note,
+            inclusion_proof=self.log.inclusion_proof(index, size),
+        )
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def claims_of(entry: bytes) -> dict[str, Any]:
+    """The claims of a record this PDP logged itself (already verified when it was written)."""
+    payload = entry.split(b".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
+    return claims
+
+
+def open_recorder(
+    *,
+    ring: KeyRing,
+    log_dir: Any,
+    origin: str,
+    ttl_s: float,
+    mask: Sequence[str],
+    erase: Sequence[str],
+    checkpoint_every: int,
+    checkpoint_interval_s: float,
+    segment_max_bytes: int,
+) -> Recorder:
+    """Opens the log under the key ring and returns the recorder on it."""
+    log = Log.open(
+        log_dir,
+        signing_key=ring.private,
+        public_keys=public_keys(ring.jwks),
+        origin=origin,
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval_s=checkpoint_interval_s,
+        segment_max_bytes=segment_max_bytes,
+    )
+    return Recorder(ring=ring, log=log, ttl_s=ttl_s, mask=mask, erase=erase)

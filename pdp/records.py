@@ -1,0 +1,108 @@
+"""Signed decision records: the claims, masking before signing, and JWS (compact, Ed25519).
+
+A record is a superset of OPA's decision-log event (``decision_id``, ``path``, ``input``,
+``result``, ``bundles``, ``timestamp``, ``metrics``, ``trace_id``, ``span_id``, ``erased``,
+``masked``, ``requested_by``) with a ``pdp`` object that a PEP checks before it acts. The JWS
+payload is the RFC 8785 canonical JSON of the claims; the compact JWS is what is logged, returned
+and verified, byte for byte. Nobody re-serialises before verifying.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from pdp.keys import ALG, KeyRing, b64url
+
+TYP_DECISION = "pdp-decision+jws"
+TYP_OUTCOME = "pdp-outcome+jws"
+MASK = "**masked**"
+
+
+class RecordError(Exception):
+    """A record does not verify: malformed, unknown key, wrong type, or a bad signature."""
+
+
+def sign(claims: dict[str, Any], ring: KeyRing, *, typ: str) -> str:
+    """JWS compact serialization of ``claims``, signed by the active key."""
+    header = b64url(rfc8785.dumps({"alg": ALG, "kid": ring.kid, "typ": typ}))
+    payload = b64url(rfc8785.dumps(claims))
+    signing_input = f"{header}.{payload}"
+    return f"{signing_input}.{b64url(ring.private.sign(signing_input.encode()))}"
+
+
+def verify(token: str, keys: dict[str, Ed25519PublicKey], *, typ: str) -> dict[str, Any]:
+    """Verifies a JWS from these exact bytes and returns its claims.
+
+    Raises:
+        RecordError: anything at all is wrong; the message says what.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise RecordError("not a JWS compact serialization")
+    try:
+        header = json.loads(_unb64(parts[0]))
+        claims = json.loads(_unb64(parts[1]))
+        signature = _unb64(parts[2])
+    except (ValueError, binascii.Error):
+        raise RecordError("the JWS is not base64url JSON") from None
+    if not isinstance(header, dict) or header.get("alg") != ALG:
+        raise RecordError(f"alg must be {ALG}")  # never "none", never another algorithm
+    if header.get("typ") != typ:
+        raise RecordError(f"typ is {header.get('typ')!r}, expected {typ!r}")
+    if set(header) - {"alg", "kid", "typ"}:
+        raise RecordError("unexpected JWS header parameters (crit, jku, ...) are not accepted")
+    key = keys.get(header.get("kid", ""))
+    if key is None:
+        raise RecordError(f"unknown kid {header.get('kid')!r}")
+    try:
+        key.verify(signature, f"{parts[0]}.{parts[1]}".encode())
+    except InvalidSignature:
+        raise RecordError("the signature does not verify") from None
+    if not isinstance(claims, dict):
+        raise RecordError("the claims are not an object")
+    return claims
+
+
+def _unb64(s: str) -> bytes:
+    if "=" in s or not s.isascii():
+        raise ValueError("padding or non-ASCII in base64url")
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def digest(value: Any) -> str:
+    """``sha256:<hex>`` of the RFC 8785 canonical JSON of ``value``."""
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(value)).hexdigest()
+
+
+def redact(
+    input_doc: dict[str, Any], *, mask: Sequence[str], erase: Sequence[str]
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """A copy of the input with JSON pointers masked or erased, and the pointers that applied."""
+    doc = copy.deepcopy(input_doc)
+    masked = [p for p in mask if _apply(doc, p, erase=False)]
+    erased = [p for p in erase if _apply(doc, p, erase=True)]
+    return doc, masked, erased
+
+
+def _apply(doc: dict[str, Any], pointer: str, *, erase: bool) -> bool:
+    parts = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
+    node: Any = doc
+    for t in parts[:-1]:
+        node = node.get(t) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or not parts or parts[-1] not in node:
+        return False
+    if erase:
+        del node[parts[-1]]
+    else:
+        node[parts[-1]] = MASK
+    return True

@@ -1,0 +1,131 @@
+"""The PDP process under failure: killed mid-load, and a log that cannot be written."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pdp import keys
+from pdp.ledger import audit
+from pdp.sidecar import OpaSidecar, free_port
+from pdp.v1 import decision_pb2 as pb
+from pdp.v1 import decision_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, load_request, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class Proc:
+    def __init__(self, opa: OpaSidecar, home: Path, *, fsize: int | None = None) -> None:
+        self.port = free_port()
+        self.home = home
+        keys.ensure(home / "keys")
+        env = {
+            **os.environ,
+            "PDP_LISTEN": f"127.0.0.1:{self.port}",
+            "PDP_OPA_URL": opa.url,
+            "PDP_KEY_DIR": str(home / "keys"),
+            "PDP_LOG_DIR": str(home / "log"),
+            "PDP_HEALTH_INTERVAL_MS": "100",
+        }
+
+        def limit() -> None:
+            if fsize is not None:  # the disk is full past this many bytes per file
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+        self.out = (home / "pdp.out").open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pdp", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.out,
+            stderr=self.out,
+            preexec_fn=limit,  # noqa: PLW1509  (only a resource limit, set before exec)
+        )
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = pb_grpc.DecisionServiceStub(self.channel)
+        wait_for(self.serving, timeout_s=20, what="PDP serving")
+
+    def serving(self) -> bool:
+        assert self.process.poll() is None, (self.home / "pdp.out").read_text()
+        try:
+            status = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status
+        except grpc.RpcError:
+            return False
+        return bool(status == health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self) -> None:
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.out.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+def test_sigkill_under_load_loses_no_answered_decision(opa: OpaSidecar, tmp_path: Path, procs: list[Proc]) -> None:
+    pdp = Proc(opa, tmp_path)
+    procs.append(pdp)
+    answered: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=2)
+            except grpc.RpcError:
+                return  # the PDP died: this call was never answered
+            with lock:
+                answered.append((resp.decision_id, resp.log_index))
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(answered) >= 200, timeout_s=60, what="200 answered decisions")
+    pdp.process.send_signal(signal.SIGKILL)
+    pdp.process.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+
+    again = Proc(opa, tmp_path)  # restart on the same key and log: recovery runs
+    procs.append(again)
+    for decision_id, index in answered:
+        got = again.stub.GetDecision(pb.GetDecisionRequest(decision_id=decision_id), timeout=5)
+        assert got.log_index == index
+    again.stop()
+    report = audit.verify_log(tmp_path / "log", jwks=json.loads((tmp_path / "keys/jwks.json").read_text()))
+    assert report.entries >= len(answered)
+
+
+def test_a_log_that_cannot_be_written_never_yields_allow(opa: OpaSidecar, tmp_path: Path, procs: list[Proc]) -> None:
+    pdp = Proc(opa, tmp_path, fsize=20_000)
+    procs.append(pdp)
+    outcomes = []
+    for _ in range(40):  # enough records to pass the file size limit
+        resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
+        outcomes.append((resp.outcome, resp.error_code, bool(resp.record)))
+    assert outcomes[0] == (pb.OUTCOME_ALLOW, "", True)
+    failed_at = next(i for i, o in enumerate(outcomes) if o[1])
+    assert all(o == (pb.OUTCOME_DENY, "pdp.ledger_unavailable", False) for o in outcomes[failed_at:])
+    wait_for(lambda: not pdp.serving(), timeout_s=5, what="NOT_SERVING")
