@@ -15,7 +15,7 @@ OPA_PORT ?= 8181
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run jaeger test lint typecheck policy-check pytest clean
+.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check pytest clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 tools: $(OPA) $(REGAL) $(BIN)/grpcurl $(BIN)/jaeger $(BIN)/compose-go ## build opa, regal, grpcurl, jaeger, compose-go from their pinned Go modules (only when a pin changes)
+
+BENCH_TOOLS := $(BIN)/ghz $(BIN)/vegeta
 
 # Each tool has its own Go module under tools/ so their dependency graphs never merge.
 $(BIN)/%: tools/%/go.mod tools/%/go.sum
@@ -47,6 +49,13 @@ protos: $(VENV)/.installed ## regenerate pdp/v1 stubs from protos/
 
 run: install ## OPA sidecar + PDP on localhost (PDP_PORT, OPA_PORT to move them)
 	PDP_OPA_BIN=$(OPA) PDP_LISTEN=127.0.0.1:$(PDP_PORT) $(VENV)/bin/pdp dev --bundle rego --opa-addr 127.0.0.1:$(OPA_PORT)
+
+$(VENV)/.bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) ## PDP vs direct OPA, side by side (BENCH_SECONDS, BENCH_CONCURRENCY; ARGS=--quick)
+	$(PY) bench/run.py $(ARGS)
 
 jaeger: $(BIN)/jaeger ## Jaeger v2, in memory: UI/API on 127.0.0.1:16686, OTLP gRPC on 127.0.0.1:4317
 	$(BIN)/jaeger

@@ -125,14 +125,17 @@ class Recorder:
         }
         claims["pdp"] = {**claims["pdp"], "iat": now, "exp": now + int(self._ttl), "jti": str(uuid.uuid4())}
 
+        made: list[str] = []
+
         def make(index: int) -> bytes:
             claims["pdp"]["log_index"] = str(index)  # large integers travel as strings
-            return sign(claims, self.ring, typ=TYP_DECISION).encode()
+            made.append(sign(claims, self.ring, typ=TYP_DECISION))
+            return made[-1].encode()
 
         index = self.log.append(make)
         with self._lock:
             self._index[claims["decision_id"]] = index
-        return Signed(self.log.entry(index).decode(), index)
+        return Signed(made[-1], index)
 
     def record_outcome(self, *, decision_id: str, report: dict[str, Any], reporter: str) -> Signed:
         """Appends a PEP's report of what it did, linked to the decision and its record's digest.
@@ -160,12 +163,15 @@ class Recorder:
             },
         }
 
+        made: list[str] = []
+
         def make(i: int) -> bytes:
             claims["pdp"]["log_index"] = str(i)
-            return sign(claims, self.ring, typ=TYP_OUTCOME).encode()
+            made.append(sign(claims, self.ring, typ=TYP_OUTCOME))
+            return made[-1].encode()
 
         i = self.log.append(make)
-        return Signed(self.log.entry(i).decode(), i)
+        return Signed(made[-1], i)
 
     def prove(self, decision_id: str) -> Proven:
         """The decision's record with an inclusion proof against a fresh checkpoint."""

@@ -3,8 +3,9 @@
 A record is a superset of OPA's decision-log event (``decision_id``, ``path``, ``input``,
 ``result``, ``bundles``, ``timestamp``, ``metrics``, ``trace_id``, ``span_id``, ``erased``,
 ``masked``, ``requested_by``) with a ``pdp`` object that a PEP checks before it acts. The JWS
-payload is the RFC 8785 canonical JSON of the claims; the compact JWS is what is logged, returned
-and verified, byte for byte. Nobody re-serialises before verifying.
+payload is compact UTF-8 JSON with sorted keys; the compact JWS is what is logged, returned and
+verified, byte for byte, so nobody needs to re-serialise it, and no canonical form is needed
+for verification (the action digest inside it is RFC 8785: other languages recompute that one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -34,8 +34,8 @@ class RecordError(Exception):
 
 def sign(claims: dict[str, Any], ring: KeyRing, *, typ: str) -> str:
     """JWS compact serialization of ``claims``, signed by the active key."""
-    header = b64url(rfc8785.dumps({"alg": ALG, "kid": ring.kid, "typ": typ}))
-    payload = b64url(rfc8785.dumps(claims))
+    header = b64url(compact({"alg": ALG, "kid": ring.kid, "typ": typ}))
+    payload = b64url(compact(claims))
     signing_input = f"{header}.{payload}"
     return f"{signing_input}.{b64url(ring.private.sign(signing_input.encode()))}"
 
@@ -79,15 +79,23 @@ def _unb64(s: str) -> bytes:
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
+def compact(value: Any) -> bytes:
+    """Compact, key-sorted UTF-8 JSON: deterministic for the PDP's own documents, and ~30x
+    cheaper than the pure-Python RFC 8785 serializer on the hot path (see bench/hotpath.py)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
 def digest(value: Any) -> str:
-    """``sha256:<hex>`` of the RFC 8785 canonical JSON of ``value``."""
-    return "sha256:" + hashlib.sha256(rfc8785.dumps(value)).hexdigest()
+    """``sha256:<hex>`` of :func:`compact` JSON (for the PDP's own bookkeeping, not for PEPs)."""
+    return "sha256:" + hashlib.sha256(compact(value)).hexdigest()
 
 
 def redact(
     input_doc: dict[str, Any], *, mask: Sequence[str], erase: Sequence[str]
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """A copy of the input with JSON pointers masked or erased, and the pointers that applied."""
+    if not mask and not erase:
+        return input_doc, [], []
     doc = copy.deepcopy(input_doc)
     masked = [p for p in mask if _apply(doc, p, erase=False)]
     erased = [p for p in erase if _apply(doc, p, erase=True)]
