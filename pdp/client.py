@@ -110,7 +110,7 @@ def verify(
 
 
 class Client:
-    """A thin PDP client for PEPs: Decide, the JWKS, outcome reports."""
+    """A thin PDP client for PEPs: Decide, DecideBatch, the JWKS, outcome reports."""
 
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub = pb_grpc.DecisionServiceStub(channel)
@@ -118,6 +118,11 @@ class Client:
     def decide(self, request: pb.DecideRequest, *, timeout_s: float = 2.0) -> pb.DecideResponse:
         response: pb.DecideResponse = self._stub.Decide(request, timeout=timeout_s)
         return response
+
+    def decide_batch(self, requests: list[pb.DecideRequest], *, timeout_s: float = 2.0) -> list[pb.DecideResponse]:
+        """One answer per request, in order (verify each record before acting on it)."""
+        response = self._stub.DecideBatch(pb.DecideBatchRequest(requests=requests), timeout=timeout_s)
+        return list(response.responses)
 
     def jwks(self, *, timeout_s: float = 2.0) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(self._stub.GetJwks(pb.GetJwksRequest(), timeout=timeout_s).jwks)

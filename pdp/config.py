@@ -5,9 +5,11 @@
 | ``PDP_LISTEN`` | ``127.0.0.1:50051`` | gRPC listen address (``host:port``; port 0 picks a free one) |
 | ``PDP_OPA_URL`` | ``http://127.0.0.1:8181`` | OPA's REST API: ``http://host:port`` or ``unix:///path/to/socket`` |
 | ``PDP_DECISION_PATH`` | ``pdp/decision`` | the policy document queried for every decision |
+| ``PDP_BATCH_PATH`` | ``pdp/decisions`` | the rule giving the decision for each of ``input.requests`` |
+| ``PDP_MAX_BATCH`` | ``64`` | most requests in one DecideBatch call |
 | ``PDP_OPA_TIMEOUT_MS`` | ``500`` | longest wait for OPA per decision (the caller's deadline may cut it shorter) |
 | ``PDP_HEALTH_INTERVAL_MS`` | ``1000`` | how often OPA's health and bundle are checked |
-| ``PDP_MAX_REQUEST_BYTES`` | ``65536`` | largest accepted request message |
+| ``PDP_MAX_REQUEST_BYTES`` | ``1048576`` | largest accepted request message (a DecideBatch is one message) |
 | ``PDP_MAX_DEPTH`` | ``16`` | deepest nesting accepted in tool arguments and attributes |
 | ``PDP_WORKERS`` | ``16`` | gRPC worker threads |
 | ``PDP_GRACE_SECONDS`` | ``10`` | how long shutdown waits for in-flight calls |
@@ -51,9 +53,11 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     opa_url: str = "http://127.0.0.1:8181"
     decision_path: str = "pdp/decision"
+    batch_path: str = "pdp/decisions"
+    max_batch: int = 64
     opa_timeout_s: float = 0.5
     health_interval_s: float = 1.0
-    max_request_bytes: int = 65536
+    max_request_bytes: int = 1 << 20
     max_depth: int = 16
     workers: int = 16
     grace_s: float = 10.0
@@ -85,10 +89,11 @@ class Settings:
             kw["listen"] = _listen("PDP_LISTEN", v)
         if (v := env.get("PDP_OPA_URL")) is not None:
             kw["opa_url"] = _opa_url("PDP_OPA_URL", v)
-        if (v := env.get("PDP_DECISION_PATH")) is not None:
-            if not _PATH.match(v):
-                raise ConfigError(f"PDP_DECISION_PATH: {v!r} is not a slash-separated rule path like pdp/decision")
-            kw["decision_path"] = v
+        for name, field in (("PDP_DECISION_PATH", "decision_path"), ("PDP_BATCH_PATH", "batch_path")):
+            if (v := env.get(name)) is not None:
+                if not _PATH.match(v):
+                    raise ConfigError(f"{name}: {v!r} is not a slash-separated rule path like pdp/decision")
+                kw[field] = v
         for name, field, lo, hi in (
             ("PDP_OPA_TIMEOUT_MS", "opa_timeout_s", 1, 60_000),
             ("PDP_HEALTH_INTERVAL_MS", "health_interval_s", 50, 600_000),
@@ -100,6 +105,7 @@ class Settings:
             ("PDP_MAX_REQUEST_BYTES", "max_request_bytes", 1024, 64 * 1024 * 1024),
             ("PDP_MAX_DEPTH", "max_depth", 2, 64),
             ("PDP_WORKERS", "workers", 1, 1024),
+            ("PDP_MAX_BATCH", "max_batch", 1, 1000),
             ("PDP_CHECKPOINT_EVERY", "checkpoint_every", 1, 10_000_000),
             ("PDP_SEGMENT_MAX_BYTES", "segment_max_bytes", 4096, 1 << 40),
         ):

@@ -5,15 +5,17 @@ Nothing here knows about gRPC; the servicer converts at the edges.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pdp.context import Caller, build_input
-from pdp.errors import LedgerUnavailable, NoVerdict
+from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.opa import OpaAnswer, OpaClient
 from pdp.recorder import Recorder, Signed, claims_of, decision_id, request_digest
 from pdp.records import digest
@@ -59,6 +61,7 @@ class Decider:
         opa_timeout_s: longest wait for OPA when the caller's deadline is further away.
         max_depth: deepest nesting accepted in Struct fields.
         telemetry: where the pipeline's spans go.
+        max_batch: most requests one DecideBatch call may carry.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class Decider:
         opa_timeout_s: float,
         max_depth: int,
         telemetry: Telemetry,
+        max_batch: int = 100,
     ) -> None:
         self._opa = opa
         self._recorder = recorder
@@ -77,6 +81,7 @@ class Decider:
         self._path = decision_path
         self._timeout = opa_timeout_s
         self._max_depth = max_depth
+        self._max_batch = max_batch
 
     def decide(self, request: pb.DecideRequest, *, caller: Caller, time_remaining_s: float | None) -> Decision:
         """Decides one request. Never raises for a missing verdict or record: that is a DENY.
@@ -87,53 +92,125 @@ class Decider:
         Raises:
             InvalidArgument: the request is malformed, or its request id was used for another request.
         """
+        return self._decide([request], caller=caller, time_remaining_s=time_remaining_s, batch=False)[0]
+
+    def decide_batch(
+        self, requests: Sequence[pb.DecideRequest], *, caller: Caller, time_remaining_s: float | None
+    ) -> list[Decision]:
+        """Decides several requests in one policy evaluation; each answer is what :meth:`decide`
+        would give for that request alone, in request order.
+
+        Raises:
+            InvalidArgument: a request is malformed, asks for an explanation, or repeats another's
+                request id (the field is named ``requests[i].…``); nothing is decided then.
+        """
+        if not requests:
+            raise InvalidArgument("requests", "is empty")
+        if len(requests) > self._max_batch:
+            raise InvalidArgument("requests", f"has {len(requests)} requests; PDP_MAX_BATCH allows {self._max_batch}")
+        seen: dict[str, int] = {}
+        for i, r in enumerate(requests):
+            if r.explain:
+                raise InvalidArgument(f"requests[{i}].explain", "explanations are per Decide call, not in DecideBatch")
+            if r.request_id in seen:
+                raise InvalidArgument(f"requests[{i}].request_id", f"repeats requests[{seen[r.request_id]}].request_id")
+            if r.request_id:
+                seen[r.request_id] = i
+        return self._decide(requests, caller=caller, time_remaining_s=time_remaining_s, batch=True)
+
+    def _decide(
+        self, requests: Sequence[pb.DecideRequest], *, caller: Caller, time_remaining_s: float | None, batch: bool
+    ) -> list[Decision]:
         start = time.perf_counter_ns()
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         with self._tracer.start_as_current_span(SPAN_CONTEXT):
-            input_doc = build_input(request, caller=caller, request_time=now, max_depth=self._max_depth)
-        did = decision_id(request_id=request.request_id, caller_subject=caller.subject)
-        same = request_digest(input_doc)
-        with self._recorder.stripe(did):
-            earlier = self._recorder.existing(did, same) if request.request_id else None
-            if earlier is not None:
-                return _replayed(earlier, path=self._path, start=start)
-            answer, verdict = self._evaluate(input_doc, request, time_remaining_s, did)
-            if verdict.indeterminate:
-                did = str(uuid.uuid4())  # a retry after the outage must get a real verdict
-            decision = Decision(
-                decision_id=did,
-                request_id=request.request_id,
-                verdict=verdict,
-                agent_id=input_doc["agent"]["id"],
-                tool=input_doc["action"]["tool"],
-                decision_path=self._path,
-                opa_version=answer.opa_version if answer else "",
-                bundle_revisions=answer.bundle_revisions if answer else {},
-                explain=request.explain,
-                explanation=answer.explanation if answer else [],
-                opa_ns=answer.roundtrip_ns if answer else 0,
-                opa_eval_ns=answer.eval_ns if answer else 0,
-            )
-            decision = self._record(decision, input_doc, same)
-        return dataclasses.replace(decision, total_ns=time.perf_counter_ns() - start)
+            inputs = []
+            for i, r in enumerate(requests):
+                with _naming(i if batch else None):
+                    inputs.append(build_input(r, caller=caller, request_time=now, max_depth=self._max_depth))
+        dids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
+        sames = [request_digest(doc) for doc in inputs]
+        decisions: list[Decision | None] = [None] * len(requests)
+        with self._recorder.claim(dids):
+            for i, r in enumerate(requests):
+                with _naming(i if batch else None):
+                    earlier = self._recorder.existing(dids[i], sames[i]) if r.request_id else None
+                if earlier is not None:
+                    decisions[i] = _replayed(earlier, path=self._path)
+            todo = [i for i, d in enumerate(decisions) if d is None]
+            verdicts = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
+            made = [
+                self._decision(dids[i], requests[i], inputs[i], answer, verdict)
+                for i, (answer, verdict) in zip(todo, verdicts, strict=True)
+            ]
+            for i, d in zip(todo, self._record(made, [inputs[i] for i in todo], [sames[i] for i in todo]), strict=True):
+                decisions[i] = d
+        total = time.perf_counter_ns() - start
+        return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]
 
     def _evaluate(
-        self, input_doc: dict[str, Any], request: pb.DecideRequest, time_remaining_s: float | None, did: str
-    ) -> tuple[OpaAnswer | None, Verdict]:
+        self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
+    ) -> list[tuple[OpaAnswer | None, Verdict]]:
+        """One policy evaluation for all of ``inputs``: a verdict for each, or fail-closed for each."""
+        if not inputs:
+            return []
         timeout = self._timeout
         if time_remaining_s is not None:
             timeout = min(timeout, time_remaining_s - _ANSWER_MARGIN_S)
-        answer = None
         try:
-            answer = self._opa.query(input_doc, timeout_s=timeout, explain=request.explain)
-            return answer, interpret(answer.result, defined=answer.defined)
+            if batch:
+                answers = self._opa.query_batch(inputs, timeout_s=timeout)
+            else:
+                answers = [self._opa.query(inputs[0], timeout_s=timeout, explain=explain)]
         except NoVerdict as e:
-            log.warning("decision %s failed closed: %s (%s)", did, e.error_code, e)
-            return answer, fail_closed(e)
+            log.warning("%d decision(s) failed closed: %s (%s)", len(inputs), e.error_code, e)
+            return [(None, fail_closed(e))] * len(inputs)
+        verdicts: list[tuple[OpaAnswer | None, Verdict]] = []
+        for answer in answers:
+            try:
+                verdicts.append((answer, interpret(answer.result, defined=answer.defined)))
+            except NoVerdict as e:
+                log.warning("a decision failed closed: %s (%s)", e.error_code, e)
+                verdicts.append((answer, fail_closed(e)))
+        return verdicts
 
-    def _record(self, d: Decision, input_doc: dict[str, Any], same: str) -> Decision:
+    def _decision(
+        self, did: str, request: pb.DecideRequest, input_doc: dict[str, Any], answer: OpaAnswer | None, verdict: Verdict
+    ) -> Decision:
+        return Decision(
+            decision_id=str(uuid.uuid4()) if verdict.indeterminate else did,  # a retry after an outage gets a verdict
+            request_id=request.request_id,
+            verdict=verdict,
+            agent_id=input_doc["agent"]["id"],
+            tool=input_doc["action"]["tool"],
+            decision_path=self._path,
+            opa_version=answer.opa_version if answer else "",
+            bundle_revisions=answer.bundle_revisions if answer else {},
+            explain=request.explain,
+            explanation=answer.explanation if answer else [],
+            opa_ns=answer.roundtrip_ns if answer else 0,
+            opa_eval_ns=answer.eval_ns if answer else 0,
+        )
+
+    def _record(self, made: list[Decision], inputs: list[dict[str, Any]], sames: list[str]) -> list[Decision]:
+        """Signs and durably logs the decisions; if that fails, every one of them is a DENY."""
+        if not made:
+            return []
+        entries = [(self._claims(d, doc, same), doc) for d, doc, same in zip(made, inputs, sames, strict=True)]
+        try:
+            with self._tracer.start_as_current_span(SPAN_RECORD):
+                signed = self._recorder.record_decisions(entries)
+        except LedgerUnavailable as e:
+            # Not durable, so not a decision anyone may act on: DENY, whatever the policy said.
+            log.error("%d decision(s) could not be recorded: %s", len(made), e)
+            return [dataclasses.replace(d, verdict=fail_closed(e)) for d in made]
+        return [
+            dataclasses.replace(d, record=s.record, log_index=s.log_index) for d, s in zip(made, signed, strict=True)
+        ]
+
+    def _claims(self, d: Decision, input_doc: dict[str, Any], same: str) -> dict[str, Any]:
         v = d.verdict
-        claims = {
+        return {
             "decision_id": d.decision_id,
             "path": d.decision_path,
             "result": v.to_dict(),
@@ -159,17 +236,20 @@ class Decider:
                 "opa_version": d.opa_version,
             },
         }
-        try:
-            with self._tracer.start_as_current_span(SPAN_RECORD):
-                signed = self._recorder.record_decision(claims=claims, input_doc=input_doc)
-        except LedgerUnavailable as e:
-            # Not durable, so not a decision anyone may act on: DENY, whatever the policy said.
-            log.error("decision %s could not be recorded: %s", d.decision_id, e)
-            return dataclasses.replace(d, verdict=fail_closed(e))
-        return dataclasses.replace(d, record=signed.record, log_index=signed.log_index)
 
 
-def _replayed(earlier: Signed, *, path: str, start: int) -> Decision:
+@contextlib.contextmanager
+def _naming(i: int | None) -> Iterator[None]:
+    """Names the batch element in an InvalidArgument raised inside (``requests[i].field``)."""
+    try:
+        yield
+    except InvalidArgument as e:
+        if i is None:
+            raise
+        raise InvalidArgument(f"requests[{i}].{e.field}", e.problem) from None
+
+
+def _replayed(earlier: Signed, *, path: str) -> Decision:
     """The answer to a retry: the first answer's verdict, with its record (no explanation)."""
     claims = claims_of(earlier.record.encode())
     verdict = interpret(claims["result"])
@@ -182,7 +262,6 @@ def _replayed(earlier: Signed, *, path: str, start: int) -> Decision:
         decision_path=path,
         opa_version=claims["pdp"]["opa_version"],
         bundle_revisions={name: b["revision"] for name, b in claims["bundles"].items()},
-        total_ns=time.perf_counter_ns() - start,
         record=earlier.record,
         log_index=earlier.log_index,
     )

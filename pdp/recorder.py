@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -87,9 +89,17 @@ class Recorder:
     def jwks(self) -> dict[str, Any]:
         return self.ring.jwks
 
-    def stripe(self, decision_id: str) -> threading.Lock:
-        """Serialises work on one decision id (a retry racing its original)."""
-        return self._stripes[hash(decision_id) % len(self._stripes)]
+    @contextlib.contextmanager
+    def claim(self, decision_ids: Sequence[str]) -> Iterator[None]:
+        """Serialises work on these decision ids (a retry racing its original).
+
+        Their lock stripes are taken in one global order, so two batches never deadlock.
+        """
+        stripes = sorted({hash(d) % len(self._stripes) for d in decision_ids})
+        with contextlib.ExitStack() as held:
+            for i in stripes:
+                held.enter_context(self._stripes[i])
+            yield
 
     def existing(self, decision_id: str, request: str) -> Signed | None:
         """The logged record of a retried request, or None.
@@ -105,37 +115,42 @@ class Recorder:
             raise InvalidArgument("request_id", "was already used for a different request")
         return Signed(entry.decode(), index)
 
-    def record_decision(self, *, claims: dict[str, Any], input_doc: dict[str, Any]) -> Signed:
-        """Masks the input, signs the record with its own log index, and appends it durably.
+    def record_decisions(self, decisions: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[Signed]:
+        """For each ``(claims, input_doc)``: masks the input, signs the record with its own log
+        index, and appends it; returns once all of them are durable (one group commit).
 
         Raises:
             LedgerUnavailable: not durable; the caller must not answer ALLOW.
         """
         now = int(time.time())
-        shown, masked, erased = redact(input_doc, mask=self._mask, erase=self._erase)
         span = trace.get_current_span().get_span_context()
-        claims = {
-            **claims,
-            "input": shown,
-            "masked": masked,
-            "erased": erased,
-            "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
-            "span_id": format(span.span_id, "016x") if span.is_valid else "",
-            "requested_by": input_doc["caller"]["subject"] or input_doc["caller"]["peer"],
-        }
-        claims["pdp"] = {**claims["pdp"], "iat": now, "exp": now + int(self._ttl), "jti": str(uuid.uuid4())}
-
         made: list[str] = []
+        makers = []
+        for given, input_doc in decisions:
+            shown, masked, erased = redact(input_doc, mask=self._mask, erase=self._erase)
+            claims = {
+                **given,
+                "input": shown,
+                "masked": masked,
+                "erased": erased,
+                "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
+                "span_id": format(span.span_id, "016x") if span.is_valid else "",
+                "requested_by": input_doc["caller"]["subject"] or input_doc["caller"]["peer"],
+            }
+            claims["pdp"] = {**claims["pdp"], "iat": now, "exp": now + int(self._ttl), "jti": str(uuid.uuid4())}
+            makers.append(functools.partial(self._sign_at, claims, TYP_DECISION, made))
 
-        def make(index: int) -> bytes:
-            claims["pdp"]["log_index"] = str(index)  # large integers travel as strings
-            made.append(sign(claims, self.ring, typ=TYP_DECISION))
-            return made[-1].encode()
-
-        index = self.log.append(make)
+        indexes = self.log.append_all(makers)
         with self._lock:
-            self._index[claims["decision_id"]] = index
-        return Signed(made[-1], index)
+            for (claims, _), index in zip(decisions, indexes, strict=True):
+                self._index[claims["decision_id"]] = index
+        return [Signed(record, index) for record, index in zip(made, indexes, strict=True)]
+
+    def _sign_at(self, claims: dict[str, Any], typ: str, made: list[str], index: int) -> bytes:
+        """The entry for log index ``index``: the claims, with that index, signed (kept in ``made``)."""
+        claims["pdp"]["log_index"] = str(index)  # large integers travel as strings
+        made.append(sign(claims, self.ring, typ=typ))
+        return made[-1].encode()
 
     def record_outcome(self, *, decision_id: str, report: dict[str, Any], reporter: str) -> Signed:
         """Appends a PEP's report of what it did, linked to the decision and its record's digest.
@@ -164,13 +179,7 @@ class Recorder:
         }
 
         made: list[str] = []
-
-        def make(i: int) -> bytes:
-            claims["pdp"]["log_index"] = str(i)
-            made.append(sign(claims, self.ring, typ=TYP_OUTCOME))
-            return made[-1].encode()
-
-        i = self.log.append(make)
+        i = self.log.append(functools.partial(self._sign_at, claims, TYP_OUTCOME, made))
         return Signed(made[-1], i)
 
     def prove(self, decision_id: str) -> Proven:

@@ -1,6 +1,6 @@
 """The gRPC server: DecisionService, health, reflection, TLS, graceful stop.
 
-The servicer is thin: proto in → :meth:`Decider.decide` → proto out. Errors map to gRPC status
+The servicer is thin: proto in → :meth:`Decider.decide` (or ``decide_batch``) → proto out. Errors map to gRPC status
 codes in exactly one place (:meth:`DecisionServicer.Decide`).
 """
 
@@ -76,8 +76,21 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                 request, caller=Caller.from_grpc(context), time_remaining_s=context.time_remaining()
             ),
         )
-        self._telemetry.record(decision)
+        self._telemetry.record([decision])
         return to_proto(decision)
+
+    def DecideBatch(  # noqa: N802
+        self, request: pb.DecideBatchRequest, context: grpc.ServicerContext
+    ) -> pb.DecideBatchResponse:
+        decisions: list[Decision] = self._call(
+            context,
+            "DecideBatch",
+            lambda: self._decider.decide_batch(
+                request.requests, caller=Caller.from_grpc(context), time_remaining_s=context.time_remaining()
+            ),
+        )
+        self._telemetry.record(decisions)
+        return pb.DecideBatchResponse(responses=[to_proto(d) for d in decisions])
 
     def GetJwks(self, request: pb.GetJwksRequest, context: grpc.ServicerContext) -> pb.GetJwksResponse:  # noqa: N802
         return pb.GetJwksResponse(jwks=json.dumps(self._recorder.jwks()))
@@ -302,12 +315,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
     decider = Decider(
-        opa=OpaClient(settings.opa_url, settings.decision_path, telemetry),
+        opa=OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path),
         recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
         max_depth=settings.max_depth,
         telemetry=telemetry,
+        max_batch=settings.max_batch,
     )
     pb_grpc.add_DecisionServiceServicer_to_server(
         DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server

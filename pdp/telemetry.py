@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -166,36 +166,45 @@ class Telemetry:
                 propagate.inject(headers)
             yield headers
 
-    def record(self, decision: Decision) -> None:
-        """Puts a decision on the current (server) span and into the metrics."""
-        v = decision.verdict
-        outcome = v.outcome.value
-        codes = [r.code for r in v.reasons]
-        self.decisions.add(1, {"outcome": outcome, "reason": codes[0] if codes else ""})
-        self.decide_duration.record(decision.total_ns / 1e9, {"outcome": outcome})
-        if decision.opa_ns:
-            self.opa_duration.record(decision.opa_ns / 1e9)
-        if v.indeterminate:
-            self.fail_closed.add(1, {"error_code": v.error_code})
+    def record(self, decisions: Sequence[Decision]) -> None:
+        """Puts one call's decisions into the metrics and on the current (server) span: as span
+        attributes for one decision, as one ``pdp.decision`` span event each for a batch."""
+        attributes = []
+        for decision in decisions:
+            v = decision.verdict
+            codes = [r.code for r in v.reasons]
+            self.decisions.add(1, {"outcome": v.outcome.value, "reason": codes[0] if codes else ""})
+            self.decide_duration.record(decision.total_ns / 1e9, {"outcome": v.outcome.value})
+            if v.indeterminate:
+                self.fail_closed.add(1, {"error_code": v.error_code})
+            attributes.append(
+                {
+                    "pdp.decision_id": decision.decision_id,
+                    "pdp.request_id": decision.request_id,
+                    "pdp.outcome": v.outcome.value,
+                    "pdp.reason_codes": codes,
+                    "pdp.indeterminate": v.indeterminate,
+                    "pdp.error_code": v.error_code,
+                    "pdp.policy.revision": ",".join(sorted(decision.bundle_revisions.values())),
+                    "pdp.agent.id": decision.agent_id,
+                    "pdp.action.tool": decision.tool,
+                    "pdp.explain": decision.explain,
+                }
+            )
+        if opa_ns := max((d.opa_ns for d in decisions), default=0):
+            self.opa_duration.record(opa_ns / 1e9)  # one OPA query per call
         span = trace.get_current_span()
         if not span.is_recording():
             return
-        span.set_attributes(
-            {
-                "pdp.decision_id": decision.decision_id,
-                "pdp.request_id": decision.request_id,
-                "pdp.outcome": outcome,
-                "pdp.reason_codes": codes,
-                "pdp.indeterminate": v.indeterminate,
-                "pdp.error_code": v.error_code,
-                "pdp.policy.revision": ",".join(sorted(decision.bundle_revisions.values())),
-                "pdp.agent.id": decision.agent_id,
-                "pdp.action.tool": decision.tool,
-                "pdp.explain": decision.explain,
-            }
-        )
-        if v.indeterminate:
-            span.set_status(Status(StatusCode.ERROR, f"failed closed: {v.error_code}"))
+        if len(attributes) == 1:
+            span.set_attributes(attributes[0])
+        else:
+            span.set_attribute("pdp.batch_size", len(attributes))
+            for a in attributes:
+                span.add_event("pdp.decision", a)
+        failed = [d.verdict.error_code for d in decisions if d.verdict.indeterminate]
+        if failed:
+            span.set_status(Status(StatusCode.ERROR, f"failed closed: {failed[0]}"))
 
     def shutdown(self) -> None:
         """Flushes and stops the exporters."""

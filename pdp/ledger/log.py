@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -255,25 +255,39 @@ class Log:
         Raises:
             LedgerUnavailable: the entry may not be durable; the log accepts nothing more.
         """
+        return self.append_all([make_entry])[0]
+
+    def append_all(self, make_entries: Sequence[Callable[[int], bytes]]) -> list[int]:
+        """Appends ``make(index)`` for each of ``make_entries``, in order, at consecutive indexes,
+        and returns the indexes once all of them are durable (one group commit for them all).
+
+        Raises:
+            LedgerUnavailable: the entries may not be durable; the log accepts nothing more.
+        """
+        if not make_entries:
+            return []
+        indexes = []
         with self._lock:
             self._check()
-            index = len(self.tree)
-            payload = make_entry(index)
-            data = frame(payload)
-            try:
-                _write_all(self._fd, data)
-            except OSError as e:
-                self._fail(f"write failed: {e}")
-            self.tree.append(payload)
-            self._where.append((self._segment_no, self._segment_bytes))
-            self._segment_bytes += len(data)
-            self._written = index + 1
-            if self._segment_bytes >= self._segment_max:
-                self._rotate()
-        self._sync_until(index + 1)
+            for make_entry in make_entries:
+                index = len(self.tree)
+                payload = make_entry(index)
+                data = frame(payload)
+                try:
+                    _write_all(self._fd, data)
+                except OSError as e:
+                    self._fail(f"write failed: {e}")
+                self.tree.append(payload)
+                self._where.append((self._segment_no, self._segment_bytes))
+                self._segment_bytes += len(data)
+                self._written = index + 1
+                indexes.append(index)
+                if self._segment_bytes >= self._segment_max:
+                    self._rotate()
+        self._sync_until(indexes[-1] + 1)
         if self._written - self._checkpointed >= self._every:
             self._wake.set()
-        return index
+        return indexes
 
     def _check(self) -> None:
         if self._failure is not None:

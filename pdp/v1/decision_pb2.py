@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pdp/v1/decision.proto\x12\x06pdp.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\rDecideRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x15.pdp.v1.ActionContext\x12%\n\x07\x65xplain\x18\x03 \x01(\x0e\x32\x14.pdp.v1.ExplainLevel\"\xf5\x02\n\rActionContext\x12\x1c\n\x05\x61gent\x18\x01 \x01(\x0b\x32\r.pdp.v1.Agent\x12$\n\tprincipal\x18\x02 \x01(\x0b\x32\x11.pdp.v1.Principal\x12\x1e\n\x06\x61\x63tion\x18\x03 \x01(\x0b\x32\x0e.pdp.v1.Action\x12\"\n\x08resource\x18\x04 \x01(\x0b\x32\x10.pdp.v1.Resource\x12%\n\x07lineage\x18\x05 \x03(\x0b\x32\x14.pdp.v1.LineageEntry\x12(\n\x0b\x65nvironment\x18\x06 \x01(\x0b\x32\x13.pdp.v1.Environment\x12!\n\x04risk\x18\x07 \x01(\x0b\x32\x13.pdp.v1.RiskSignals\x12#\n\tapprovals\x18\x08 \x03(\x0b\x32\x10.pdp.v1.Approval\x12\x16\n\x0epurpose_of_use\x18\t \x01(\t\x12+\n\nattributes\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\"B\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"D\n\tPrincipal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"\x7f\n\x06\x41\x63tion\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x0b\x64\x65stination\x18\x04 \x01(\x0b\x32\x13.pdp.v1.Destination\",\n\x0b\x44\x65stination\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x92\x01\n\x08Resource\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12.\n\x0e\x63lassification\x18\x04 \x01(\x0e\x32\x16.pdp.v1.Classification\x12\x17\n\x0f\x64\x61ta_categories\x18\x05 \x03(\t\x12\x14\n\x0c\x63ompartments\x18\x06 \x03(\t\"O\n\x0cLineageEntry\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x10\n\x08verified\x18\x04 \x01(\x08\"S\n\x0b\x45nvironment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nchange_ref\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\"0\n\x0bRiskSignals\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x12\n\nindicators\x18\x02 \x03(\t\"\x8a\x01\n\x08\x41pproval\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pprover_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61pprover_roles\x18\x03 \x03(\t\x12\x15\n\raction_digest\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x02\n\x0e\x44\x65\x63ideResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12 \n\x07outcome\x18\x03 \x01(\x0e\x32\x0f.pdp.v1.Outcome\x12\x15\n\rindeterminate\x18\x04 \x01(\x08\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\x1f\n\x07reasons\x18\x06 \x03(\x0b\x32\x0e.pdp.v1.Reason\x12\'\n\x0bobligations\x18\x07 \x03(\x0b\x32\x12.pdp.v1.Obligation\x12,\n\nprovenance\x18\x08 \x01(\x0b\x32\x18.pdp.v1.PolicyProvenance\x12(\n\x0b\x65xplanation\x18\t \x01(\x0b\x32\x13.pdp.v1.Explanation\x12 \n\x07timings\x18\n \x01(\x0b\x32\x0f.pdp.v1.Timings\x12\x0e\n\x06record\x18\x64 \x01(\t\x12\x11\n\tlog_index\x18\x65 \x01(\x04\"\x10\n\x0eGetJwksRequest\"\x1f\n\x0fGetJwksResponse\x12\x0c\n\x04jwks\x18\x01 \x01(\t\")\n\x12GetDecisionRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\"x\n\x13GetDecisionResponse\x12\x0e\n\x06record\x18\x01 \x01(\t\x12\x11\n\tlog_index\x18\x02 \x01(\x04\x12\x12\n\ncheckpoint\x18\x03 \x01(\t\x12\x11\n\ttree_size\x18\x04 \x01(\x04\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\",\n\x1bGetConsistencyProofResponse\x12\r\n\x05proof\x18\x01 \x03(\x0c\"\xa3\x01\n\x14ReportOutcomeRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.pdp.v1.ActionStatus\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06impact\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x15ReportOutcomeResponse\x12\x0e\n\x06record\x18\x01 \x01(\t\x12\x11\n\tlog_index\x18\x02 \x01(\x04\"G\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x10\n\x08severity\x18\x04 \x01(\t\"C\n\nObligation\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbf\x01\n\x10PolicyProvenance\x12\x13\n\x0bopa_version\x18\x01 \x01(\t\x12G\n\x10\x62undle_revisions\x18\x02 \x03(\x0b\x32-.pdp.v1.PolicyProvenance.BundleRevisionsEntry\x12\x15\n\rdecision_path\x18\x03 \x01(\t\x1a\x36\n\x14\x42undleRevisionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x0b\x45xplanation\x12#\n\x05level\x18\x01 \x01(\x0e\x32\x14.pdp.v1.ExplainLevel\x12\'\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\"@\n\x07Timings\x12\x10\n\x08total_us\x18\x01 \x01(\x03\x12\x0e\n\x06opa_us\x18\x02 \x01(\x03\x12\x13\n\x0bopa_eval_us\x18\x03 \x01(\x03*w\n\x0c\x45xplainLevel\x12\x1d\n\x19\x45XPLAIN_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XPLAIN_LEVEL_NOTES\x10\x01\x12\x17\n\x13\x45XPLAIN_LEVEL_FAILS\x10\x02\x12\x16\n\x12\x45XPLAIN_LEVEL_FULL\x10\x03*\xe2\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LASSIFICATION_PUBLIC\x10\x01\x12\x1b\n\x17\x43LASSIFICATION_INTERNAL\x10\x02\x12\x1f\n\x1b\x43LASSIFICATION_CONFIDENTIAL\x10\x03\x12\x1d\n\x19\x43LASSIFICATION_RESTRICTED\x10\x04\x12\x19\n\x15\x43LASSIFICATION_SECRET\x10\x05\x12\x1d\n\x19\x43LASSIFICATION_TOP_SECRET\x10\x06*e\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n\rOUTCOME_ALLOW\x10\x01\x12\x10\n\x0cOUTCOME_DENY\x10\x02\x12\x1c\n\x18OUTCOME_REQUIRE_APPROVAL\x10\x03*~\n\x0c\x41\x63tionStatus\x12\x1d\n\x19\x41\x43TION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x43TION_STATUS_EXECUTED\x10\x01\x12\x19\n\x15\x41\x43TION_STATUS_BLOCKED\x10\x02\x12\x18\n\x14\x41\x43TION_STATUS_FAILED\x10\x03\x32\xfc\x02\n\x0f\x44\x65\x63isionService\x12\x37\n\x06\x44\x65\x63ide\x12\x15.pdp.v1.DecideRequest\x1a\x16.pdp.v1.DecideResponse\x12:\n\x07GetJwks\x12\x16.pdp.v1.GetJwksRequest\x1a\x17.pdp.v1.GetJwksResponse\x12\x46\n\x0bGetDecision\x12\x1a.pdp.v1.GetDecisionRequest\x1a\x1b.pdp.v1.GetDecisionResponse\x12^\n\x13GetConsistencyProof\x12\".pdp.v1.GetConsistencyProofRequest\x1a#.pdp.v1.GetConsistencyProofResponse\x12L\n\rReportOutcome\x12\x1c.pdp.v1.ReportOutcomeRequest\x1a\x1d.pdp.v1.ReportOutcomeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pdp/v1/decision.proto\x12\x06pdp.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\rDecideRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x15.pdp.v1.ActionContext\x12%\n\x07\x65xplain\x18\x03 \x01(\x0e\x32\x14.pdp.v1.ExplainLevel\"\xf5\x02\n\rActionContext\x12\x1c\n\x05\x61gent\x18\x01 \x01(\x0b\x32\r.pdp.v1.Agent\x12$\n\tprincipal\x18\x02 \x01(\x0b\x32\x11.pdp.v1.Principal\x12\x1e\n\x06\x61\x63tion\x18\x03 \x01(\x0b\x32\x0e.pdp.v1.Action\x12\"\n\x08resource\x18\x04 \x01(\x0b\x32\x10.pdp.v1.Resource\x12%\n\x07lineage\x18\x05 \x03(\x0b\x32\x14.pdp.v1.LineageEntry\x12(\n\x0b\x65nvironment\x18\x06 \x01(\x0b\x32\x13.pdp.v1.Environment\x12!\n\x04risk\x18\x07 \x01(\x0b\x32\x13.pdp.v1.RiskSignals\x12#\n\tapprovals\x18\x08 \x03(\x0b\x32\x10.pdp.v1.Approval\x12\x16\n\x0epurpose_of_use\x18\t \x01(\t\x12+\n\nattributes\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\"B\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"D\n\tPrincipal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"\x7f\n\x06\x41\x63tion\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x0b\x64\x65stination\x18\x04 \x01(\x0b\x32\x13.pdp.v1.Destination\",\n\x0b\x44\x65stination\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x92\x01\n\x08Resource\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12.\n\x0e\x63lassification\x18\x04 \x01(\x0e\x32\x16.pdp.v1.Classification\x12\x17\n\x0f\x64\x61ta_categories\x18\x05 \x03(\t\x12\x14\n\x0c\x63ompartments\x18\x06 \x03(\t\"O\n\x0cLineageEntry\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x10\n\x08verified\x18\x04 \x01(\x08\"S\n\x0b\x45nvironment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nchange_ref\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\"0\n\x0bRiskSignals\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x12\n\nindicators\x18\x02 \x03(\t\"\x8a\x01\n\x08\x41pproval\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pprover_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61pprover_roles\x18\x03 \x03(\t\x12\x15\n\raction_digest\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x02\n\x0e\x44\x65\x63ideResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12 \n\x07outcome\x18\x03 \x01(\x0e\x32\x0f.pdp.v1.Outcome\x12\x15\n\rindeterminate\x18\x04 \x01(\x08\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\x1f\n\x07reasons\x18\x06 \x03(\x0b\x32\x0e.pdp.v1.Reason\x12\'\n\x0bobligations\x18\x07 \x03(\x0b\x32\x12.pdp.v1.Obligation\x12,\n\nprovenance\x18\x08 \x01(\x0b\x32\x18.pdp.v1.PolicyProvenance\x12(\n\x0b\x65xplanation\x18\t \x01(\x0b\x32\x13.pdp.v1.Explanation\x12 \n\x07timings\x18\n \x01(\x0b\x32\x0f.pdp.v1.Timings\x12\x0e\n\x06record\x18\x64 \x01(\t\x12\x11\n\tlog_index\x18\x65 \x01(\x04\"=\n\x12\x44\x65\x63ideBatchRequest\x12\'\n\x08requests\x18\x01 \x03(\x0b\x32\x15.pdp.v1.DecideRequest\"@\n\x13\x44\x65\x63ideBatchResponse\x12)\n\tresponses\x18\x01 \x03(\x0b\x32\x16.pdp.v1.DecideResponse\"\x10\n\x0eGetJwksRequest\"\x1f\n\x0fGetJwksResponse\x12\x0c\n\x04jwks\x18\x01 \x01(\t\")\n\x12GetDecisionRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\"x\n\x13GetDecisionResponse\x12\x0e\n\x06record\x18\x01 \x01(\t\x12\x11\n\tlog_index\x18\x02 \x01(\x04\x12\x12\n\ncheckpoint\x18\x03 \x01(\t\x12\x11\n\ttree_size\x18\x04 \x01(\x04\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\",\n\x1bGetConsistencyProofResponse\x12\r\n\x05proof\x18\x01 \x03(\x0c\"\xa3\x01\n\x14ReportOutcomeRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.pdp.v1.ActionStatus\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06impact\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x15ReportOutcomeResponse\x12\x0e\n\x06record\x18\x01 \x01(\t\x12\x11\n\tlog_index\x18\x02 \x01(\x04\"G\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x10\n\x08severity\x18\x04 \x01(\t\"C\n\nObligation\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbf\x01\n\x10PolicyProvenance\x12\x13\n\x0bopa_version\x18\x01 \x01(\t\x12G\n\x10\x62undle_revisions\x18\x02 \x03(\x0b\x32-.pdp.v1.PolicyProvenance.BundleRevisionsEntry\x12\x15\n\rdecision_path\x18\x03 \x01(\t\x1a\x36\n\x14\x42undleRevisionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x0b\x45xplanation\x12#\n\x05level\x18\x01 \x01(\x0e\x32\x14.pdp.v1.ExplainLevel\x12\'\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\"@\n\x07Timings\x12\x10\n\x08total_us\x18\x01 \x01(\x03\x12\x0e\n\x06opa_us\x18\x02 \x01(\x03\x12\x13\n\x0bopa_eval_us\x18\x03 \x01(\x03*w\n\x0c\x45xplainLevel\x12\x1d\n\x19\x45XPLAIN_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XPLAIN_LEVEL_NOTES\x10\x01\x12\x17\n\x13\x45XPLAIN_LEVEL_FAILS\x10\x02\x12\x16\n\x12\x45XPLAIN_LEVEL_FULL\x10\x03*\xe2\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LASSIFICATION_PUBLIC\x10\x01\x12\x1b\n\x17\x43LASSIFICATION_INTERNAL\x10\x02\x12\x1f\n\x1b\x43LASSIFICATION_CONFIDENTIAL\x10\x03\x12\x1d\n\x19\x43LASSIFICATION_RESTRICTED\x10\x04\x12\x19\n\x15\x43LASSIFICATION_SECRET\x10\x05\x12\x1d\n\x19\x43LASSIFICATION_TOP_SECRET\x10\x06*e\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n\rOUTCOME_ALLOW\x10\x01\x12\x10\n\x0cOUTCOME_DENY\x10\x02\x12\x1c\n\x18OUTCOME_REQUIRE_APPROVAL\x10\x03*~\n\x0c\x41\x63tionStatus\x12\x1d\n\x19\x41\x43TION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x43TION_STATUS_EXECUTED\x10\x01\x12\x19\n\x15\x41\x43TION_STATUS_BLOCKED\x10\x02\x12\x18\n\x14\x41\x43TION_STATUS_FAILED\x10\x03\x32\xc4\x03\n\x0f\x44\x65\x63isionService\x12\x37\n\x06\x44\x65\x63ide\x12\x15.pdp.v1.DecideRequest\x1a\x16.pdp.v1.DecideResponse\x12\x46\n\x0b\x44\x65\x63ideBatch\x12\x1a.pdp.v1.DecideBatchRequest\x1a\x1b.pdp.v1.DecideBatchResponse\x12:\n\x07GetJwks\x12\x16.pdp.v1.GetJwksRequest\x1a\x17.pdp.v1.GetJwksResponse\x12\x46\n\x0bGetDecision\x12\x1a.pdp.v1.GetDecisionRequest\x1a\x1b.pdp.v1.GetDecisionResponse\x12^\n\x13GetConsistencyProof\x12\".pdp.v1.GetConsistencyProofRequest\x1a#.pdp.v1.GetConsistencyProofResponse\x12L\n\rReportOutcome\x12\x1c.pdp.v1.ReportOutcomeRequest\x1a\x1d.pdp.v1.ReportOutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_POLICYPROVENANCE_BUNDLEREVISIONSENTRY']._loaded_options = None
   _globals['_POLICYPROVENANCE_BUNDLEREVISIONSENTRY']._serialized_options = b'8\001'
-  _globals['_EXPLAINLEVEL']._serialized_start=2824
-  _globals['_EXPLAINLEVEL']._serialized_end=2943
-  _globals['_CLASSIFICATION']._serialized_start=2946
-  _globals['_CLASSIFICATION']._serialized_end=3172
-  _globals['_OUTCOME']._serialized_start=3174
-  _globals['_OUTCOME']._serialized_end=3275
-  _globals['_ACTIONSTATUS']._serialized_start=3277
-  _globals['_ACTIONSTATUS']._serialized_end=3403
+  _globals['_EXPLAINLEVEL']._serialized_start=2953
+  _globals['_EXPLAINLEVEL']._serialized_end=3072
+  _globals['_CLASSIFICATION']._serialized_start=3075
+  _globals['_CLASSIFICATION']._serialized_end=3301
+  _globals['_OUTCOME']._serialized_start=3303
+  _globals['_OUTCOME']._serialized_end=3404
+  _globals['_ACTIONSTATUS']._serialized_start=3406
+  _globals['_ACTIONSTATUS']._serialized_end=3532
   _globals['_DECIDEREQUEST']._serialized_start=96
   _globals['_DECIDEREQUEST']._serialized_end=210
   _globals['_ACTIONCONTEXT']._serialized_start=213
@@ -67,34 +67,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPROVAL']._serialized_end=1405
   _globals['_DECIDERESPONSE']._serialized_start=1408
   _globals['_DECIDERESPONSE']._serialized_end=1773
-  _globals['_GETJWKSREQUEST']._serialized_start=1775
-  _globals['_GETJWKSREQUEST']._serialized_end=1791
-  _globals['_GETJWKSRESPONSE']._serialized_start=1793
-  _globals['_GETJWKSRESPONSE']._serialized_end=1824
-  _globals['_GETDECISIONREQUEST']._serialized_start=1826
-  _globals['_GETDECISIONREQUEST']._serialized_end=1867
-  _globals['_GETDECISIONRESPONSE']._serialized_start=1869
-  _globals['_GETDECISIONRESPONSE']._serialized_end=1989
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1991
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=2055
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=2057
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=2101
-  _globals['_REPORTOUTCOMEREQUEST']._serialized_start=2104
-  _globals['_REPORTOUTCOMEREQUEST']._serialized_end=2267
-  _globals['_REPORTOUTCOMERESPONSE']._serialized_start=2269
-  _globals['_REPORTOUTCOMERESPONSE']._serialized_end=2327
-  _globals['_REASON']._serialized_start=2329
-  _globals['_REASON']._serialized_end=2400
-  _globals['_OBLIGATION']._serialized_start=2402
-  _globals['_OBLIGATION']._serialized_end=2469
-  _globals['_POLICYPROVENANCE']._serialized_start=2472
-  _globals['_POLICYPROVENANCE']._serialized_end=2663
-  _globals['_POLICYPROVENANCE_BUNDLEREVISIONSENTRY']._serialized_start=2609
-  _globals['_POLICYPROVENANCE_BUNDLEREVISIONSENTRY']._serialized_end=2663
-  _globals['_EXPLANATION']._serialized_start=2665
-  _globals['_EXPLANATION']._serialized_end=2756
-  _globals['_TIMINGS']._serialized_start=2758
-  _globals['_TIMINGS']._serialized_end=2822
-  _globals['_DECISIONSERVICE']._serialized_start=3406
-  _globals['_DECISIONSERVICE']._serialized_end=3786
+  _globals['_DECIDEBATCHREQUEST']._serialized_start=1775
+  _globals['_DECIDEBATCHREQUEST']._serialized_end=1836
+  _globals['_DECIDEBATCHRESPONSE']._serialized_start=1838
+  _globals['_DECIDEBATCHRESPONSE']._serialized_end=1902
+  _globals['_GETJWKSREQUEST']._serialized_start=1904
+  _globals['_GETJWKSREQUEST']._serialized_end=1920
+  _globals['_GETJWKSRESPONSE']._serialized_start=1922
+  _globals['_GETJWKSRESPONSE']._serialized_end=1953
+  _globals['_GETDECISIONREQUEST']._serialized_start=1955
+  _globals['_GETDECISIONREQUEST']._serialized_end=1996
+  _globals['_GETDECISIONRESPONSE']._serialized_start=1998
+  _globals['_GETDECISIONRESPONSE']._serialized_end=2118
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=2120
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=2184
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=2186
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=2230
+  _globals['_REPORTOUTCOMEREQUEST']._serialized_start=2233
+  _globals['_REPORTOUTCOMEREQUEST']._serialized_end=2396
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_start=2398
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_end=2456
+  _globals['_REASON']._serialized_start=2458
+  _globals['_REASON']._serialized_end=2529
+  _globals['_OBLIGATION']._serialized_start=2531
+  _globals['_OBLIGATION']._serialized_end=2598
+  _globals['_POLICYPROVENANCE']._serialized_start=2601
+  _globals['_POLICYPROVENANCE']._serialized_end=2792
+  _globals['_POLICYPROVENANCE_BUNDLEREVISIONSENTRY']._serialized_start=2738
+  _globals['_POLICYPROVENANCE_BUNDLEREVISIONSENTRY']._serialized_end=2792
+  _globals['_EXPLANATION']._serialized_start=2794
+  _globals['_EXPLANATION']._serialized_end=2885
+  _globals['_TIMINGS']._serialized_start=2887
+  _globals['_TIMINGS']._serialized_end=2951
+  _globals['_DECISIONSERVICE']._serialized_start=3535
+  _globals['_DECISIONSERVICE']._serialized_end=3987
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,11 @@ class DecisionServiceStub:
                 request_serializer=pdp_dot_v1_dot_decision__pb2.DecideRequest.SerializeToString,
                 response_deserializer=pdp_dot_v1_dot_decision__pb2.DecideResponse.FromString,
                 _registered_method=True)
+        self.DecideBatch = channel.unary_unary(
+                '/pdp.v1.DecisionService/DecideBatch',
+                request_serializer=pdp_dot_v1_dot_decision__pb2.DecideBatchRequest.SerializeToString,
+                response_deserializer=pdp_dot_v1_dot_decision__pb2.DecideBatchResponse.FromString,
+                _registered_method=True)
         self.GetJwks = channel.unary_unary(
                 '/pdp.v1.DecisionService/GetJwks',
                 request_serializer=pdp_dot_v1_dot_decision__pb2.GetJwksRequest.SerializeToString,
@@ -71,6 +76,18 @@ class DecisionServiceServicer:
         (OPA unreachable, too slow, erroring, or returning nothing usable) the answer is
         OUTCOME_DENY with indeterminate = true and a "pdp.*" error_code.
         Malformed requests fail with INVALID_ARGUMENT naming the field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideBatch(self, request, context):
+        """DecideBatch decides several actions in one policy evaluation: e.g. the parallel tool calls
+        of one model turn. Each answer is what Decide would have answered for that request alone
+        (its own decision id, verdict and signed record, and the same fail-closed rule), in request
+        order. The requests are all validated first: one malformed request fails the whole call
+        with INVALID_ARGUMENT naming it ("requests[2].context.agent.id: ...") and nothing is
+        decided. Explanations are not available here (use Decide); at most PDP_MAX_BATCH requests.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +131,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.Decide,
                     request_deserializer=pdp_dot_v1_dot_decision__pb2.DecideRequest.FromString,
                     response_serializer=pdp_dot_v1_dot_decision__pb2.DecideResponse.SerializeToString,
+            ),
+            'DecideBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideBatch,
+                    request_deserializer=pdp_dot_v1_dot_decision__pb2.DecideBatchRequest.FromString,
+                    response_serializer=pdp_dot_v1_dot_decision__pb2.DecideBatchResponse.SerializeToString,
             ),
             'GetJwks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJwks,
@@ -163,6 +185,33 @@ class DecisionService:
             '/pdp.v1.DecisionService/Decide',
             pdp_dot_v1_dot_decision__pb2.DecideRequest.SerializeToString,
             pdp_dot_v1_dot_decision__pb2.DecideResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pdp.v1.DecisionService/DecideBatch',
+            pdp_dot_v1_dot_decision__pb2.DecideBatchRequest.SerializeToString,
+            pdp_dot_v1_dot_decision__pb2.DecideBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

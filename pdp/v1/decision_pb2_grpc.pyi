@@ -49,6 +49,14 @@ class DecisionServiceStub:
     OUTCOME_DENY with indeterminate = true and a "pdp.*" error_code.
     Malformed requests fail with INVALID_ARGUMENT naming the field.
     """
+    DecideBatch: _grpc.UnaryUnaryMultiCallable[_decision_pb2.DecideBatchRequest, _decision_pb2.DecideBatchResponse]
+    """DecideBatch decides several actions in one policy evaluation: e.g. the parallel tool calls
+    of one model turn. Each answer is what Decide would have answered for that request alone
+    (its own decision id, verdict and signed record, and the same fail-closed rule), in request
+    order. The requests are all validated first: one malformed request fails the whole call
+    with INVALID_ARGUMENT naming it ("requests[2].context.agent.id: ...") and nothing is
+    decided. Explanations are not available here (use Decide); at most PDP_MAX_BATCH requests.
+    """
     GetJwks: _grpc.UnaryUnaryMultiCallable[_decision_pb2.GetJwksRequest, _decision_pb2.GetJwksResponse]
     """GetJwks returns the public keys that verify records and checkpoints (every key that ever
     signed: rotation keeps old records verifiable).
@@ -74,6 +82,14 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     (OPA unreachable, too slow, erroring, or returning nothing usable) the answer is
     OUTCOME_DENY with indeterminate = true and a "pdp.*" error_code.
     Malformed requests fail with INVALID_ARGUMENT naming the field.
+    """
+    DecideBatch: _aio.UnaryUnaryMultiCallable[_decision_pb2.DecideBatchRequest, _decision_pb2.DecideBatchResponse]  # type: ignore[assignment]
+    """DecideBatch decides several actions in one policy evaluation: e.g. the parallel tool calls
+    of one model turn. Each answer is what Decide would have answered for that request alone
+    (its own decision id, verdict and signed record, and the same fail-closed rule), in request
+    order. The requests are all validated first: one malformed request fails the whole call
+    with INVALID_ARGUMENT naming it ("requests[2].context.agent.id: ...") and nothing is
+    decided. Explanations are not available here (use Decide); at most PDP_MAX_BATCH requests.
     """
     GetJwks: _aio.UnaryUnaryMultiCallable[_decision_pb2.GetJwksRequest, _decision_pb2.GetJwksResponse]  # type: ignore[assignment]
     """GetJwks returns the public keys that verify records and checkpoints (every key that ever
@@ -103,6 +119,20 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
         (OPA unreachable, too slow, erroring, or returning nothing usable) the answer is
         OUTCOME_DENY with indeterminate = true and a "pdp.*" error_code.
         Malformed requests fail with INVALID_ARGUMENT naming the field.
+        """
+
+    @_abc_1.abstractmethod
+    def DecideBatch(
+        self,
+        request: _decision_pb2.DecideBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_decision_pb2.DecideBatchResponse, _abc.Awaitable[_decision_pb2.DecideBatchResponse]]:
+        """DecideBatch decides several actions in one policy evaluation: e.g. the parallel tool calls
+        of one model turn. Each answer is what Decide would have answered for that request alone
+        (its own decision id, verdict and signed record, and the same fail-closed rule), in request
+        order. The requests are all validated first: one malformed request fails the whole call
+        with INVALID_ARGUMENT naming it ("requests[2].context.agent.id: ...") and nothing is
+        decided. Explanations are not available here (use Decide); at most PDP_MAX_BATCH requests.
         """
 
     @_abc_1.abstractmethod

@@ -20,6 +20,21 @@ decision := {
 	"obligations": [o | some o in _obligations],
 }
 
+# METADATA
+# title: Batch decision
+# description: |
+#   The decision for each of input.requests, in order: what the PDP's DecideBatch queries,
+#   so that one evaluation answers several actions (e.g. the parallel tool calls of one
+#   model turn). Each element is exactly what `decision` is for that input alone.
+# entrypoint: true
+decisions := [d |
+	some r in input.requests
+
+	# `with` applies to an expression, not to a comprehension's term: the assignment is needed.
+	# regal ignore:comprehension-term-assignment
+	d := decision with input as r
+]
+
 default outcome := "deny"
 
 outcome := _undenied if count(deny) == 0

@@ -124,3 +124,18 @@ test_decision_allow_carries_pack_obligations if {
 	d.outcome == "allow"
 	{o.type | some o in d.obligations} == {"audit", "minimum_necessary"}
 }
+
+test_batch_decides_each_request_as_alone if {
+	approved := object.union(transfer, {"approvals": [risk_approval]})
+	ungranted := object.union(transfer, {"action": {"tool": "shell.exec"}})
+	batch := pdp.decisions with input as {"requests": [transfer, approved, ungranted]}
+	one := pdp.decision with input as transfer
+	two := pdp.decision with input as approved
+	three := pdp.decision with input as ungranted
+	batch == [one, two, three]
+	[d.outcome | some d in batch] == ["require_approval", "allow", "deny"]
+}
+
+test_batch_of_none_is_empty if {
+	count(pdp.decisions) == 0 with input as {"requests": []}
+}

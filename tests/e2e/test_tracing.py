@@ -196,13 +196,18 @@ def test_a_fail_closed_decision_is_an_error_span(jaeger: Jaeger, tmp_path: Path)
     try:
         wait_for(lambda: "PDP gRPC on" in log.read_text() or serve.poll() is not None, timeout_s=30, what="pdp")
         trace_id = "0af7651916cd43dd8448eb211c80319c"
+        batch_trace_id = "0af7651916cd43dd8448eb211c80319d"
+        ask = request(agent={"id": "support-bot"}, action={"tool": "crm.lookup"})
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            resp = pb_grpc.DecisionServiceStub(channel).Decide(
-                request(agent={"id": "support-bot"}, action={"tool": "crm.lookup"}),
+            stub = pb_grpc.DecisionServiceStub(channel)
+            resp = stub.Decide(ask, timeout=5, metadata=[("traceparent", f"00-{trace_id}-b7ad6b7169203331-01")])
+            answers = stub.DecideBatch(
+                pb.DecideBatchRequest(requests=[ask, ask]),
                 timeout=5,
-                metadata=[("traceparent", f"00-{trace_id}-b7ad6b7169203331-01")],
-            )
+                metadata=[("traceparent", f"00-{batch_trace_id}-b7ad6b7169203331-01")],
+            ).responses
         assert resp.indeterminate and resp.outcome == pb.OUTCOME_DENY
+        assert [a.outcome for a in answers] == [pb.OUTCOME_DENY] * 2
     finally:
         serve.send_signal(signal.SIGINT)
         serve.wait(30)
@@ -211,3 +216,12 @@ def test_a_fail_closed_decision_is_an_error_span(jaeger: Jaeger, tmp_path: Path)
     assert server["status"]["code"] == 2  # STATUS_CODE_ERROR
     assert attr(server, "pdp.error_code") == "pdp.opa_unavailable"
     assert attr(server, "pdp.indeterminate") is True
+
+    # A batch: one server span, one event per decision.
+    wait_for(lambda: bool(jaeger.spans(batch_trace_id)), timeout_s=30, what="the batch span in Jaeger")
+    (server,) = [s for s in jaeger.spans(batch_trace_id) if s["name"] == "/pdp.v1.DecisionService/DecideBatch"]
+    assert server["status"]["code"] == 2
+    assert int(attr(server, "pdp.batch_size")) == 2
+    events = [e for e in server.get("events", []) if e["name"] == "pdp.decision"]
+    assert [attr(e, "pdp.decision_id") for e in events] == [a.decision_id for a in answers]
+    assert {attr(e, "pdp.error_code") for e in events} == {"pdp.opa_unavailable"}

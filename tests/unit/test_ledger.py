@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,16 @@ def open_log(directory: Path, ring: KeyRing, **kw: int) -> Log:
     )
 
 
-def append(log: Log, ring: KeyRing, n: int) -> list[int]:
+def entry_maker(ring: KeyRing) -> Callable[[int], bytes]:
     def make(i: int) -> bytes:
         claims = {"decision_id": f"d-{i}", "pdp": {"type": "decision", "log_index": str(i)}}
         return records.sign(claims, ring, typ=records.TYP_DECISION).encode()
 
-    return [log.append(make) for _ in range(n)]
+    return make
+
+
+def append(log: Log, ring: KeyRing, n: int) -> list[int]:
+    return [log.append(entry_maker(ring)) for _ in range(n)]
 
 
 @pytest.fixture
@@ -65,6 +70,18 @@ def test_a_good_log_verifies_and_reopens(full_log: Path, ring: KeyRing) -> None:
     assert append(log, ring, 1) == [20]
     log.close()
     assert verify(full_log, ring).entries == 21
+
+
+def test_a_batch_is_appended_in_order_across_segments_in_one_commit(tmp_path: Path, ring: KeyRing) -> None:
+    log = open_log(tmp_path / "log", ring, segment_max_bytes=2000)
+    append(log, ring, 2)
+    assert log.append_all([]) == []
+    assert log.append_all([entry_maker(ring)] * 12) == list(range(2, 14))
+    assert log.size() == 14  # durable when append_all returns
+    log.close()
+    report = verify(tmp_path / "log", ring)
+    assert (report.entries, report.decisions) == (14, 14)
+    assert len(segments(tmp_path / "log")) > 2
 
 
 def entry_offsets(directory: Path) -> list[tuple[Path, int, int]]:

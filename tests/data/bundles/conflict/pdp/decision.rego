@@ -4,3 +4,8 @@ package pdp
 decision := {"outcome": "allow"} if input.agent.id
 
 decision := {"outcome": "deny"} if input.action.tool
+
+decisions := [d |
+	some r in input.requests
+	d := decision with input as r
+]

@@ -2,3 +2,5 @@
 package pdp
 
 decision := {"outcome": "maybe", "reasons": [], "obligations": []}
+
+decisions := [decision | some _ in input.requests]
