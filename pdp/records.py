@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -34,10 +35,16 @@ class RecordError(Exception):
 
 def sign(claims: dict[str, Any], ring: KeyRing, *, typ: str) -> str:
     """JWS compact serialization of ``claims``, signed by the active key."""
-    header = b64url(compact({"alg": ALG, "kid": ring.kid, "typ": typ}))
+    header = _header(ring.kid, typ)
     payload = b64url(compact(claims))
     signing_input = f"{header}.{payload}"
     return f"{signing_input}.{b64url(ring.private.sign(signing_input.encode()))}"
+
+
+@functools.lru_cache(maxsize=64)
+def _header(kid: str, typ: str) -> str:
+    """The protected header, encoded once per key and type."""
+    return b64url(compact({"alg": ALG, "kid": kid, "typ": typ}))
 
 
 def verify(token: str, keys: dict[str, Ed25519PublicKey], *, typ: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class Reason:
     severity: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
+        return {"code": self.code, "message": self.message, "rule": self.rule, "severity": self.severity}
 
 
 @dataclasses.dataclass(frozen=True)
