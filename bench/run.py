@@ -42,6 +42,8 @@ RESULTS = ROOT / "bench" / "results"
 MIX = ["allow-crm-lookup.json", "deny-tool-not-granted.json", "require-approval-high-risk.json"]
 QUERY = "/v1/data/pdp/decision?provenance=true&metrics=true"
 TICK = os.sysconf("SC_CLK_TCK")
+BATCH = 10  # requests per DecideBatch call: e.g. the parallel tool calls of one model turn
+BATCHED = f"pdp DecideBatch x{BATCH}"
 
 
 @dataclasses.dataclass
@@ -149,12 +151,17 @@ def vegeta(opa: OpaSidecar, work: Path, *, seconds: float, concurrency: int, rat
     }
 
 
-def ghz(addr: str, work: Path, *, seconds: float, concurrency: int, rate: float, explain: int) -> dict[str, Any]:
+def ghz(
+    addr: str, work: Path, *, seconds: float, concurrency: int, rate: float, explain: int, batch: int = 0
+) -> dict[str, Any]:
+    """Drives Decide (or DecideBatch with ``batch`` requests per call); rate and counts are in decisions."""
     data = work / "requests.json"
     msgs = []
     for req in requests_mix():
         req.explain = explain  # type: ignore[assignment]
         msgs.append(json_format.MessageToDict(req))
+    if batch:
+        msgs = [{"requests": [msgs[(j + k) % len(msgs)] for k in range(batch)]} for j in range(len(msgs))]
     data.write_text(json.dumps(msgs))
     import grpc_tools
 
@@ -166,7 +173,7 @@ def ghz(addr: str, work: Path, *, seconds: float, concurrency: int, rate: float,
         str(ROOT / "protos/pdp/v1/decision.proto"),
         f"--import-paths={includes}",
         "--call",
-        "pdp.v1.DecisionService/Decide",
+        "pdp.v1.DecisionService/DecideBatch" if batch else "pdp.v1.DecisionService/Decide",
         f"--data-file={data}",
         f"--concurrency={concurrency}",
         f"--duration={seconds}s",
@@ -176,7 +183,7 @@ def ghz(addr: str, work: Path, *, seconds: float, concurrency: int, rate: float,
         addr,
     ]
     if rate:
-        cmd.append(f"--rps={int(rate)}")
+        cmd.append(f"--rps={max(1, int(rate / max(batch, 1)))}")
     with loadgen_cpu() as used:
         done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode != 0:
@@ -185,8 +192,8 @@ def ghz(addr: str, work: Path, *, seconds: float, concurrency: int, rate: float,
     dist = {d["percentage"]: d["latency"] for d in out.get("latencyDistribution") or []}
     errors = sum(v for k, v in (out.get("statusCodeDistribution") or {}).items() if k != "OK")
     return {
-        "count": out["count"],
-        "rps": out["rps"],
+        "count": out["count"] * max(batch, 1),
+        "rps": out["rps"] * max(batch, 1),
         "p50": dist.get(50, 0),
         "p90": dist.get(90, 0),
         "p99": dist.get(99, 0),
@@ -195,11 +202,11 @@ def ghz(addr: str, work: Path, *, seconds: float, concurrency: int, rate: float,
     }
 
 
-def start_opa(work: Path) -> OpaSidecar:
+def start_opa(work: Path, *, unix: bool = False) -> OpaSidecar:
     opa = OpaSidecar(
         opa_bin=str(BIN / "opa"),
         bundle=ROOT / "rego",
-        addr=f"127.0.0.1:{free_port()}",
+        addr=f"unix://{work / 'opa.sock'}" if unix else f"127.0.0.1:{free_port()}",
         log_file=(work / "opa.log").open("ab"),
     )
     opa.start()
@@ -289,24 +296,40 @@ def bench_opa(args: argparse.Namespace, work: Path, rates: list[float], *, half:
 
 
 def bench_pdp(
-    args: argparse.Namespace, work: Path, name: str, *, explain: int, log_dir: Path, sweep: bool, rates: bool = True
+    args: argparse.Namespace,
+    work: Path,
+    name: str,
+    *,
+    explain: int,
+    log_dir: Path,
+    sweep: bool,
+    rates: bool = True,
+    unix: bool = False,
+    batch: int = 0,
 ) -> list[Point]:
-    opa = start_opa(work)
+    opa = start_opa(work, unix=unix)
     proc, addr = start_pdp(opa, work, log_dir=log_dir)
     try:
         assert opa.process is not None
         pids = {"pdp": proc.pid, "opa": opa.process.pid}
         conc = args.concurrency if explain < 3 else 2
-        ghz(addr, work, seconds=1, concurrency=conc, rate=0, explain=explain)  # warm-up
+        ghz(addr, work, seconds=1, concurrency=conc, rate=0, explain=explain, batch=batch)  # warm-up
         m = Measured(pids)
-        peak = point(
-            name, "peak", conc, 0, ghz(addr, work, seconds=args.seconds, concurrency=conc, rate=0, explain=explain), m
-        )
+        r = ghz(addr, work, seconds=args.seconds, concurrency=conc, rate=0, explain=explain, batch=batch)
+        peak = point(name, "peak", conc, 0, r, m)
         points = [peak]
         fractions = (0.25, 0.5, 0.75) if sweep else (0.5,) if rates else ()
         for f in fractions:
             m = Measured(pids)
-            r = ghz(addr, work, seconds=args.seconds, concurrency=max(conc, 8), rate=peak.rps * f, explain=explain)
+            r = ghz(
+                addr,
+                work,
+                seconds=args.seconds,
+                concurrency=max(conc, 8),
+                rate=peak.rps * f,
+                explain=explain,
+                batch=batch,
+            )
             points.append(point(name, "rate", max(conc, 8), peak.rps * f, r, m))
         return points
     finally:
@@ -362,9 +385,10 @@ def quick(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pdp-bench-") as tmp:
         work = Path(tmp)
         pdp = bench_pdp(args, work, "pdp", explain=0, log_dir=work / "log", sweep=False, rates=False)
+        pdp += bench_pdp(args, work, BATCHED, explain=0, log_dir=work / "log", sweep=False, rates=False, batch=BATCH)
         opa = bench_opa(args, work, [], half=False)
     print(table(opa + pdp))
-    print(f"PDP/OPA throughput: {pdp[0].rps / opa[0].rps:.2f}")
+    print(f"PDP/OPA throughput: Decide {pdp[0].rps / opa[0].rps:.2f}, DecideBatch {pdp[1].rps / opa[0].rps:.2f}")
     return 0
 
 
@@ -388,7 +412,11 @@ def main() -> int:
         work = Path(tmp)
         points = bench_pdp(args, work, "pdp", explain=0, log_dir=work / "log", sweep=True)
         pdp_peak = points[0].rps
+        points += bench_pdp(args, work, BATCHED, explain=0, log_dir=work / "log", sweep=False, batch=BATCH)
         points += bench_pdp(args, work, "pdp (log on tmpfs)", explain=0, log_dir=Path(shm) / "log", sweep=False)
+        points += bench_pdp(
+            args, work, "pdp (OPA on unix sock)", explain=0, log_dir=work / "log", sweep=False, unix=True
+        )
         points += bench_pdp(args, work, "pdp explain=notes", explain=1, log_dir=work / "log2", sweep=False)
         points += bench_pdp(args, work, "pdp explain=full", explain=3, log_dir=work / "log3", sweep=False)
         opa_points = bench_opa(args, work, [pdp_peak * f for f in (0.25, 0.5, 0.75)])
@@ -397,8 +425,10 @@ def main() -> int:
     at = pdp_peak / 2
     o, d = nearest(points, "opa", at), nearest(points, "pdp", at)
     dur = next(p for p in points if p.target == "pdp (log on tmpfs)" and p.mode == "peak")
+    batched = next(p for p in points if p.target == BATCHED and p.mode == "peak")
     summary = {
         "throughput_ratio_pdp_over_opa": pdp_peak / opa_peak,
+        "throughput_ratio_pdp_batched_over_opa": batched.rps / opa_peak,
         "added_latency_at_half_pdp_peak_ms": {"rate": at, "p50": d.p50_ms - o.p50_ms, "p99": d.p99_ms - o.p99_ms},
         "durable_log_vs_tmpfs_throughput": pdp_peak / dur.rps,
         "cpu_ms_per_decision": {
@@ -427,6 +457,7 @@ def main() -> int:
         f"PDP/OPA throughput: {summary['throughput_ratio_pdp_over_opa']:.2f}  "
         f"(PDP {pdp_peak:.0f}/s, OPA {opa_peak:.0f}/s at concurrency {args.concurrency})"
     )
+    print(f"with DecideBatch of {BATCH}: {batched.rps:.0f} decisions/s, {batched.rps / opa_peak:.2f}x direct OPA")
     print(
         f"added latency at {at:.0f}/s (half the PDP's peak): p50 +{d.p50_ms - o.p50_ms:.2f} ms, "
         f"p99 +{d.p99_ms - o.p99_ms:.2f} ms"
