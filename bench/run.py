@@ -385,7 +385,9 @@ def quick(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pdp-bench-") as tmp:
         work = Path(tmp)
         pdp = bench_pdp(args, work, "pdp", explain=0, log_dir=work / "log", sweep=False, rates=False)
-        pdp += bench_pdp(args, work, BATCHED, explain=0, log_dir=work / "log", sweep=False, rates=False, batch=BATCH)
+        pdp += bench_pdp(
+            args, work, BATCHED, explain=0, log_dir=work / "log-batch", sweep=False, rates=False, batch=BATCH
+        )
         opa = bench_opa(args, work, [], half=False)
     print(table(opa + pdp))
     print(f"PDP/OPA throughput: Decide {pdp[0].rps / opa[0].rps:.2f}, DecideBatch {pdp[1].rps / opa[0].rps:.2f}")
@@ -412,13 +414,13 @@ def main() -> int:
         work = Path(tmp)
         points = bench_pdp(args, work, "pdp", explain=0, log_dir=work / "log", sweep=True)
         pdp_peak = points[0].rps
-        points += bench_pdp(args, work, BATCHED, explain=0, log_dir=work / "log", sweep=False, batch=BATCH)
+        points += bench_pdp(args, work, BATCHED, explain=0, log_dir=work / "log-batch", sweep=False, batch=BATCH)
         points += bench_pdp(args, work, "pdp (log on tmpfs)", explain=0, log_dir=Path(shm) / "log", sweep=False)
         points += bench_pdp(
-            args, work, "pdp (OPA on unix sock)", explain=0, log_dir=work / "log", sweep=False, unix=True
+            args, work, "pdp (OPA on unix sock)", explain=0, log_dir=work / "log-unix", sweep=False, unix=True
         )
-        points += bench_pdp(args, work, "pdp explain=notes", explain=1, log_dir=work / "log2", sweep=False)
-        points += bench_pdp(args, work, "pdp explain=full", explain=3, log_dir=work / "log3", sweep=False)
+        points += bench_pdp(args, work, "pdp explain=notes", explain=1, log_dir=work / "log-notes", sweep=False)
+        points += bench_pdp(args, work, "pdp explain=full", explain=3, log_dir=work / "log-full", sweep=False)
         opa_points = bench_opa(args, work, [pdp_peak * f for f in (0.25, 0.5, 0.75)])
         points = opa_points + points
     opa_peak = points[0].rps

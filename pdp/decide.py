@@ -131,7 +131,7 @@ class Decider:
         dids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
         sames = [request_digest(doc) for doc in inputs]
         decisions: list[Decision | None] = [None] * len(requests)
-        with self._recorder.claim(dids):
+        with self._recorder.claim([did for did, r in zip(dids, requests, strict=True) if r.request_id]):
             for i, r in enumerate(requests):
                 with _naming(i if batch else None):
                     earlier = self._recorder.existing(dids[i], sames[i]) if r.request_id else None

@@ -76,7 +76,8 @@ class Recorder:
         self._mask, self._erase = tuple(mask), tuple(erase)
         self._index: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._stripes = [threading.Lock() for _ in range(64)]
+        self._claimed: set[str] = set()
+        self._released = threading.Condition()
         for i, entry in log.entries():
             claims = claims_of(entry)
             if claims.get("pdp", {}).get("type") == "decision":
@@ -93,13 +94,20 @@ class Recorder:
     def claim(self, decision_ids: Sequence[str]) -> Iterator[None]:
         """Serialises work on these decision ids (a retry racing its original).
 
-        Their lock stripes are taken in one global order, so two batches never deadlock.
+        All of them are taken at once or none is, so two batches never deadlock, and only
+        calls that share an id wait for each other.
         """
-        stripes = sorted({hash(d) % len(self._stripes) for d in decision_ids})
-        with contextlib.ExitStack() as held:
-            for i in stripes:
-                held.enter_context(self._stripes[i])
+        ids = set(decision_ids)
+        with self._released:
+            while ids & self._claimed:
+                self._released.wait()
+            self._claimed |= ids
+        try:
             yield
+        finally:
+            with self._released:
+                self._claimed -= ids
+                self._released.notify_all()
 
     def existing(self, decision_id: str, request: str) -> Signed | None:
         """The logged record of a retried request, or None.

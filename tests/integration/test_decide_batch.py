@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from collections.abc import Callable
 
@@ -137,3 +138,22 @@ def test_a_broken_or_lying_batch_rule_fails_every_answer_closed(
     pdp = start_pdp(opa.url)
     answers = pdp.stub.DecideBatch(batch(*(load_request(n) for n in MIX)), timeout=5).responses
     _assert_all_fail_closed(list(answers), error_code)
+
+
+def test_concurrent_retries_across_decide_and_batches_make_one_decision_each(pdp: Pdp) -> None:
+    shared = [load_request(name) for name in MIX]
+    before = log_size(pdp)
+
+    def call(k: int) -> list[pb.DecideResponse]:
+        if k % 3 == 0:
+            return [pdp.stub.Decide(shared[k % 3], timeout=10)]
+        order = shared[k % 3 :] + shared[: k % 3]  # overlapping batches, in different orders
+        return list(pdp.stub.DecideBatch(batch(*order), timeout=10).responses)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = [a for got in pool.map(call, range(24)) for a in got]
+    records = {a.request_id: set() for a in answers}
+    for a in answers:
+        records[a.request_id].add(a.record)
+    assert all(len(r) == 1 for r in records.values()), "a retry was decided twice"
+    assert log_size(pdp) == before + 1 + len(MIX)  # the probe, and one record per request
