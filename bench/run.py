@@ -368,10 +368,18 @@ def plot(points: list[Point], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for target in dict.fromkeys(p.target for p in points):
+    for i, target in enumerate(dict.fromkeys(p.target for p in points)):
         pts = sorted((p for p in points if p.target == target), key=lambda p: p.rps)
-        ax.plot([p.rps for p in pts], [p.p50_ms for p in pts], marker="o", label=f"{target} p50")
-        ax.plot([p.rps for p in pts], [p.p99_ms for p in pts], marker="x", linestyle="--", label=f"{target} p99")
+        color = plt.get_cmap("tab10")(i % 10)  # one color per configuration: p50 solid, p99 dashed
+        ax.plot([p.rps for p in pts], [p.p50_ms for p in pts], marker="o", color=color, label=f"{target} p50")
+        ax.plot(
+            [p.rps for p in pts],
+            [p.p99_ms for p in pts],
+            marker="x",
+            linestyle="--",
+            color=color,
+            label=f"{target} p99",
+        )
     ax.set_xlabel("throughput (decisions/s)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
