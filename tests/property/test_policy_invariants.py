@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pdp.context import Caller, build_input
@@ -127,3 +127,23 @@ def test_approval_for_another_action_never_allows(pdp: Pdp, context: dict[str, A
         other.context.resource.id += "-other"
     approve_all(req, digest=digest_of(other))
     assert pdp.stub.Decide(req, timeout=5).outcome != pb.OUTCOME_ALLOW
+
+
+def _answer(resp: pb.DecideResponse) -> tuple[int, list[str], list[dict[str, Any]]]:
+    return resp.outcome, [r.code for r in resp.reasons], [json_format.MessageToDict(o) for o in resp.obligations]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(st.tuples(contexts(), st.booleans()), min_size=1, max_size=6))
+def test_a_batch_answers_each_request_exactly_as_decide(pdp: Pdp, batch: list[tuple[dict[str, Any], bool]]) -> None:
+    requests = []
+    for context, approved in batch:
+        req = to_request(context)
+        if approved:  # reach the allow and obligation paths too, not only denials
+            approve_all(req, digest=digest_of(req))
+        requests.append(req)
+    together = pdp.stub.DecideBatch(pb.DecideBatchRequest(requests=requests), timeout=10).responses
+    alone = [pdp.stub.Decide(req, timeout=5) for req in requests]
+    for r in together:
+        event(pb.Outcome.Name(r.outcome))
+    assert [_answer(r) for r in together] == [_answer(r) for r in alone]
