@@ -938,6 +938,8 @@ Global___Explanation: _TypeAlias = Explanation  # noqa: Y015
 
 @_typing.final
 class Timings(_message.Message):
+    """In a DecideBatch answer these are the whole call's: one OPA query served every request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOTAL_US_FIELD_NUMBER: _builtins.int
