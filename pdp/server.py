@@ -13,7 +13,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import message, struct_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -323,9 +323,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         telemetry=telemetry,
         max_batch=settings.max_batch,
     )
-    pb_grpc.add_DecisionServiceServicer_to_server(
-        DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server
-    )
+    _add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -344,6 +342,33 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         timeout_s=settings.opa_timeout_s,
     )
     return PdpServer(server, monitor, health_servicer, recorder, telemetry), port
+
+
+def _add_service(servicer: DecisionServicer, server: grpc.Server) -> None:
+    """Registers DecisionService with each request parsed inside its handler, so that bytes
+    protobuf cannot decode (e.g. Structs nested past its recursion limit of 100) are
+    INVALID_ARGUMENT, not the INTERNAL "exception deserializing request" of a deserializer."""
+    service = pb.DESCRIPTOR.services_by_name["DecisionService"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            _decoding(getattr(servicer, m.name), getattr(pb, m.input_type.name)),
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+        )
+        for m in service.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]  # stubs lag grpcio
+
+
+def _decoding(method: Any, request_type: Any) -> Any:
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            request = request_type.FromString(raw)
+        except message.DecodeError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {request_type.DESCRIPTOR.name}: {e}")
+        return method(request, context)
+
+    return handle
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials:

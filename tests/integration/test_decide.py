@@ -147,3 +147,25 @@ def test_opa_over_a_unix_socket(start_opa, start_pdp, tmp_path) -> None:  # type
     opa = start_opa(addr=f"unix://{tmp_path}/opa.sock")
     pdp = start_pdp(opa.url)
     assert pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5).outcome == pb.OUTCOME_ALLOW
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2), for lengths below 2**14."""
+    size = bytes([len(payload)]) if len(payload) < 128 else bytes([len(payload) & 0x7F | 0x80, len(payload) >> 7])
+    return bytes([number << 3 | 2]) + size + payload
+
+
+def test_structs_nested_past_protobufs_own_limit_are_invalid_argument(pdp: Pdp) -> None:
+    # Another language's client can send what Python's protobuf refuses to decode (depth > 100):
+    # context.attributes = {"n": {"n": ... }} 120 levels deep, written as raw wire bytes.
+    value = b"\x11" + b"\x00" * 8  # Value{number_value: 0.0}
+    for _ in range(120):
+        struct = _field(1, _field(1, b"n") + _field(2, value))  # Struct{fields: {"n": value}}
+        value = _field(5, struct)  # Value{struct_value: struct}
+    raw = _field(2, _field(10, struct))  # DecideRequest{context: {attributes: struct}}
+    decide = pdp.channel.unary_unary("/pdp.v1.DecisionService/Decide")
+    with pytest.raises(grpc.RpcError) as e:
+        decide(raw, timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith("request: not a valid DecideRequest")
+    assert pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5).outcome == pb.OUTCOME_ALLOW
