@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-tools: $(OPA) $(REGAL) $(BIN)/grpcurl $(BIN)/jaeger $(BIN)/compose-go ## build opa, regal, grpcurl, jaeger, compose-go from their pinned Go modules (only when a pin changes)
+tools: $(OPA) $(REGAL) $(BIN)/grpcurl $(BIN)/jaeger $(BIN)/compose-go $(BIN)/notecheck ## build opa, regal, grpcurl, jaeger, compose-go, notecheck from their pinned Go modules (only when a pin changes)
 
 BENCH_TOOLS := $(BIN)/ghz $(BIN)/vegeta
 
@@ -41,6 +41,11 @@ $(BIN)/%: tools/%/go.mod tools/%/go.sum
 $(BIN)/compose-go: tools/compose-go/go.mod tools/compose-go/go.sum
 	@mkdir -p $(BIN)
 	cd tools/compose-go && go build -trimpath -o $@ github.com/compose-spec/compose-go/v2/cmd
+
+# notecheck is ours: a few lines around Go's sumdb/note, the reference C2SP signed-note verifier.
+$(BIN)/notecheck: tools/notecheck/go.mod tools/notecheck/go.sum tools/notecheck/main.go
+	@mkdir -p $(BIN)
+	cd tools/notecheck && go build -trimpath -o $@ .
 
 protos: $(VENV)/.installed ## regenerate pdp/v1 stubs from protos/
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
@@ -76,7 +81,7 @@ policy-check: $(OPA) $(REGAL) ## opa fmt, opa check --strict, opa test with cove
 	  { $(OPA) test rego; echo "policy coverage is below $(COVERAGE)%: see rego/README.md"; exit 1; }
 	$(REGAL) lint rego
 
-pytest: $(VENV)/.installed $(OPA)
+pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck
 	PDP_OPA_BIN=$(OPA) $(PY) -m pytest
 
 clean:

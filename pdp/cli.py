@@ -21,6 +21,7 @@ from pdp import __version__, keys
 from pdp.config import Settings
 from pdp.errors import ConfigError
 from pdp.keys import KeyRing
+from pdp.ledger import checkpoint
 from pdp.ledger.audit import AuditError, verify_log
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar
@@ -70,10 +71,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
     c.set_defaults(func=_decide)
 
-    k = sub.add_parser("keys", help="generate or rotate the signing key; print the JWKS")
-    k.add_argument("action", choices=["generate", "rotate", "jwks"], help="generate a first key, rotate, or print")
+    k = sub.add_parser("keys", help="generate or rotate the signing key; print the JWKS or note verifier keys")
+    k.add_argument(
+        "action",
+        choices=["generate", "rotate", "jwks", "note-keys"],
+        help="generate a first key, rotate, print the JWKS, or print the checkpoints' note verifier keys",
+    )
     k.add_argument("--dir", type=Path, required=True, help="the key directory (PDP_KEY_DIR)")
     k.add_argument("--if-missing", action="store_true", help="generate: succeed without change if a key exists")
+    k.add_argument(
+        "--origin",
+        default=Settings().log_origin,
+        help="note-keys: the log's origin (PDP_LOG_ORIGIN; default: %(default)s)",
+    )
     k.set_defaults(func=_keys)
 
     a = sub.add_parser("audit", help="verify a decision log from its files and the public keys alone")
@@ -87,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
 def _keys(args: argparse.Namespace) -> int:
     if args.action == "jwks":
         print(json.dumps(KeyRing.load(args.dir).jwks, indent=2))
+        return 0
+    if args.action == "note-keys":
+        # One C2SP note verifier key per public key, for checkpoint verifiers such as Go's sumdb/note.
+        jwks = json.loads((args.dir / "jwks.json").read_text())
+        for public in keys.public_keys(jwks).values():
+            print(checkpoint.verifier_key(args.origin, public))
         return 0
     if args.action == "generate" and (args.dir / "active").exists():
         if args.if_missing:

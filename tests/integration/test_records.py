@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,7 +19,7 @@ from pdp.ledger import checkpoint, merkle
 from pdp.ledger.log import note_verifiers
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import Pdp, load_request
+from tests.conftest import ROOT, Pdp, load_request
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +122,29 @@ def test_get_decision_proves_inclusion_under_a_signed_checkpoint(pdp: Pdp) -> No
         pb.GetConsistencyProofRequest(old_size=cp.size, new_size=cp2.size), timeout=5
     ).proof
     merkle.verify_consistency(cp.size, cp2.size, cp.root, cp2.root, list(proof))
+
+
+def test_checkpoints_verify_with_gos_reference_signed_note_implementation(pdp: Pdp, tmp_path: Path) -> None:
+    notecheck = ROOT / ".bin" / "notecheck"
+    assert notecheck.exists(), "run `make tools`: notecheck is Go's sumdb/note verifier"
+    resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
+    note = pdp.stub.GetDecision(pb.GetDecisionRequest(decision_id=resp.decision_id), timeout=5).checkpoint
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks_of(pdp)))
+    cli = [sys.executable, "-m", "pdp", "keys", "note-keys", "--dir", str(tmp_path)]
+    verifier_keys = subprocess.run(cli, check=True, capture_output=True, text=True).stdout.split()
+
+    ok = subprocess.run([notecheck, *verifier_keys], input=note, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == note.split("\n\n")[0] + "\n"  # the checkpoint body, verified by Go
+
+    origin, size = note.split("\n")[:2]
+    forged = note.replace(f"{origin}\n{size}\n", f"{origin}\n{int(size) + 1}\n", 1)
+    bad = subprocess.run([notecheck, *verifier_keys], input=forged, capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and "invalid signature" in bad.stderr
+    other = keys.rotate(tmp_path / "other")
+    stranger = checkpoint.verifier_key(origin, next(iter(keys.public_keys(other.jwks).values())))
+    unknown = subprocess.run([notecheck, stranger], input=note, capture_output=True, text=True, check=False)
+    assert unknown.returncode == 1 and "no verifiable signatures" in unknown.stderr
 
 
 def test_unknown_decisions_and_bad_proof_requests_are_clear_errors(pdp: Pdp) -> None:
