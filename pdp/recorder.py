@@ -11,7 +11,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -227,6 +227,7 @@ def open_recorder(
     checkpoint_every: int,
     checkpoint_interval_s: float,
     segment_max_bytes: int,
+    on_sync: Callable[[float], None] | None = None,
 ) -> Recorder:
     """Opens the log under the key ring and returns the recorder on it."""
     log = Log.open(
@@ -237,5 +238,6 @@ def open_recorder(
         checkpoint_every=checkpoint_every,
         checkpoint_interval_s=checkpoint_interval_s,
         segment_max_bytes=segment_max_bytes,
+        on_sync=on_sync,
     )
     return Recorder(ring=ring, log=log, ttl_s=ttl_s, mask=mask, erase=erase)

@@ -293,6 +293,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     if settings.key_dir is None or settings.log_dir is None:
         raise ConfigError("PDP_KEY_DIR and PDP_LOG_DIR are required: a decision that cannot be recorded is not made")
     ring = KeyRing.load(settings.key_dir)
+    telemetry = telemetry or Telemetry()
     recorder = open_recorder(
         ring=ring,
         log_dir=settings.log_dir,
@@ -303,8 +304,8 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         checkpoint_every=settings.checkpoint_every,
         checkpoint_interval_s=settings.checkpoint_interval_s,
         segment_max_bytes=settings.segment_max_bytes,
+        on_sync=telemetry.ledger_sync_duration.record,
     )
-    telemetry = telemetry or Telemetry()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pdp-rpc"),
         options=[

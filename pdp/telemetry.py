@@ -81,6 +81,9 @@ class Telemetry:
         self.opa_duration = meter.create_histogram(
             "pdp.opa.duration", unit="s", description="Round trip of one OPA query"
         )
+        self.ledger_sync_duration = meter.create_histogram(
+            "pdp.ledger.sync.duration", unit="s", description="One group commit: fdatasync of the decision log"
+        )
 
     @property
     def exporting(self) -> bool:

@@ -97,8 +97,10 @@ class Log:
         checkpoint_every: int,
         checkpoint_interval_s: float,
         segment_max_bytes: int,
+        on_sync: Callable[[float], None] | None = None,
     ) -> None:
         self.directory = directory
+        self._on_sync = on_sync
         self.origin = origin
         self._key = signing_key
         self._verifiers = verifiers
@@ -133,8 +135,11 @@ class Log:
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 1.0,
         segment_max_bytes: int = 64 << 20,
+        on_sync: Callable[[float], None] | None = None,
     ) -> Log:
         """Opens (or creates) the log, recovering a torn tail and refusing a damaged past.
+
+        ``on_sync`` is told how long each group commit's fdatasync took (seconds).
 
         Raises:
             LedgerCorrupt: damage at or before the last checkpoint.
@@ -148,6 +153,7 @@ class Log:
             checkpoint_every=checkpoint_every,
             checkpoint_interval_s=checkpoint_interval_s,
             segment_max_bytes=segment_max_bytes,
+            on_sync=on_sync,
         )
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -312,8 +318,11 @@ class Log:
                 target, fd = self._written, self._fd
                 self._cond.release()
                 try:
+                    began = time.perf_counter()
                     os.fdatasync(fd)
                     error = None
+                    if self._on_sync is not None:
+                        self._on_sync(time.perf_counter() - began)
                 except OSError as e:
                     error = e
                 finally:
