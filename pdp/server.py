@@ -89,7 +89,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                 request.requests, caller=Caller.from_grpc(context), time_remaining_s=context.time_remaining()
             ),
         )
-        self._telemetry.record(decisions)
+        self._telemetry.record(decisions, batch=True)
         return pb.DecideBatchResponse(responses=[to_proto(d) for d in decisions])
 
     def GetJwks(self, request: pb.GetJwksRequest, context: grpc.ServicerContext) -> pb.GetJwksResponse:  # noqa: N802

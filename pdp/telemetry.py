@@ -169,9 +169,11 @@ class Telemetry:
                 propagate.inject(headers)
             yield headers
 
-    def record(self, decisions: Sequence[Decision]) -> None:
+    def record(self, decisions: Sequence[Decision], *, batch: bool = False) -> None:
         """Puts one call's decisions into the metrics and on the current (server) span: as span
         attributes for one decision, as one ``pdp.decision`` span event each for a batch."""
+        span = trace.get_current_span()
+        recording = span.is_recording()
         attributes = []
         for decision in decisions:
             v = decision.verdict
@@ -180,26 +182,26 @@ class Telemetry:
             self.decide_duration.record(decision.total_ns / 1e9, {"outcome": v.outcome.value})
             if v.indeterminate:
                 self.fail_closed.add(1, {"error_code": v.error_code})
-            attributes.append(
-                {
-                    "pdp.decision_id": decision.decision_id,
-                    "pdp.request_id": decision.request_id,
-                    "pdp.outcome": v.outcome.value,
-                    "pdp.reason_codes": codes,
-                    "pdp.indeterminate": v.indeterminate,
-                    "pdp.error_code": v.error_code,
-                    "pdp.policy.revision": ",".join(sorted(decision.bundle_revisions.values())),
-                    "pdp.agent.id": decision.agent_id,
-                    "pdp.action.tool": decision.tool,
-                    "pdp.explain": decision.explain,
-                }
-            )
+            if recording:
+                attributes.append(
+                    {
+                        "pdp.decision_id": decision.decision_id,
+                        "pdp.request_id": decision.request_id,
+                        "pdp.outcome": v.outcome.value,
+                        "pdp.reason_codes": codes,
+                        "pdp.indeterminate": v.indeterminate,
+                        "pdp.error_code": v.error_code,
+                        "pdp.policy.revision": ",".join(sorted(decision.bundle_revisions.values())),
+                        "pdp.agent.id": decision.agent_id,
+                        "pdp.action.tool": decision.tool,
+                        "pdp.explain": decision.explain,
+                    }
+                )
         if opa_ns := max((d.opa_ns for d in decisions), default=0):
             self.opa_duration.record(opa_ns / 1e9)  # one OPA query per call
-        span = trace.get_current_span()
-        if not span.is_recording():
+        if not recording:
             return
-        if len(attributes) == 1:
+        if not batch:
             span.set_attributes(attributes[0])
         else:
             span.set_attribute("pdp.batch_size", len(attributes))
