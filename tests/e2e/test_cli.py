@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -66,11 +67,44 @@ def decide(addr: str, *args: str) -> dict:
     return json.loads(out.stdout)
 
 
-@pytest.mark.parametrize(("example", "outcome"), OUTCOMES.items())
-def test_pdp_decide_on_each_example(dev_stack: DevStack, example: str, outcome: str) -> None:
+def documented_codes() -> dict[str, str]:
+    """Reason code → what it does (deny, allow, approval ...) from rego/README.md's table."""
+    rows = re.findall(r"^\| `([a-z_.]+)` \| (\w+)", (ROOT / "rego" / "README.md").read_text(), re.MULTILINE)
+    return dict(rows)
+
+
+def test_every_reason_code_in_the_policy_is_documented() -> None:
+    in_policy = {
+        m.group(1)
+        for path in (ROOT / "rego").rglob("*.rego")
+        if not path.name.endswith("_test.rego")
+        for m in re.finditer(r"^#\s+code:\s+(\S+)$", path.read_text(), re.MULTILINE)
+    }
+    assert in_policy == set(documented_codes())  # rego/README.md's table: no more, no fewer
+
+
+_KIND = {"OUTCOME_ALLOW": "allow", "OUTCOME_DENY": "deny", "OUTCOME_REQUIRE_APPROVAL": "approval"}
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.json")))
+def test_pdp_decide_on_each_example_gives_its_documented_outcome_and_codes(dev_stack: DevStack, example: str) -> None:
+    # Each example is named for its outcome (README); its reason codes are in rego/README.md's table.
+    expected = next(
+        o
+        for name, o in [
+            ("require-approval", "OUTCOME_REQUIRE_APPROVAL"),
+            ("allow", "OUTCOME_ALLOW"),
+            ("deny", "OUTCOME_DENY"),
+        ]
+        if name in example
+    )
     resp = decide(dev_stack.addr, str(EXAMPLES / example))
-    assert resp["outcome"] == outcome
+    assert resp["outcome"] == expected
     assert resp["provenance"]["bundleRevisions"]
+    documented = documented_codes()
+    codes = [r["code"] for r in resp["reasons"]]
+    assert codes and all(c in documented for c in codes), f"undocumented reason codes: {codes}"
+    assert _KIND[expected] in {documented[c] for c in codes}
 
 
 def test_explain_flag(dev_stack: DevStack, tmp_path: Path) -> None:
