@@ -353,11 +353,15 @@ class Log:
         self._quiesce()
         self._write_checkpoint()
         path = self.directory / f"segment-{self._segment_no:06d}.log"
-        os.close(self._fd)
-        path.chmod(0o444)
-        self._segment_no += 1
-        self._open_segment()
-        _fsync_dir(self.directory)
+        try:
+            os.close(self._fd)
+            self._fd = -1
+            path.chmod(0o444)
+            self._segment_no += 1
+            self._open_segment()
+            _fsync_dir(self.directory)
+        except OSError as e:  # e.g. the directory turned read-only: nothing more can be appended
+            self._fail(f"cannot start segment {self._segment_no}: {e}")
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
@@ -26,8 +27,20 @@ from tests.conftest import ROOT, load_request, wait_for
 pytestmark = pytest.mark.integration
 
 
+def _as_an_ordinary_process() -> None:
+    """Root ignores file modes (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH); take those from the
+    child's bounding set before exec, so a read-only directory is read-only for the PDP too."""
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for cap in (1, 2):
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 class Proc:
-    def __init__(self, opa: OpaSidecar, home: Path, *, fsize: int | None = None) -> None:
+    def __init__(
+        self, opa: OpaSidecar, home: Path, *, fsize: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.home = home
         keys.ensure(home / "keys")
@@ -38,9 +51,11 @@ class Proc:
             "PDP_KEY_DIR": str(home / "keys"),
             "PDP_LOG_DIR": str(home / "log"),
             "PDP_HEALTH_INTERVAL_MS": "100",
+            **(env or {}),
         }
 
         def limit() -> None:
+            _as_an_ordinary_process()
             if fsize is not None:  # the disk is full past this many bytes per file
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
@@ -52,7 +67,7 @@ class Proc:
             env=env,
             stdout=self.out,
             stderr=self.out,
-            preexec_fn=limit,  # noqa: PLW1509  (only a resource limit, set before exec)
+            preexec_fn=limit,  # noqa: PLW1509  (only limits, set before exec)
         )
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb_grpc.DecisionServiceStub(self.channel)
@@ -129,3 +144,23 @@ def test_a_log_that_cannot_be_written_never_yields_allow(opa: OpaSidecar, tmp_pa
     failed_at = next(i for i, o in enumerate(outcomes) if o[1])
     assert all(o == (pb.OUTCOME_DENY, "pdp.ledger_unavailable", False) for o in outcomes[failed_at:])
     wait_for(lambda: not pdp.serving(), timeout_s=5, what="NOT_SERVING")
+
+
+def test_a_read_only_log_directory_never_yields_allow(opa: OpaSidecar, tmp_path: Path, procs: list[Proc]) -> None:
+    pdp = Proc(opa, tmp_path, env={"PDP_SEGMENT_MAX_BYTES": "4096"})  # a new segment every few records
+    procs.append(pdp)
+    first = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
+    assert (first.outcome, bool(first.record)) == (pb.OUTCOME_ALLOW, True)
+    log_dir = tmp_path / "log"
+    log_dir.chmod(0o555)  # the volume turns read-only under the PDP: no new segment can be made
+    try:
+        outcomes = []
+        for _ in range(10):
+            resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
+            outcomes.append((resp.outcome, resp.error_code, bool(resp.record)))
+    finally:
+        log_dir.chmod(0o755)
+    failed_at = next(i for i, o in enumerate(outcomes) if o[1])
+    assert all(o == (pb.OUTCOME_DENY, "pdp.ledger_unavailable", False) for o in outcomes[failed_at:])
+    wait_for(lambda: not pdp.serving(), timeout_s=5, what="NOT_SERVING")
+    assert "Permission denied" in (tmp_path / "pdp.out").read_text()
