@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import logging
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -22,6 +25,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# Resolved once, here: the child between fork and exec must not load libraries (a
+# multi-threaded parent's fork copies locks that nobody will ever release).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """Linux: OPA gets SIGTERM when the thread that started it ends, even by SIGKILL of the
+    process, so a killed ``pdp dev`` never leaves an OPA holding its port. (Start the sidecar
+    from a thread that lives as long as it should: ``pdp dev`` and the tests use the main one.)"""
+    if _prctl is not None:
+        _prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 class OpaSidecar:
@@ -72,7 +88,13 @@ class OpaSidecar:
         # are never loaded into a serving OPA.
         cmd += ["--ignore", "*_test.rego", "--bundle", str(self.bundle)]
         log.debug("starting %s", " ".join(cmd))
-        self.process = subprocess.Popen(cmd, stdout=self._log_file, stderr=self._log_file, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            cmd,
+            stdout=self._log_file,
+            stderr=self._log_file,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509  (one prctl before exec)
+        )
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

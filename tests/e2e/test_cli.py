@@ -149,6 +149,20 @@ def test_ctrl_c_stops_pdp_and_opa(dev_stack: DevStack) -> None:
     assert "OPA sidecar stopped" in dev_stack.log.read_text()
 
 
+def test_a_killed_pdp_dev_takes_its_opa_with_it(dev_stack: DevStack) -> None:
+    dev_stack.process.kill()  # SIGKILL: no handler runs, yet OPA must not outlive it holding the port
+    dev_stack.process.wait(timeout=20)
+
+    def nobody_listens() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", dev_stack.opa_port), timeout=0.5).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_for(nobody_listens, timeout_s=10, what="OPA gone after SIGKILL of pdp dev")
+
+
 def test_help_lists_the_commands() -> None:
     out = subprocess.run([*PDP, "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("serve", "dev", "decide"):
