@@ -1,7 +1,7 @@
 """The gRPC server: DecisionService, health, reflection, TLS, graceful stop.
 
-The servicer is thin: proto in → :meth:`Decider.decide` (or ``decide_batch``) → proto out. Errors map to gRPC status
-codes in exactly one place (:meth:`DecisionServicer.Decide`).
+The servicer is thin: proto in → :meth:`Decider.decide` (or ``decide_batch``) → proto out.
+Errors map to gRPC status codes in exactly one place (:meth:`DecisionServicer._call`).
 """
 
 from __future__ import annotations
