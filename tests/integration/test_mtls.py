@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pdp.sidecar import OpaSidecar
+from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Pdp, request
 
@@ -55,12 +56,15 @@ def pki(tmp_path: Path) -> dict[str, bytes]:
     ca = _issue("test-ca", [], None)
     server = _issue("pdp", [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], ca)
     client = _issue("pep-gateway", [x509.UniformResourceIdentifier("spiffe://bank.example/pep-gateway")], ca)
+    deployer = _issue("deploy-gateway", [x509.UniformResourceIdentifier("spiffe://bank.example/deploy-gateway")], ca)
     files = {
         "ca": ca[0].public_bytes(serialization.Encoding.PEM),
         "server_cert": server[0].public_bytes(serialization.Encoding.PEM),
         "server_key": _pem_key(server[1]),
         "client_cert": client[0].public_bytes(serialization.Encoding.PEM),
         "client_key": _pem_key(client[1]),
+        "deployer_cert": deployer[0].public_bytes(serialization.Encoding.PEM),
+        "deployer_key": _pem_key(deployer[1]),
     }
     for name, data in files.items():
         (tmp_path / f"{name}.pem").write_bytes(data)
@@ -95,3 +99,30 @@ def test_caller_identity_comes_from_the_client_certificate(
     with grpc.secure_channel(f"localhost:{pdp.port}", no_cert) as channel, pytest.raises(grpc.RpcError) as e:
         pb_grpc.DecisionServiceStub(channel).Decide(req, timeout=5)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_only_the_callers_an_agent_is_bound_to_may_speak_for_it(
+    start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp], pki: dict[str, bytes], tmp_path: Path
+) -> None:
+    # release-bot's registry entry binds it to spiffe://bank.example/deploy-gateway.
+    pdp = start_pdp(
+        start_opa().url,
+        tls_cert_file=tmp_path / "server_cert.pem",
+        tls_key_file=tmp_path / "server_key.pem",
+        tls_client_ca_file=tmp_path / "ca.pem",
+    )
+    req = request(
+        agent={"id": "release-bot", "version": "5.2.0"},
+        action={"tool": "deploy.release", "operation": "execute"},
+        environment={"name": "staging"},
+    )
+
+    def decide_as(cert: str, key: str) -> tuple[str, set[str]]:
+        creds = grpc.ssl_channel_credentials(pki["ca"], pki[key], pki[cert])
+        with grpc.secure_channel(f"localhost:{pdp.port}", creds) as channel:
+            resp = pb_grpc.DecisionServiceStub(channel).Decide(req, timeout=5)
+        return pb.Outcome.Name(resp.outcome), {r.code for r in resp.reasons}
+
+    assert decide_as("client_cert", "client_key") == ("OUTCOME_DENY", {"agent.caller_not_bound"})  # pep-gateway
+    outcome, codes = decide_as("deployer_cert", "deployer_key")  # the bound gateway (time window may escalate)
+    assert outcome != "OUTCOME_DENY" and "agent.caller_not_bound" not in codes

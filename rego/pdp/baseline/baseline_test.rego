@@ -175,3 +175,37 @@ test_lineage_incomplete_quiet_with_good_lineage if {
 }
 
 test_lineage_incomplete_quiet_for_low_risk_reads if not "lineage.incomplete" in denied({})
+
+deploy := {"agent": {"id": "release-bot", "version": "5.2.0"}, "action": {"tool": "deploy.release"}}
+
+test_agent_caller_not_bound_fires_for_an_unauthenticated_caller if {
+	"agent.caller_not_bound" in denied(object.union(deploy, {"caller": {
+		"authenticated": false, "peer": "ipv4:10.0.0.9:5000",
+		"subject": "", "sans": [],
+	}}))
+}
+
+test_agent_caller_not_bound_fires_for_another_authenticated_caller if {
+	"agent.caller_not_bound" in denied(object.union(deploy, {"caller": {
+		"authenticated": true, "peer": "ipv4:10.0.0.9:5000",
+		"subject": "pep-gateway", "sans": ["spiffe://bank.example/pep-gateway"],
+	}}))
+}
+
+test_agent_caller_not_bound_quiet_for_the_bound_spiffe_id if {
+	not "agent.caller_not_bound" in denied(object.union(deploy, {"caller": {
+		"authenticated": true, "peer": "ipv4:10.0.0.7:5000",
+		"subject": "deploy-gateway", "sans": ["spiffe://bank.example/deploy-gateway"],
+	}}))
+}
+
+test_agent_caller_not_bound_needs_authentication_even_for_a_matching_name if {
+	"agent.caller_not_bound" in denied(object.union(deploy, {"caller": {
+		"authenticated": false, "peer": "ipv4:10.0.0.7:5000",
+		"subject": "", "sans": ["spiffe://bank.example/deploy-gateway"],
+	}}))
+}
+
+test_agent_caller_not_bound_quiet_for_agents_without_callers if {
+	not "agent.caller_not_bound" in denied({"caller": {"authenticated": false, "peer": "ipv4:10.0.0.9:5000"}})
+}

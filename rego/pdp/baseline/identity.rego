@@ -37,6 +37,22 @@ deny contains lib.reason(rego.metadata.rule(), msg) if {
 }
 
 # METADATA
+# title: Caller not bound to the agent
+# description: |
+#   An agent whose registry entry lists `callers` may be acted for only by an enforcement
+#   point that authenticated (mTLS) as one of them: the client certificate's subject or one
+#   of its SANs (e.g. a SPIFFE ID), as the PDP put them in input.caller. Anyone else claiming
+#   to speak for the agent is refused. Without `callers`, any caller may name the agent.
+# custom:
+#   code: agent.caller_not_bound
+#   severity: critical
+deny contains lib.reason(rego.metadata.rule(), msg) if {
+	agent.callers
+	not _caller_bound
+	msg := sprintf("caller %q may not act for agent %q", [_caller_name, input.agent.id])
+}
+
+# METADATA
 # title: Agent version not allowed
 # description: Only the agent versions its registry entry lists may act.
 # custom:
@@ -47,3 +63,15 @@ deny contains lib.reason(rego.metadata.rule(), msg) if {
 	not input.agent.version in agent.versions
 	msg := sprintf("agent %q version %q is not an allowed version", [input.agent.id, input.agent.version])
 }
+
+# The caller is one the agent's registry entry binds it to (authenticated by mTLS).
+_caller_bound if {
+	input.caller.authenticated == true
+	some name in array.concat([input.caller.subject], input.caller.sans)
+	name in agent.callers
+}
+
+_caller_name := name if {
+	name := input.caller.subject
+	name != ""
+} else := input.caller.peer
