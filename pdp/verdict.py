@@ -85,9 +85,14 @@ def interpret(result: Any, *, defined: bool = True) -> Verdict:
         outcome = Outcome(result.get("outcome"))
     except ValueError:
         raise PolicyMalformed(f"outcome {result.get('outcome')!r} is not allow, deny or require_approval") from None
+    reasons = tuple(_reason(r, i) for i, r in enumerate(_list(result, "reasons")))
+    if not reasons:
+        # Every answer says why (the grant, the denial, the pending approval); one that does not
+        # is a policy defect an operator must see, not an ALLOW nobody can explain.
+        raise PolicyMalformed(f"a {outcome.value} decision without any reason")
     return Verdict(
         outcome=outcome,
-        reasons=tuple(_reason(r, i) for i, r in enumerate(_list(result, "reasons"))),
+        reasons=reasons,
         obligations=tuple(_obligation(o, i) for i, o in enumerate(_list(result, "obligations"))),
     )
 
