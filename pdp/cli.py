@@ -13,6 +13,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -64,8 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--opa-addr", default="127.0.0.1:8181", help="where the OPA sidecar listens (default: %(default)s)")
     d.set_defaults(func=_dev)
 
-    c = sub.add_parser("decide", help="send one Decide request from a JSON file and print the answer")
-    c.add_argument("file", help="request in proto3 JSON (a DecideRequest); - reads standard input")
+    c = sub.add_parser(
+        "decide", help="send a Decide request from a JSON file (several files: one DecideBatch) and print the answer"
+    )
+    c.add_argument("file", nargs="+", help="request in proto3 JSON (a DecideRequest); - reads standard input")
     c.add_argument("--addr", default="127.0.0.1:50051", help="PDP address (default: %(default)s)")
     c.add_argument("--explain", choices=sorted(_EXPLAIN), help="override the request's explain level")
     c.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
@@ -194,17 +197,26 @@ def _wait_for_signal() -> None:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        request = json_format.Parse(text, pb.DecideRequest())
-    except (OSError, json_format.ParseError) as e:
-        print(f"pdp decide: cannot read a DecideRequest from {args.file}: {e}", file=sys.stderr)
-        return 2
-    if args.explain is not None:
-        request.explain = _EXPLAIN[args.explain]  # type: ignore[assignment]
-    with grpc.insecure_channel(args.addr) as channel:
+    requests = []
+    for name in args.file:
         try:
-            response = pb_grpc.DecisionServiceStub(channel).Decide(request, timeout=args.timeout)
+            text = sys.stdin.read() if name == "-" else Path(name).read_text()
+            requests.append(json_format.Parse(text, pb.DecideRequest()))
+        except (OSError, json_format.ParseError) as e:
+            print(f"pdp decide: cannot read a DecideRequest from {name}: {e}", file=sys.stderr)
+            return 2
+    if args.explain is not None:
+        if len(requests) > 1:
+            print("pdp decide: --explain needs a single request (DecideBatch gives no explanations)", file=sys.stderr)
+            return 2
+        requests[0].explain = _EXPLAIN[args.explain]  # type: ignore[assignment]
+    with grpc.insecure_channel(args.addr) as channel:
+        stub = pb_grpc.DecisionServiceStub(channel)
+        try:
+            if len(requests) == 1:
+                response: Any = stub.Decide(requests[0], timeout=args.timeout)
+            else:
+                response = stub.DecideBatch(pb.DecideBatchRequest(requests=requests), timeout=args.timeout)
         except grpc.RpcError as e:
             print(f"pdp decide: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1

@@ -141,6 +141,20 @@ def test_decide_reports_unreadable_input_clearly(dev_stack: DevStack, tmp_path: 
     assert "INVALID_ARGUMENT: context.agent: is required" in out.stderr
 
 
+def test_several_files_are_one_decide_batch(dev_stack: DevStack) -> None:
+    names = list(OUTCOMES)
+    resp = decide(dev_stack.addr, *(str(EXAMPLES / n) for n in names))
+    assert [r["outcome"] for r in resp["responses"]] == [OUTCOMES[n] for n in names]
+    assert len({r["decisionId"] for r in resp["responses"]}) == len(names)
+
+    files = [str(EXAMPLES / n) for n in names[:2]]
+    out = subprocess.run(
+        [*PDP, "decide", "--addr", dev_stack.addr, "--explain", "notes", *files], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert "--explain needs a single request" in out.stderr
+
+
 def test_ctrl_c_stops_pdp_and_opa(dev_stack: DevStack) -> None:
     dev_stack.process.send_signal(signal.SIGINT)
     assert dev_stack.process.wait(timeout=20) == 0
