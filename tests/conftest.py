@@ -39,6 +39,20 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0, what: st
     pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
 
 
+def serve_env(home: Path, *, port: int, opa_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``pdp serve`` child on ``port``: its signing key (made here) and its
+    log under ``home``, asking the OPA at ``opa_url``; ``extra`` adds or overrides variables."""
+    keys.ensure(home / "keys")
+    return {
+        **os.environ,
+        "PDP_LISTEN": f"127.0.0.1:{port}",
+        "PDP_OPA_URL": opa_url,
+        "PDP_KEY_DIR": str(home / "keys"),
+        "PDP_LOG_DIR": str(home / "log"),
+        **extra,
+    }
+
+
 def load_request(name: str) -> pb.DecideRequest:
     """An example request from examples/ (proto3 JSON), with a request id of its own.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,11 +12,10 @@ from typing import Any
 import grpc
 import pytest
 
-from pdp import keys
 from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, wait_for
+from tests.conftest import ROOT, load_request, serve_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -38,17 +36,14 @@ def exported(stdout: str) -> dict[str, list[dict[str, Any]]]:
 
 def test_decisions_fail_closed_and_durations_are_counted(opa: OpaSidecar, tmp_path: Path) -> None:
     port = free_port()
-    keys.ensure(tmp_path / "keys")
-    env = {
-        **os.environ,
-        "PDP_LISTEN": f"127.0.0.1:{port}",
-        "PDP_OPA_URL": opa.url,
-        "PDP_KEY_DIR": str(tmp_path / "keys"),
-        "PDP_LOG_DIR": str(tmp_path / "log"),
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_METRICS_EXPORTER": "console",
-        "OTEL_METRIC_EXPORT_INTERVAL": "60000",  # one export, at shutdown: the totals
-    }
+    env = serve_env(
+        tmp_path,
+        port=port,
+        opa_url=opa.url,
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_METRICS_EXPORTER="console",
+        OTEL_METRIC_EXPORT_INTERVAL="60000",  # one export, at shutdown: the totals
+    )
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     err = (tmp_path / "pdp.log").open("w")
     serve = subprocess.Popen(

@@ -16,11 +16,10 @@ from typing import Any
 import grpc
 import pytest
 
-from pdp import keys
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, request, wait_for
+from tests.conftest import ROOT, load_request, request, serve_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -178,18 +177,15 @@ def test_one_trace_holds_caller_pdp_and_opa(jaeger: Jaeger, opa_bin: str, tmp_pa
 
 def test_a_fail_closed_decision_is_an_error_span(jaeger: Jaeger, tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "PDP_LISTEN": f"127.0.0.1:{port}",
-        "PDP_OPA_URL": f"http://127.0.0.1:{free_port()}",  # nobody listens: OPA is down
-        "PDP_KEY_DIR": str(tmp_path / "keys"),
-        "PDP_LOG_DIR": str(tmp_path / "log"),
-        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp,
-        "OTEL_SERVICE_NAME": "pdp",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
-    keys.ensure(tmp_path / "keys")
+    env = serve_env(
+        tmp_path,
+        port=port,
+        opa_url=f"http://127.0.0.1:{free_port()}",  # nobody listens: OPA is down
+        OTEL_EXPORTER_OTLP_ENDPOINT=jaeger.otlp,
+        OTEL_SERVICE_NAME="pdp",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
     log = tmp_path / "pdp.log"
     with log.open("w") as out:
         serve = subprocess.Popen([sys.executable, "-m", "pdp", "serve"], cwd=ROOT, env=env, stdout=out, stderr=out)

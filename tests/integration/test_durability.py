@@ -17,12 +17,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pdp import keys
 from pdp.ledger import audit
 from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, wait_for
+from tests.conftest import ROOT, load_request, serve_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,16 +42,7 @@ class Proc:
     ) -> None:
         self.port = free_port()
         self.home = home
-        keys.ensure(home / "keys")
-        env = {
-            **os.environ,
-            "PDP_LISTEN": f"127.0.0.1:{self.port}",
-            "PDP_OPA_URL": opa.url,
-            "PDP_KEY_DIR": str(home / "keys"),
-            "PDP_LOG_DIR": str(home / "log"),
-            "PDP_HEALTH_INTERVAL_MS": "100",
-            **(env or {}),
-        }
+        env = serve_env(home, port=self.port, opa_url=opa.url, PDP_HEALTH_INTERVAL_MS="100", **(env or {}))
 
         def limit() -> None:
             _as_an_ordinary_process()
