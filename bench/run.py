@@ -436,15 +436,18 @@ def main() -> int:
     o, d = nearest(points, "opa", at), nearest(points, "pdp", at)
     dur = next(p for p in points if p.target == "pdp (log on tmpfs)" and p.mode == "peak")
     batched = next(p for p in points if p.target == BATCHED and p.mode == "peak")
+    pdp_point = next(p for p in points if p.target == "pdp")
+    pdp_cpu = pdp_point.cpu_ms_per_decision["pdp"] + pdp_point.cpu_ms_per_decision["opa"]
+    pdp_rss = pdp_point.peak_rss_mb["pdp"] + pdp_point.peak_rss_mb["opa"]
     summary = {
         "throughput_ratio_pdp_over_opa": pdp_peak / opa_peak,
+        "cpu_per_decision_ratio_pdp_with_its_opa_over_opa": pdp_cpu / points[0].cpu_ms_per_decision["opa"],
+        "peak_rss_ratio_pdp_with_its_opa_over_opa": pdp_rss / points[0].peak_rss_mb["opa"],
+        "latency_ratio_at_half_pdp_peak": {"p50": d.p50_ms / o.p50_ms, "p99": d.p99_ms / o.p99_ms},
         "throughput_ratio_pdp_batched_over_opa": batched.rps / opa_peak,
         "added_latency_at_half_pdp_peak_ms": {"rate": at, "p50": d.p50_ms - o.p50_ms, "p99": d.p99_ms - o.p99_ms},
         "durable_log_vs_tmpfs_throughput": pdp_peak / dur.rps,
-        "cpu_ms_per_decision": {
-            "opa_direct": points[0].cpu_ms_per_decision,
-            "pdp": next(p for p in points if p.target == "pdp").cpu_ms_per_decision,
-        },
+        "cpu_ms_per_decision": {"opa_direct": points[0].cpu_ms_per_decision, "pdp": pdp_point.cpu_ms_per_decision},
     }
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "uname": " ".join(os.uname())}
@@ -470,8 +473,11 @@ def main() -> int:
     print(f"with DecideBatch of {BATCH}: {batched.rps:.0f} decisions/s, {batched.rps / opa_peak:.2f}x direct OPA")
     print(
         f"added latency at {at:.0f}/s (half the PDP's peak): p50 +{d.p50_ms - o.p50_ms:.2f} ms, "
-        f"p99 +{d.p99_ms - o.p99_ms:.2f} ms"
+        f"p99 +{d.p99_ms - o.p99_ms:.2f} ms (x{d.p50_ms / o.p50_ms:.1f} and x{d.p99_ms / o.p99_ms:.1f})"
     )
+    cpu_ratio = summary["cpu_per_decision_ratio_pdp_with_its_opa_over_opa"]
+    rss_ratio = summary["peak_rss_ratio_pdp_with_its_opa_over_opa"]
+    print(f"PDP (with its OPA) / direct OPA: CPU per decision x{cpu_ratio:.1f}, peak RSS x{rss_ratio:.1f}")
     print(
         f"durable log (fsync per group commit) vs log on tmpfs: {summary['durable_log_vs_tmpfs_throughput']:.2f}x "
         "the throughput"
