@@ -83,6 +83,7 @@ def test_opa_serves_rego_read_only_without_tests_and_traced(compose: dict[str, A
     assert "--ignore=*_test.rego" in cmd and '"--ignore", "*_test.rego"' in (ROOT / "pdp/sidecar.py").read_text()
     assert "--set=distributed_tracing.address=jaeger:4317" in cmd
 
+
 def test_opa_listens_only_on_a_socket_only_the_pdp_shares(compose: dict[str, Any]) -> None:
     s = compose["services"]
     cmd = s["opa"]["command"]
