@@ -1,4 +1,4 @@
-# The PDP image: `pdp serve` in front of an OPA sidecar container (see docker-compose.yml).
+# The PDP image: `pdp serve` in front of an OPA sidecar container (docker-compose.yml, deploy/k8s/).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
@@ -8,13 +8,17 @@ RUN python -m venv /opt/pdp \
 
 FROM python:3.11-slim
 COPY --from=build /opt/pdp /opt/pdp
-# Never root: the PDP needs no privileges, only its port and its key and log directories.
+# The policy bundle travels with the image: the Kubernetes pod copies it for its OPA sidecar.
+COPY rego /opt/pdp/policy
+# Never root: the PDP needs no privileges, only its port, its key and log directories, and the
+# directory of OPA's unix socket (0700, its user only: a shared volume starts from this directory).
 RUN useradd --system --uid 10001 --no-create-home pdp \
- && install -d -o 10001 -g 10001 -m 0700 /var/lib/pdp
-USER 10001
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/pdp /run/opa
+USER 10001:10001
 ENV PATH=/opt/pdp/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PDP_LISTEN=0.0.0.0:50051 \
-    PDP_OPA_URL=http://opa:8181 \
+    PDP_OPA_URL=unix:///run/opa/opa.sock \
     PDP_KEY_DIR=/var/lib/pdp/keys \
     PDP_LOG_DIR=/var/lib/pdp/log
 EXPOSE 50051

@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-tools: $(OPA) $(REGAL) $(BIN)/grpcurl $(BIN)/jaeger $(BIN)/compose-go $(BIN)/notecheck ## build opa, regal, grpcurl, jaeger, compose-go, notecheck from their pinned Go modules (only when a pin changes)
+tools: $(OPA) $(REGAL) $(BIN)/grpcurl $(BIN)/jaeger $(BIN)/compose-go $(BIN)/notecheck $(BIN)/kubeconform ## build opa, regal, grpcurl, jaeger, compose-go, notecheck, kubeconform from their pinned Go modules (only when a pin changes)
 
 BENCH_TOOLS := $(BIN)/ghz $(BIN)/vegeta
 
@@ -81,7 +81,8 @@ policy-check: $(OPA) $(REGAL) ## opa fmt, opa check --strict, opa test with cove
 	  { $(OPA) test rego; echo "policy coverage is below $(COVERAGE)%: see rego/README.md"; exit 1; }
 	$(REGAL) lint rego
 
-pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck
+# tests/unit/test_k8s.py runs kubeconform on deploy/k8s against the schemas of the kubernetes-validate dev dependency.
+pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck $(BIN)/kubeconform
 	PDP_OPA_BIN=$(OPA) $(PY) -m pytest
 
 clean:

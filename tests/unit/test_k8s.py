@@ -1,0 +1,398 @@
+"""deploy/k8s: valid Kubernetes objects (kubeconform, strict, offline) that keep OPA locked in its pod.
+
+kubeconform is built from its pinned Go module into .bin/ (`make tools`); the Kubernetes JSON schemas
+come from the kubernetes-validate package (a dev dependency), rewritten by tools/kubeconform/schemas.py
+so that every reference resolves on disk; cert-manager's Certificate is checked against the schema in
+tools/kubeconform/crds/. Only those locations are given to kubeconform, so it never downloads a schema,
+and a kind without a schema is an error, not a skip. The other tests read the YAML and hold it to the
+properties the deployment promises, and to the PDP's own Settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pdp import config, keys
+from pdp.errors import ConfigError
+from pdp.sidecar import free_port
+from pdp.v1 import decision_pb2 as pb
+from pdp.v1 import decision_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, load_request, wait_for
+
+KUBECONFORM = ROOT / ".bin" / "kubeconform"
+K8S = ROOT / "deploy" / "k8s"
+CRDS = ROOT / "tools" / "kubeconform" / "crds"
+# The oldest Kubernetes with native sidecar containers on by default and GA (1.33), and the newest
+# the pinned kubernetes-validate ships.
+VERSIONS = ("1.33.0", "1.37.0")
+KINDS = {"Namespace", "ServiceAccount", "Service", "StatefulSet", "NetworkPolicy", "PodDisruptionBudget", "Certificate"}
+SOCKET_DIR = "/run/opa"
+SOCKET_URL = f"unix://{SOCKET_DIR}/opa.sock"
+PDP_UID = 10001
+
+
+@pytest.fixture(scope="module")
+def schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not KUBECONFORM.exists():
+        pytest.fail("no .bin/kubeconform: run `make tools`")
+    out = tmp_path_factory.mktemp("k8s-schemas")
+    script = ROOT / "tools" / "kubeconform" / "schemas.py"
+    done = subprocess.run([sys.executable, str(script), str(out), *VERSIONS], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def kubeconform(schemas: Path, version: str, *paths: Path) -> tuple[int, list[dict[str, Any]], str]:
+    """Runs kubeconform -strict; returns its exit status, the result of every resource, and stderr."""
+    kind_file = "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    done = subprocess.run(
+        [
+            str(KUBECONFORM),
+            "-strict",
+            "-verbose",
+            "-output",
+            "json",
+            "-kubernetes-version",
+            version,
+            "-schema-location",
+            f"{schemas}/{{{{ .NormalizedKubernetesVersion }}}}-local{{{{ .StrictSuffix }}}}/{kind_file}",
+            "-schema-location",
+            f"{CRDS}/{kind_file}",
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    results: list[dict[str, Any]] = json.loads(done.stdout)["resources"]
+    return done.returncode, results, done.stderr
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[dict[str, Any]]:
+    return [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+@pytest.fixture(scope="module")
+def pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    return spec
+
+
+def containers(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in [*pod.get("initContainers", []), *pod["containers"]]}
+
+
+def env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def mounts(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in container.get("volumeMounts", [])}
+
+
+def volumes(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in pod["volumes"]}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kubeconform_accepts_every_manifest_strictly(schemas: Path, version: str) -> None:
+    code, results, stderr = kubeconform(schemas, version, K8S)
+    assert code == 0, results or stderr
+    assert {r["kind"] for r in results} == KINDS
+    assert {r["status"] for r in results} == {"statusValid"}
+
+
+PLANTED = {
+    # An unknown field deep in the pod (strict mode: additional properties are errors).
+    "statefulset.yaml": (
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["securityContext"].update(runAsRoot=False),
+        "/spec/template/spec/containers/0/securityContext",
+    ),
+    # A misspelt field of the CRD, against the schema the project provides for it.
+    "certificate.yaml": (lambda d: d["spec"].update(secretNme="pdp-tls"), "/spec"),
+    # A wrong type.
+    "service.yaml": (lambda d: d["spec"]["ports"][0].update(port="50051"), "/spec/ports/0/port"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_kubeconform_rejects_a_planted_mistake(schemas: Path, tmp_path: Path, name: str) -> None:
+    change, where = PLANTED[name]
+    doc = yaml.safe_load((K8S / name).read_text())
+    change(doc)
+    (tmp_path / name).write_text(yaml.safe_dump(doc))
+    code, results, _ = kubeconform(schemas, VERSIONS[-1], tmp_path)
+    assert code == 1
+    (result,) = results
+    assert result["status"] == "statusInvalid" and where in result["msg"], result
+
+
+def test_kubeconform_refuses_a_kind_it_has_no_schema_for(schemas: Path, tmp_path: Path) -> None:
+    (tmp_path / "issuer.yaml").write_text(
+        "apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: pdp-ca}\nspec: {ca: {secretName: ca}}\n"
+    )
+    code, results, _ = kubeconform(schemas, VERSIONS[-1], tmp_path)
+    assert code == 1 and results[0]["status"] == "statusError" and "could not find schema" in results[0]["msg"]
+
+
+def test_pdp_and_opa_share_one_pod_and_opa_is_a_native_sidecar(pod: dict[str, Any]) -> None:
+    assert [c["name"] for c in pod["containers"]] == ["pdp"]
+    opa = containers(pod)["opa"]
+    assert opa["restartPolicy"] == "Always"  # started before the PDP, stopped after it
+    pin = re.search(r"open-policy-agent/opa v(\S+)", (ROOT / "tools/opa/go.mod").read_text())
+    assert pin and opa["image"] == f"openpolicyagent/opa:{pin.group(1)}"
+
+
+def test_opa_is_reachable_only_through_the_pods_unix_socket(docs: list[dict[str, Any]], pod: dict[str, Any]) -> None:
+    by_name = containers(pod)
+    opa, pdp = by_name["opa"], by_name["pdp"]
+    args = opa["args"]
+    assert [a for a in args if a.startswith(("--addr", "-a"))] == [f"--addr={SOCKET_URL}"]
+    assert "--unix-socket-perm=600" in args and not any(a.startswith("--diagnostic-addr") for a in args)
+    assert "ports" not in opa
+    assert env(pdp)["PDP_OPA_URL"] == SOCKET_URL
+    # The socket's directory is an in-memory volume that only the PDP and OPA mount.
+    assert volumes(pod)["opa-socket"]["emptyDir"]["medium"] == "Memory"
+    assert {n for n, c in by_name.items() if "opa-socket" in mounts(c)} == {"pdp", "opa"}
+    assert {mounts(c)["opa-socket"]["mountPath"] for c in (opa, pdp)} == {SOCKET_DIR}
+    # No Service offers OPA: the only port in the namespace is the PDP's gRPC port.
+    services = [d for d in docs if d["kind"] == "Service"]
+    assert [p["port"] for s in services for p in s["spec"]["ports"]] == [50051]
+
+
+def test_every_container_is_non_root_read_only_without_privileges(
+    docs: list[dict[str, Any]], pod: dict[str, Any]
+) -> None:
+    ctx = pod["securityContext"]
+    assert ctx["runAsNonRoot"] and ctx["runAsUser"] == ctx["runAsGroup"] == ctx["fsGroup"] == PDP_UID
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod["automountServiceAccountToken"] and not pod.get("hostNetwork")
+    for name, c in containers(pod).items():
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] and sc["runAsUser"] == PDP_UID, name
+        assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, name
+        assert sc["capabilities"] == {"drop": ["ALL"]} and not sc.get("privileged"), name
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert {"cpu", "memory"} <= set(c["resources"]["requests"]) & set(c["resources"]["limits"]), name
+    # The API server enforces the same: Pod Security "restricted" on the namespace.
+    assert one(docs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert "USER 10001:10001" in (ROOT / "Dockerfile").read_text()
+
+
+def test_keys_come_from_a_secret_no_one_else_can_read(pod: dict[str, Any]) -> None:
+    vols, by_name = volumes(pod), containers(pod)
+    for volume in ("signing-key", "tls"):
+        mode = vols[volume]["secret"]["defaultMode"]
+        assert mode in (0o400, 0o440), f"{volume}: {oct(mode)}"
+        assert all(mounts(c)[volume]["readOnly"] for c in by_name.values() if volume in mounts(c))
+    assert vols["signing-key"]["secret"]["secretName"] == "pdp-signing-key"
+    # The PDP refuses a private key its group may read: an init container hands it a 0600 copy in memory.
+    keys = by_name["keys"]
+    assert "install -m 0600 /etc/pdp/signing/* /run/pdp/keys/" in keys["command"][-1]
+    assert mounts(keys)["signing-key"]["mountPath"] == "/etc/pdp/signing"
+    assert vols["keys"]["emptyDir"]["medium"] == "Memory"
+    pdp = by_name["pdp"]
+    assert mounts(pdp)["keys"]["mountPath"] == env(pdp)["PDP_KEY_DIR"] and mounts(pdp)["keys"]["readOnly"]
+    assert "signing-key" not in mounts(pdp)
+
+
+def test_each_replica_owns_its_log_under_its_own_origin(docs: list[dict[str, Any]], pod: dict[str, Any]) -> None:
+    sts = one(docs, "StatefulSet")["spec"]
+    (claim,) = sts["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "log" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert sts["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    pdp = containers(pod)["pdp"]
+    assert mounts(pdp)["log"]["mountPath"] == env(pdp)["PDP_LOG_DIR"]
+    # PDP_LOG_ORIGIN names the pod (downward API), declared before the variable that expands it.
+    names = [e["name"] for e in pdp["env"]]
+    (pod_name,) = [e for e in pdp["env"] if e["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "$(POD_NAME)" in env(pdp)["PDP_LOG_ORIGIN"] and names.index("POD_NAME") < names.index("PDP_LOG_ORIGIN")
+
+
+def test_mtls_material_comes_from_the_cert_manager_certificate(docs: list[dict[str, Any]], pod: dict[str, Any]) -> None:
+    cert = one(docs, "Certificate")["spec"]
+    assert volumes(pod)["tls"]["secret"]["secretName"] == cert["secretName"]
+    assert "server auth" in cert["usages"] and "pdp.pdp.svc" in cert["dnsNames"]
+    pdp = containers(pod)["pdp"]
+    tls_dir = mounts(pdp)["tls"]["mountPath"]
+    files = {k: env(pdp)[k] for k in ("PDP_TLS_CERT_FILE", "PDP_TLS_KEY_FILE", "PDP_TLS_CLIENT_CA_FILE")}
+    assert files == {
+        "PDP_TLS_CERT_FILE": f"{tls_dir}/tls.crt",
+        "PDP_TLS_KEY_FILE": f"{tls_dir}/tls.key",
+        "PDP_TLS_CLIENT_CA_FILE": f"{tls_dir}/ca.crt",  # client certificates are required: mTLS
+    }
+
+
+def test_probes_are_grpc_health_on_the_pdp_port(pod: dict[str, Any]) -> None:
+    pdp = containers(pod)["pdp"]
+    (port,) = pdp["ports"]
+    assert port["name"] == "grpc" and env(pdp)["PDP_LISTEN"] == f"0.0.0.0:{port['containerPort']}"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        handler = {k for k in pdp[probe] if k in ("grpc", "httpGet", "tcpSocket", "exec")}
+        assert handler == {"grpc"} and pdp[probe]["grpc"] == {"port": port["containerPort"]}, probe
+
+
+def test_network_policy_admits_only_peps_and_only_to_grpc(docs: list[dict[str, Any]], pod: dict[str, Any]) -> None:
+    labels = one(docs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    policy = one(docs, "NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == []
+    (rule,) = policy["ingress"]
+    (peer,) = rule["from"]  # one peer with both selectors: the PEP label AND the PEP namespace
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "agents"}
+    assert peer["podSelector"]["matchLabels"] == {"pdp.local/role": "pep"}
+    assert rule["ports"] == [{"protocol": "TCP", "port": 50051}]
+
+
+def test_a_disruption_takes_at_most_one_replica(docs: list[dict[str, Any]]) -> None:
+    sts, pdb = one(docs, "StatefulSet")["spec"], one(docs, "PodDisruptionBudget")["spec"]
+    assert pdb["selector"] == sts["selector"] and pdb["maxUnavailable"] == 1 < sts["replicas"]
+
+
+def test_settings_are_those_the_pdp_reads(pod: dict[str, Any]) -> None:
+    pdp = containers(pod)["pdp"]
+    variables = env(pdp)
+    documented = set(re.findall(r"``(PDP_[A-Z_]+)``", config.__doc__ or ""))
+    assert {k for k in variables if k.startswith("PDP_")} <= documented
+    # The TLS files exist only in the pod; everything else is validated by the PDP's own parser.
+    plain = {k: v.replace("$(POD_NAME)", "pdp-0") for k, v in variables.items() if not k.startswith("PDP_TLS_")}
+    settings = config.Settings.from_env(plain)
+    assert settings.log_origin == "pdp.local/decisions/pdp-0"
+    assert settings.decision_path == config.Settings().decision_path
+    assert pod["terminationGracePeriodSeconds"] > settings.grace_s
+    # OPA serves the bundle the image carries (rego/), without the policy tests, as `pdp dev` does.
+    policy = containers(pod)["policy"]
+    assert policy["command"] == ["cp", "-R", "/opt/pdp/policy/.", "/policy/"]
+    assert "COPY rego /opt/pdp/policy" in (ROOT / "Dockerfile").read_text()
+    args = containers(pod)["opa"]["args"]
+    assert args[args.index("--bundle") + 1] == mounts(containers(pod)["opa"])["policy"]["mountPath"] == "/policy"
+    assert "--ignore=*_test.rego" in args
+
+
+def listening_tcp_ports(pid: int) -> set[int]:
+    """The TCP ports a process listens on, from its socket descriptors and the kernel's socket tables."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+class PodOnThisHost:
+    """The pod's containers run as local processes, with the manifest's own commands and variables and
+    its mount paths mapped under a temporary directory (TLS off: the kubelet would mount its Secret)."""
+
+    def __init__(self, pod: dict[str, Any], home: Path, opa_bin: str) -> None:
+        paths = {
+            SOCKET_DIR: home / "run-opa",
+            "/run/pdp/keys": home / "keys",
+            "/var/lib/pdp/log": home / "log",
+            "/etc/pdp/signing": home / "signing",
+            "/opt/pdp/policy": ROOT / "rego",
+            "/policy": home / "policy",
+        }
+        pattern = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, sorted(paths, key=len, reverse=True))) + ")")
+        self.local = lambda s: pattern.sub(lambda m: str(paths[m.group(1)]), s)
+        self.containers = containers(pod)
+        self.home = home
+        for directory in ("run-opa", "keys", "policy"):
+            (home / directory).mkdir(mode=0o700)
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.opa_bin = opa_bin
+
+    def run_init(self, name: str) -> None:
+        done = subprocess.run([self.local(a) for a in self.containers[name]["command"]], capture_output=True)
+        assert done.returncode == 0, done.stderr
+
+    def start(self, name: str, argv: list[str], environ: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        out = (self.home / f"{name}.out").open("wb")
+        process = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=out, stderr=out)
+        out.close()
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):  # the PDP first, its sidecar last
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@pytest.fixture
+def pod_here(pod: dict[str, Any], tmp_path: Path, opa_bin: str) -> Iterator[PodOnThisHost]:
+    here = PodOnThisHost(pod, tmp_path, opa_bin)
+    yield here
+    here.stop()
+
+
+@pytest.mark.integration
+def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(pod_here: PodOnThisHost) -> None:
+    here, home = pod_here, pod_here.home
+    # The Secret as the kubelet mounts it: 0440. The PDP refuses that; the `keys` init container's copy works.
+    keys.ensure(home / "signing")
+    for f in (home / "signing").iterdir():
+        f.chmod(0o440)
+    with pytest.raises(ConfigError, match="readable by others"):
+        keys.KeyRing.load(home / "signing")
+    here.run_init("keys")
+    keys.KeyRing.load(home / "keys")
+    here.run_init("policy")
+    assert (home / "policy" / "pdp" / "decision.rego").is_file()
+
+    opa = here.start("opa", [here.opa_bin, *map(here.local, here.containers["opa"]["args"])])
+    socket = home / "run-opa" / "opa.sock"
+    wait_for(socket.is_socket, timeout_s=20, what="OPA's socket")
+    assert socket.stat().st_mode & 0o777 == 0o600
+    assert listening_tcp_ports(opa.pid) == set()  # OPA listens on no TCP port at all
+
+    port = free_port()
+    variables = {k: here.local(v) for k, v in env(here.containers["pdp"]).items() if not k.startswith("PDP_TLS_")}
+    variables |= {"POD_NAME": "pdp-0", "PDP_LISTEN": f"127.0.0.1:{port}", "PDP_HEALTH_INTERVAL_MS": "100"}
+    variables["PDP_LOG_ORIGIN"] = variables["PDP_LOG_ORIGIN"].replace("$(POD_NAME)", "pdp-0")
+    pdp = here.start("pdp", [sys.executable, "-m", "pdp", *here.containers["pdp"]["args"]], {**os.environ, **variables})
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def serving() -> bool:
+            assert pdp.poll() is None, (home / "pdp.out").read_text()
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+            except grpc.RpcError:
+                return False
+            return bool(status == health_pb2.HealthCheckResponse.SERVING)
+
+        wait_for(serving, timeout_s=30, what="the PDP's gRPC health SERVING (what the probes ask)")
+        stub = pb_grpc.DecisionServiceStub(channel)
+        assert stub.Decide(load_request("fintech-allow-transfer.json"), timeout=5).outcome == pb.OUTCOME_ALLOW
+        assert stub.Decide(load_request("fintech-deny-sanctioned.json"), timeout=5).outcome == pb.OUTCOME_DENY
+
+    def checkpointed_under_pod_name() -> bool:
+        files = [f for f in (home / "log").rglob("*") if f.is_file()]
+        return any(b"pdp.local/decisions/pdp-0\n" in f.read_bytes() for f in files)
+
+    wait_for(checkpointed_under_pod_name, timeout_s=10, what="a checkpoint naming the pod's own log")
