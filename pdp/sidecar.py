@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from pdp.opa import UnixHTTPConnection
+from pdp.policy.bundles import SigningKey, verification_args
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +42,27 @@ def _die_with_parent() -> None:
 
 
 class OpaSidecar:
-    """One OPA server process serving a bundle directory.
+    """One OPA server process serving a bundle directory or a signed bundle file.
 
     Args:
         opa_bin: the ``opa`` binary (path or name on ``PATH``).
-        bundle: the bundle directory (``rego/``).
+        bundle: the bundle directory (``rego/``) or tarball; None when the configuration
+            file makes OPA poll a bundle server instead.
         addr: ``host:port`` or ``unix:///path`` to listen on.
-        config_file: an OPA configuration file (e.g. distributed tracing), or None.
+        config_file: an OPA configuration file (e.g. distributed tracing, bundle polling), or None.
         log_file: where OPA's own log goes; None inherits this process's stderr.
+        verification_key: OPA refuses a ``bundle`` this key did not sign (and an unsigned one).
     """
 
     def __init__(
         self,
         *,
         opa_bin: str,
-        bundle: Path,
+        bundle: Path | None,
         addr: str,
         config_file: Path | None = None,
         log_file: IO[bytes] | None = None,
+        verification_key: SigningKey | None = None,
     ) -> None:
         resolved = shutil.which(opa_bin)
         if resolved is None:
@@ -68,6 +72,7 @@ class OpaSidecar:
         self.addr = addr
         self.config_file = config_file
         self._log_file = log_file
+        self.verification_key = verification_key
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,7 +91,10 @@ class OpaSidecar:
             cmd += ["--config-file", str(self.config_file)]
         # Policy tests live beside the policy (rego/**/x_test.rego) but are not policy: they
         # are never loaded into a serving OPA.
-        cmd += ["--ignore", "*_test.rego", "--bundle", str(self.bundle)]
+        if self.verification_key is not None:
+            cmd += verification_args(self.verification_key)
+        if self.bundle is not None:
+            cmd += ["--ignore", "*_test.rego", "--bundle", str(self.bundle)]
         log.debug("starting %s", " ".join(cmd))
         self.process = subprocess.Popen(
             cmd,
