@@ -15,7 +15,7 @@ OPA_PORT ?= 8181
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check pytest clean
+.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check policy-ci pytest clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -87,3 +87,10 @@ pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck $(BIN)/kubeconform
 
 clean:
 	rm -rf $(BIN) $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# A policy repository's CI (docs/policy-lifecycle.md): the same checks on any bundle directory, plus
+# the replay gate when a decision log is given: make policy-ci POLICY=rego REPLAY_LOG=.run/log JWKS=.run/keys/jwks.json
+POLICY ?= rego
+policy-ci: $(VENV)/.installed $(OPA) $(REGAL) ## a policy repo's CI: fmt, check, tests+coverage, Regal, replay gate (POLICY, REPLAY_LOG, JWKS)
+	PDP_OPA_BIN=$(OPA) $(VENV)/bin/pdp policy ci $(POLICY) --coverage $(COVERAGE) --regal $(REGAL) \
+	  $(if $(REPLAY_LOG),--replay-log $(REPLAY_LOG) --jwks $(JWKS) --replay-out $(or $(REPLAY_OUT),.run/replay))

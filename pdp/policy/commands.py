@@ -18,7 +18,7 @@ from typing import Any
 
 from pdp.config import Settings
 from pdp.ledger.audit import AuditError
-from pdp.policy import bundles, replay
+from pdp.policy import bundles, ci, replay
 from pdp.sidecar import OpaSidecar, free_port
 
 EXIT_GATE = 1
@@ -45,6 +45,22 @@ def register(sub: Any) -> None:
     b.add_argument("--out", type=Path, default=Path("bundle.tar.gz"), help="the tarball (default: %(default)s)")
     b.add_argument("--revision", help="the .manifest revision (default: the source's)")
     b.set_defaults(func=_build)
+
+    c = actions.add_parser(
+        "ci", help="the checks for a policy repository: fmt, check --strict, tests with coverage, Regal, replay gate"
+    )
+    c.add_argument("bundle", type=Path, help="the bundle directory")
+    c.add_argument("--coverage", type=float, default=100.0, help="least test coverage in %% (default: %(default)s)")
+    c.add_argument("--regal", help="the regal binary (default: regal on PATH; without one the step is skipped)")
+    c.add_argument("--replay-log", type=Path, help="replay this decision log against the bundle as a gate")
+    c.add_argument("--jwks", type=Path, help="the replayed log's public keys (with --replay-log)")
+    c.add_argument("--replay-out", type=Path, help="write the replay's impact.json and impact.html here")
+    c.add_argument(
+        "--fail-on",
+        default=",".join(replay.DEFAULT_FAIL_ON),
+        help="replay changes that fail the gate (default: %(default)s)",
+    )
+    c.set_defaults(func=_ci)
 
     r = sub.add_parser(
         "replay", help="replay a verified decision log against a candidate bundle; report and gate the changes"
@@ -119,6 +135,24 @@ def _build(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(built.to_dict(), indent=2))
     return 0
+
+
+def _ci(args: argparse.Namespace) -> int:
+    if (args.replay_log is None) != (args.jwks is None):
+        print("pdp policy ci: --replay-log and --jwks go together", file=sys.stderr)
+        return 2
+    gate: list[str] = []
+    if args.replay_log is not None:
+        gate = [str(args.replay_log), "--jwks", str(args.jwks), "--fail-on", args.fail_on]
+        gate += ["--out", str(args.replay_out)] if args.replay_out else []
+    checks = ci.steps(
+        args.bundle,
+        opa_bin=Settings.from_env().opa_bin,
+        regal_bin=ci.find_regal(args.regal),
+        coverage=args.coverage,
+        replay=gate,
+    )
+    return ci.run(checks, coverage=args.coverage)
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -388,3 +389,21 @@ def test_replay_refuses_a_candidate_not_signed_by_the_key(
     candidate = build(V2, tmp_path / "v2.tar.gz", other, opa_bin)
     done = run_replay(logged, "--bundle", str(candidate), "--verification-key", str(key.public), opa_bin=opa_bin)
     assert done.returncode == 2 and "does not load" in done.stderr
+
+
+def test_policy_ci_runs_every_check_and_the_replay_gate(logged: Logged, opa_bin: str, tmp_path: Path) -> None:
+    regal = ROOT / ".bin" / "regal"
+    env = {**os.environ, "PDP_OPA_BIN": opa_bin}
+    base = [sys.executable, "-m", "pdp", "policy", "ci", "--regal", str(regal)]
+    gate = ["--replay-log", str(logged.home / "log"), "--jwks", str(logged.home / "keys" / "jwks.json")]
+    same = subprocess.run([*base, str(V1), *gate], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert [line.split()[0] for line in same.stdout.splitlines() if line[:4] in ("ok  ", "FAIL")] == ["ok"] * 5
+    edited = subprocess.run([*base, str(V2), *gate], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert edited.returncode == 1, edited.stdout
+    assert "FAIL replay gate" in edited.stdout and "3 deny->allow" in edited.stdout
+    unformatted = tmp_path / "bundle"
+    shutil.copytree(V1, unformatted)
+    (unformatted / "pdp" / "extra.rego").write_text("package pdp\nx:=1\n")
+    bad = subprocess.run([*base, str(unformatted)], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and bad.stdout.startswith("FAIL opa fmt") and "extra.rego" in bad.stdout
