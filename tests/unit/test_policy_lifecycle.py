@@ -92,6 +92,4 @@ def test_bundle_key_id_is_the_jwk_thumbprint(tmp_path: Path) -> None:
     assert len(key.key_id) == 43  # base64url of SHA-256
     assert bundles.SigningKey.load(key.public) == bundles.SigningKey(private=None, public=key.public, key_id=key.key_id)
     with pytest.raises(bundles.BundleError, match="P-256"):
-        bundles.key_id(
-            b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"
-        )
+        bundles.key_id(ED25519_PUBLIC)
