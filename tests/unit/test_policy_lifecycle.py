@@ -83,7 +83,11 @@ def test_fail_on_kinds_are_checked() -> None:
         replay.kinds("maybe->allow")
 
 
-ED25519_PUBLIC = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"
+ED25519_PUBLIC = (
+    Ed25519PrivateKey.generate()
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+)
 
 
 def test_bundle_key_id_is_the_jwk_thumbprint(tmp_path: Path) -> None:
