@@ -226,39 +226,54 @@ def verification_args(key: SigningKey) -> list[str]:
 
 def polling_config(
     *,
-    url: str,
     resource: str,
     key: SigningKey,
+    url: str | None = None,
     name: str = "rego",
     min_delay_s: int = 10,
     max_delay_s: int = 20,
 ) -> dict[str, Any]:
-    """OPA configuration that polls a signed bundle from a bundle server and verifies it.
+    """OPA configuration that polls a signed bundle and verifies it.
 
-    OPA sends the last ETag in ``If-None-Match``, so an unchanged bundle costs a 304. The status
-    plugin (console only) turns on ``/v1/status``, where a refused reload shows: OPA's
-    ``/health?bundles`` stays 200 while it keeps the old bundle.
+    From a bundle server, OPA sends the last ETag in ``If-None-Match``, so an unchanged bundle
+    costs a 304. The status plugin (console only) turns on ``/v1/status``, where a refused reload
+    shows: OPA's ``/health?bundles`` stays 200 while it keeps the old bundle.
 
     Args:
-        url: the bundle server's base URL (``http://host:port``).
-        resource: the bundle's path on it (``bundles/rego.tar.gz``).
+        resource: the bundle's path on the server (``bundles/rego.tar.gz``), or without ``url``
+            a ``file://`` URL (``pdp dev``: rebuilding the file reloads it).
         key: the public key bundles must be signed with.
+        url: the bundle server's base URL (``http://host:port``).
         name: the bundle's name (its revision is reported under it).
         min_delay_s, max_delay_s: polling interval bounds.
     """
-    return {
-        "services": {"bundles": {"url": url}},
-        "bundles": {
-            name: {
-                "service": "bundles",
-                "resource": resource,
-                "signing": {"keyid": key.key_id},
-                "polling": {"min_delay_seconds": min_delay_s, "max_delay_seconds": max_delay_s},
-            }
-        },
+    bundle: dict[str, Any] = {
+        "resource": resource,
+        "signing": {"keyid": key.key_id},
+        "polling": {"min_delay_seconds": min_delay_s, "max_delay_seconds": max_delay_s},
+    }
+    config: dict[str, Any] = {
+        "bundles": {name: bundle},
         "keys": {key.key_id: {"algorithm": SIGNING_ALG, "key": key.public_pem}},
         "status": {"console": True},
     }
+    if url is not None:
+        bundle["service"] = "bundles"
+        config["services"] = {"bundles": {"url": url}}
+    return config
+
+
+def dev_bundle(source: Path, run_dir: Path, *, opa_bin: str) -> tuple[Built, dict[str, Any]]:
+    """``pdp dev``: signs ``source`` with a dev key (made under ``run_dir`` on first use) into
+    ``run_dir/bundle/rego.tar.gz``, and the OPA configuration that loads and verifies it from
+    there, polling the file each second (``pdp policy build`` over it reloads the policy).
+
+    Raises:
+        BundleError: as :func:`build`.
+    """
+    key = ensure(run_dir / "bundle-key")
+    built = build(source, run_dir / "bundle" / "rego.tar.gz", opa_bin=opa_bin, key=key)
+    return built, polling_config(resource=built.path.resolve().as_uri(), key=key, min_delay_s=1, max_delay_s=1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -281,26 +296,49 @@ class BundleState:
     last_request: str
 
 
-def read_status(opa_url: str, *, timeout_s: float) -> dict[str, BundleState] | None:
-    """OPA's view of its bundles from ``GET /v1/status``; None when the status plugin is off
-    (bundles given on the command line) or OPA cannot be reached.
-    """
+def _get(opa_url: str, path: str, timeout_s: float) -> dict[str, Any] | None:
+    """``result`` of a GET on OPA's REST API; None on any failure."""
     conn: http.client.HTTPConnection
     if opa_url.startswith("unix://"):
         conn = UnixHTTPConnection(opa_url.removeprefix("unix://"), timeout_s)
     else:
         conn = http.client.HTTPConnection(opa_url.removeprefix("http://"), timeout=timeout_s)
     try:
-        conn.request("GET", "/v1/status")
+        conn.request("GET", path)
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200:
             return None
-        bundles = json.loads(body).get("result", {}).get("bundles") or {}
+        result = json.loads(body).get("result")
     except (OSError, http.client.HTTPException, ValueError, AttributeError):
         return None
     finally:
         conn.close()
+    return result if isinstance(result, dict) else None
+
+
+def read_signing_keys(opa_url: str, *, timeout_s: float) -> dict[str, str]:
+    """Each configured bundle's verification key id, from OPA's ``GET /v1/config`` (which shows
+    key ids, never key material); empty for bundles given on OPA's command line."""
+    config = _get(opa_url, "/v1/config", timeout_s) or {}
+    bundles = config.get("bundles") if isinstance(config.get("bundles"), dict) else {}
+    return {
+        str(name): str(b["signing"]["keyid"])
+        for name, b in (bundles or {}).items()
+        if isinstance(b, dict) and isinstance(b.get("signing"), dict) and b["signing"].get("keyid")
+    }
+
+
+def read_status(opa_url: str, *, timeout_s: float) -> dict[str, BundleState] | None:
+    """OPA's view of its bundles from ``GET /v1/status``; None when the status plugin is off
+    (bundles given on the command line) or OPA cannot be reached.
+    """
+    status = _get(opa_url, "/v1/status", timeout_s)
+    if status is None:
+        return None
+    bundles = status.get("bundles") or {}
+    if not isinstance(bundles, dict):
+        return None
     return {
         str(name): BundleState(
             name=str(name),

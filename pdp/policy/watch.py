@@ -16,7 +16,7 @@ import threading
 
 from opentelemetry import metrics
 
-from pdp.policy.bundles import BundleState, read_status
+from pdp.policy.bundles import BundleState, read_signing_keys, read_status
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class BundleWatch:
         self._counted: set[tuple[str, str]] = set()
         self.detail = ""
         """Empty while every bundle's latest load succeeded; else what was refused and what is served."""
+        self.signing_keys: dict[str, str] = {}
+        """Each bundle's verification key id (OPA's ``bundles.<name>.signing.keyid``), for the records."""
 
     def check(self) -> str:
         """Reads ``/v1/status`` once; returns :attr:`detail` ("" when nothing was refused, or
@@ -56,9 +58,16 @@ class BundleWatch:
             return self.detail
         with self._lock:
             problems = []
+            changed = {
+                n
+                for n, st in states.items()
+                if n not in self._seen or self._seen[n].active_revision != st.active_revision
+            }
+            if changed or not self.signing_keys:
+                self.signing_keys = read_signing_keys(self._url, timeout_s=self._timeout)
             for name, state in sorted(states.items()):
                 before = self._seen.get(name)
-                if state.active_revision and (before is None or before.active_revision != state.active_revision):
+                if name in changed and state.active_revision:
                     log.info(
                         "bundle %s: revision %r active (was %r)",
                         name,

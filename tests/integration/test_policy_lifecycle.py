@@ -95,7 +95,7 @@ def tamper(bundle: Path, out: Path) -> Path:
 
 
 def polling(nginx: BundleServer, key: bundles.SigningKey) -> dict[str, Any]:
-    return bundles.polling_config(url=nginx.url, resource="rego.tar.gz", key=key, min_delay_s=1, max_delay_s=1)
+    return bundles.polling_config(resource="rego.tar.gz", url=nginx.url, key=key, min_delay_s=1, max_delay_s=1)
 
 
 def revision_of(record: str) -> str:
@@ -157,7 +157,12 @@ def test_tampered_or_unsigned_bundle_file_is_never_served(
     with pytest.raises(RuntimeError, match="opa exited"):
         sidecars(bundle=tamper(signed, tmp_path / "tampered.tar.gz"), key=key)
     unsigned = tmp_path / "unsigned.tar.gz"
-    subprocess.run([opa_bin, "build", "-b", ".", "-o", str(unsigned)], cwd=V1, check=True, capture_output=True)
+    subprocess.run(
+        [opa_bin, "build", "-b", ".", "--ignore", "*_test.rego", "-o", str(unsigned)],
+        cwd=V1,
+        check=True,
+        capture_output=True,
+    )
     with pytest.raises(RuntimeError, match="opa exited"):
         sidecars(bundle=unsigned, key=key)
     other = bundles.generate(tmp_path / "other-key")
@@ -201,6 +206,7 @@ def test_refused_reload_keeps_the_old_policy_and_is_reported(
     pdp: Pdp = start_pdp(opa.url)
     wait_for(lambda: pdp.health_status() == SERVING, timeout_s=20, what="first bundle loaded")
     assert watch.check() == ""
+    assert watch.signing_keys == {"rego": key.key_id}
 
     v2 = build(V2, tmp_path / "v2.tar.gz", key, opa_bin)
     nginx.publish(tamper(v2, tmp_path / "v2-tampered.tar.gz"), "rego.tar.gz")
