@@ -27,6 +27,10 @@
 | ``PDP_SEGMENT_MAX_BYTES`` | ``67108864`` | seal a log segment (read-only, final checkpoint) at this size |
 | ``PDP_MASK_POINTERS`` | unset | comma-separated JSON pointers into the input, masked before signing |
 | ``PDP_ERASE_POINTERS`` | unset | comma-separated JSON pointers into the input removed before signing |
+| ``PDP_MASK_PATH`` | ``pdp/mask/pointers`` | the policy's masking rule (pointers to mask/erase per input); empty: off |
+| ``PDP_MASK_BATCH_PATH`` | ``pdp/mask/batch`` | the masking rule for each of ``input.requests`` (DecideBatch) |
+| ``PDP_SHADOW_OPA_URL`` | unset | an OPA serving a shadow candidate bundle, evaluated beside the live one (LOG_ONLY) |
+| ``PDP_SHADOW_SAMPLE`` | ``1`` | share of decisions evaluated on the shadow candidate, 0..1 |
 
 ``OTEL_*`` variables are left to the OpenTelemetry SDK.
 """
@@ -75,6 +79,10 @@ class Settings:
     segment_max_bytes: int = 64 << 20
     mask_pointers: tuple[str, ...] = ()
     erase_pointers: tuple[str, ...] = ()
+    mask_path: str = "pdp/mask/pointers"
+    mask_batch_path: str = "pdp/mask/batch"
+    shadow_opa_url: str | None = None
+    shadow_sample: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -89,8 +97,14 @@ class Settings:
             kw["listen"] = _listen("PDP_LISTEN", v)
         if (v := env.get("PDP_OPA_URL")) is not None:
             kw["opa_url"] = _opa_url("PDP_OPA_URL", v)
-        for name, field in (("PDP_DECISION_PATH", "decision_path"), ("PDP_BATCH_PATH", "batch_path")):
-            if (v := env.get(name)) is not None:
+        kw["mask_path"] = env.get("PDP_MASK_PATH", cls.mask_path)  # empty: policy-driven masking off
+        for name, field in (
+            ("PDP_DECISION_PATH", "decision_path"),
+            ("PDP_BATCH_PATH", "batch_path"),
+            ("PDP_MASK_PATH", "mask_path"),
+            ("PDP_MASK_BATCH_PATH", "mask_batch_path"),
+        ):
+            if (v := env.get(name)) is not None and (v or name != "PDP_MASK_PATH"):
                 if not _PATH.match(v):
                     raise ConfigError(f"{name}: {v!r} is not a slash-separated rule path like pdp/decision")
                 kw[field] = v
@@ -144,6 +158,10 @@ class Settings:
                 if bad := [p for p in pointers if not p.startswith("/")]:
                     raise ConfigError(f"{name}: {bad[0]!r} is not a JSON pointer (like /action/arguments/card)")
                 kw[field] = pointers
+        if v := env.get("PDP_SHADOW_OPA_URL"):
+            kw["shadow_opa_url"] = _opa_url("PDP_SHADOW_OPA_URL", v)
+        if (v := env.get("PDP_SHADOW_SAMPLE")) is not None:
+            kw["shadow_sample"] = _fraction("PDP_SHADOW_SAMPLE", v)
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -168,6 +186,16 @@ def _int(name: str, value: str, lo: int, hi: int) -> int:
     if not lo <= n <= hi:
         raise ConfigError(f"{name}: {n} is outside {lo}..{hi}")
     return n
+
+
+def _fraction(name: str, value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if not 0.0 <= x <= 1.0:
+        raise ConfigError(f"{name}: {value!r} is not a number between 0 and 1")
+    return x
 
 
 def _listen(name: str, value: str) -> str:

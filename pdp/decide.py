@@ -17,6 +17,9 @@ from typing import Any
 from pdp.context import Caller, build_input
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.opa import OpaAnswer, OpaClient
+from pdp.policy.masking import Pointers
+from pdp.policy.pipeline import Lifecycle, fail_safe
+from pdp.policy.shadow import Live
 from pdp.recorder import Recorder, Signed, claims_of, decision_id, request_digest
 from pdp.records import digest
 from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, Telemetry
@@ -62,6 +65,7 @@ class Decider:
         max_depth: deepest nesting accepted in Struct fields.
         telemetry: where the pipeline's spans go.
         max_batch: most requests one DecideBatch call may carry.
+        lifecycle: bundle key ids, policy-driven masks and the shadow candidate (:mod:`pdp.policy.pipeline`).
     """
 
     def __init__(
@@ -74,7 +78,9 @@ class Decider:
         max_depth: int,
         telemetry: Telemetry,
         max_batch: int = 100,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
+        self._lifecycle = lifecycle or Lifecycle()
         self._opa = opa
         self._recorder = recorder
         self._tracer = telemetry.tracer
@@ -139,12 +145,21 @@ class Decider:
                     decisions[i] = _replayed(earlier, path=self._path)
             todo = [i for i, d in enumerate(decisions) if d is None]
             verdicts = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
+            hide, verdicts = self._hide([inputs[i] for i in todo], verdicts, time_remaining_s, start)
             made = [
                 self._decision(dids[i], requests[i], inputs[i], answer, verdict)
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
-            for i, d in zip(todo, self._record(made, [inputs[i] for i in todo], [sames[i] for i in todo]), strict=True):
+            recorded = self._record(made, [inputs[i] for i in todo], [sames[i] for i in todo], hide)
+            for i, d in zip(todo, recorded, strict=True):
                 decisions[i] = d
+        self._lifecycle.after(
+            [
+                _live(d, inputs[i])
+                for i, d in zip(todo, recorded, strict=True)
+                if d.record and not d.verdict.indeterminate
+            ]
+        )
         total = time.perf_counter_ns() - start
         return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]
 
@@ -174,6 +189,31 @@ class Decider:
                 verdicts.append((answer, fail_closed(e)))
         return verdicts
 
+    def _hide(
+        self,
+        inputs: list[dict[str, Any]],
+        verdicts: list[tuple[OpaAnswer | None, Verdict]],
+        time_remaining_s: float | None,
+        start_ns: int,
+    ) -> tuple[list[Pointers], list[tuple[OpaAnswer | None, Verdict]]]:
+        """What the policy wants hidden of each input before signing; if it cannot say, the
+        decisions are DENY and their records keep only who asked and the action digest."""
+        if not inputs:
+            return [], verdicts
+        if all(v.indeterminate for _, v in verdicts):  # OPA already failed: do not wait for it twice
+            return [fail_safe(doc) for doc in inputs], verdicts
+        timeout = self._timeout
+        if time_remaining_s is not None:
+            spent = (time.perf_counter_ns() - start_ns) / 1e9
+            timeout = min(timeout, time_remaining_s - spent - _ANSWER_MARGIN_S)
+        try:
+            return self._lifecycle.pointers(inputs, timeout_s=timeout), verdicts
+        except NoVerdict as e:
+            log.warning(
+                "%d decision(s) failed closed: the masking rule gave no answer: %s (%s)", len(inputs), e.error_code, e
+            )
+            return [fail_safe(doc) for doc in inputs], [(a, fail_closed(e)) for a, _ in verdicts]
+
     def _decision(
         self, did: str, request: pb.DecideRequest, input_doc: dict[str, Any], answer: OpaAnswer | None, verdict: Verdict
     ) -> Decision:
@@ -192,14 +232,16 @@ class Decider:
             opa_eval_ns=answer.eval_ns if answer else 0,
         )
 
-    def _record(self, made: list[Decision], inputs: list[dict[str, Any]], sames: list[str]) -> list[Decision]:
+    def _record(
+        self, made: list[Decision], inputs: list[dict[str, Any]], sames: list[str], hide: list[Pointers]
+    ) -> list[Decision]:
         """Signs and durably logs the decisions; if that fails, every one of them is a DENY."""
         if not made:
             return []
         entries = [(self._claims(d, doc, same), doc) for d, doc, same in zip(made, inputs, sames, strict=True)]
         try:
             with self._tracer.start_as_current_span(SPAN_RECORD):
-                signed = self._recorder.record_decisions(entries)
+                signed = self._recorder.record_decisions(entries, hide=hide)
         except LedgerUnavailable as e:
             # Not durable, so not a decision anyone may act on: DENY, whatever the policy said.
             log.error("%d decision(s) could not be recorded: %s", len(made), e)
@@ -214,7 +256,7 @@ class Decider:
             "decision_id": d.decision_id,
             "path": d.decision_path,
             "result": v.to_dict(),
-            "bundles": {name: {"revision": rev} for name, rev in d.bundle_revisions.items()},
+            "bundles": self._lifecycle.bundles(d.bundle_revisions),
             "timestamp": input_doc["request_time"],
             "metrics": {"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
             "pdp": {
@@ -247,6 +289,19 @@ def _naming(i: int | None) -> Iterator[None]:
         if i is None:
             raise
         raise InvalidArgument(f"requests[{i}].{e.field}", e.problem) from None
+
+
+def _live(d: Decision, input_doc: dict[str, Any]) -> Live:
+    """A recorded live decision, for the shadow candidate (which sees the unmasked input)."""
+    v = d.verdict
+    return Live(
+        decision_id=d.decision_id,
+        log_index=d.log_index,
+        record=d.record,
+        outcome=v.outcome.value,
+        reasons=tuple(r.code for r in v.reasons),
+        input=input_doc,
+    )
 
 
 def _replayed(earlier: Signed, *, path: str) -> Decision:

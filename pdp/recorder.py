@@ -19,7 +19,8 @@ from opentelemetry import trace
 from pdp.errors import InvalidArgument, NotFound
 from pdp.keys import KeyRing, public_keys
 from pdp.ledger.log import Log
-from pdp.records import TYP_DECISION, TYP_OUTCOME, digest, redact, sign
+from pdp.policy.masking import Pointers, redact
+from pdp.records import TYP_DECISION, TYP_OUTCOME, TYP_SHADOW, digest, sign
 
 _ID_SPACE = uuid.UUID("6f1d2a52-4d0b-4e8e-9a43-3c1bd6c1a7e2")  # namespace of deterministic decision ids
 
@@ -123,9 +124,12 @@ class Recorder:
             raise InvalidArgument("request_id", "was already used for a different request")
         return Signed(entry.decode(), index)
 
-    def record_decisions(self, decisions: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[Signed]:
-        """For each ``(claims, input_doc)``: masks the input, signs the record with its own log
-        index, and appends it; returns once all of them are durable (one group commit).
+    def record_decisions(
+        self, decisions: Sequence[tuple[dict[str, Any], dict[str, Any]]], *, hide: Sequence[Pointers] = ()
+    ) -> list[Signed]:
+        """For each ``(claims, input_doc)``: masks the input (the static pointers, and the policy's
+        ``hide`` for that decision), signs the record with its own log index, and appends it;
+        returns once all of them are durable (one group commit).
 
         Raises:
             LedgerUnavailable: not durable; the caller must not answer ALLOW.
@@ -134,8 +138,9 @@ class Recorder:
         span = trace.get_current_span().get_span_context()
         made: list[str] = []
         makers = []
-        for given, input_doc in decisions:
-            shown, masked, erased = redact(input_doc, mask=self._mask, erase=self._erase)
+        static = Pointers(mask=self._mask, erase=self._erase)
+        for i, (given, input_doc) in enumerate(decisions):
+            shown, masked, erased = redact(input_doc, static + hide[i] if hide else static)
             claims = {
                 **given,
                 "input": shown,
@@ -188,6 +193,16 @@ class Recorder:
 
         made: list[str] = []
         i = self.log.append(functools.partial(self._sign_at, claims, TYP_OUTCOME, made))
+        return Signed(made[-1], i)
+
+    def record_shadow(self, claims: dict[str, Any]) -> Signed:
+        """Appends a shadow candidate's divergence (:mod:`pdp.policy.shadow`), linked to its decision.
+
+        Raises:
+            LedgerUnavailable: not durable.
+        """
+        made: list[str] = []
+        i = self.log.append(functools.partial(self._sign_at, claims, TYP_SHADOW, made))
         return Signed(made[-1], i)
 
     def prove(self, decision_id: str) -> Proven:

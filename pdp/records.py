@@ -26,6 +26,7 @@ from pdp.keys import ALG, KeyRing, b64url
 
 TYP_DECISION = "pdp-decision+jws"
 TYP_OUTCOME = "pdp-outcome+jws"
+TYP_SHADOW = "pdp-shadow+jws"  # a shadow candidate's divergence (pdp.policy.shadow); never a decision
 MASK = "**masked**"
 
 

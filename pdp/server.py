@@ -24,6 +24,9 @@ from pdp.errors import ConfigError, InvalidArgument, LedgerUnavailable, NoVerdic
 from pdp.keys import KeyRing
 from pdp.ledger.merkle import ProofError
 from pdp.opa import OpaClient
+from pdp.policy.pipeline import Lifecycle, policy_lifecycle
+from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
+from pdp.policy.watch import BundleWatch
 from pdp.recorder import Recorder, open_recorder
 from pdp.telemetry import Telemetry
 from pdp.v1 import decision_pb2 as pb
@@ -191,6 +194,7 @@ class OpaHealthMonitor:
         health_servicer: the grpc.health.v1 servicer to update.
         interval_s: time between checks.
         timeout_s: longest wait for one check.
+        bundles: reports refused bundle loads (health service ``pdp.policy``, metric, log line).
     """
 
     def __init__(
@@ -201,7 +205,9 @@ class OpaHealthMonitor:
         health_servicer: health.HealthServicer,
         interval_s: float,
         timeout_s: float,
+        bundles: BundleWatch | None = None,
     ) -> None:
+        self._bundles = bundles
         self._opa = opa
         self._recorder = recorder
         self._health = health_servicer
@@ -240,6 +246,10 @@ class OpaHealthMonitor:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
             self._health.set(name, status)
+        if self._bundles is not None:
+            # A refused reload leaves OPA serving the last good policy: the PDP serves too, and says so.
+            refused = bool(self._bundles.check()) or not serving
+            self._health.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING if refused else status)
         return serving
 
     def _run(self) -> None:
@@ -257,7 +267,10 @@ class PdpServer:
         health_servicer: health.HealthServicer,
         recorder: Recorder,
         telemetry: Telemetry,
+        *,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
+        self.lifecycle = lifecycle or Lifecycle()
         self.grpc_server = server
         self._recorder = recorder
         self._monitor = monitor
@@ -273,6 +286,7 @@ class PdpServer:
         self._health.enter_graceful_shutdown()
         self.grpc_server.stop(grace_s).wait()
         self._monitor.stop()
+        self.lifecycle.close()
         self._recorder.close()
         self._telemetry.shutdown()
 
@@ -306,6 +320,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         segment_max_bytes=settings.segment_max_bytes,
         on_sync=telemetry.ledger_sync_duration.record,
     )
+    lifecycle = policy_lifecycle(settings, telemetry.meter_provider, recorder.record_shadow)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pdp-rpc"),
         options=[
@@ -323,11 +338,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_depth=settings.max_depth,
         telemetry=telemetry,
         max_batch=settings.max_batch,
+        lifecycle=lifecycle,
     )
     _add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    health_servicer.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     port = (
         server.add_secure_port(settings.listen, _credentials(settings))
         if settings.tls_cert_file
@@ -341,8 +358,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         health_servicer=health_servicer,
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
+        bundles=lifecycle.watch,
     )
-    return PdpServer(server, monitor, health_servicer, recorder, telemetry), port
+    return PdpServer(server, monitor, health_servicer, recorder, telemetry, lifecycle=lifecycle), port
 
 
 def _add_service(servicer: DecisionServicer, server: grpc.Server) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from pdp.keys import public_keys
 from pdp.ledger import checkpoint, merkle
 from pdp.ledger.log import CHECKPOINTS, note_verifiers, read_frames, segments
-from pdp.records import TYP_DECISION, TYP_OUTCOME, RecordError, verify
+from pdp.records import TYP_DECISION, TYP_OUTCOME, TYP_SHADOW, RecordError, verify
 
 
 class AuditError(Exception):
@@ -56,7 +56,7 @@ def verify_log(directory: Path, *, jwks: dict[str, Any]) -> AuditReport:
     by_size = {cp.size: cp for cp in notes}
     tree = merkle.CompactTree()
     decisions: dict[str, str] = {}
-    counts = {"decision": 0, "outcome": 0}
+    counts = {"decision": 0, "outcome": 0, "shadow": 0}
     files = segments(directory)
     for no, path in enumerate(files):
         if path.name != f"segment-{no:06d}.log":
@@ -91,7 +91,8 @@ def verify_log(directory: Path, *, jwks: dict[str, Any]) -> AuditReport:
 
 def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str, str], where: str) -> str:
     token = payload.decode(errors="replace")
-    typ = TYP_OUTCOME if '"pdp-outcome+jws"' in _header(token) else TYP_DECISION
+    header = _header(token)
+    typ = next((t for t in (TYP_OUTCOME, TYP_SHADOW) if f'"{t}"' in header), TYP_DECISION)
     try:
         claims = verify(token, keys, typ=typ)
     except RecordError as e:
@@ -106,9 +107,10 @@ def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str
     if typ == TYP_DECISION:
         decisions[claims["decision_id"]] = "sha256:" + hashlib.sha256(payload).hexdigest()
         return "decision"
+    kind = "outcome" if typ == TYP_OUTCOME else "shadow"
     if decisions.get(claims.get("decision_id", "")) != pdp.get("decision_record_digest"):
-        raise AuditError("the outcome report does not link to an earlier decision record", index=index, where=where)
-    return "outcome"
+        raise AuditError(f"the {kind} record does not link to an earlier decision record", index=index, where=where)
+    return kind
 
 
 def _header(token: str) -> str:

@@ -35,7 +35,6 @@ from pdp.verdict import Verdict, fail_closed, interpret
 
 log = logging.getLogger(__name__)
 
-TYP_SHADOW = "pdp-shadow+jws"
 _BATCH = 64
 _STOP = object()
 
@@ -173,7 +172,6 @@ class Shadow:
             log.warning("shadow candidate could not answer %d decision(s): %s", len(batch), e)
             self.dropped.add(len(batch), {"why": e.error_code})
             return
-        self.evaluated.add(len(batch))
         for live, answer in zip(batch, answers, strict=True):
             try:
                 verdict = interpret(answer.result, defined=answer.defined)
@@ -182,8 +180,9 @@ class Shadow:
             k = kind(live.outcome, live.reasons, verdict)
             if k is None:
                 continue
-            self.divergences.add(1, {"kind": k})
             self._record(_claims(live, verdict, k, answer.bundle_revisions))
+            self.divergences.add(1, {"kind": k})
+        self.evaluated.add(len(batch))  # after the records: a reader who sees the count sees them
 
 
 def _claims(live: Live, candidate: Verdict, k: str, revisions: dict[str, str]) -> dict[str, Any]:
