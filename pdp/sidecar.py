@@ -52,6 +52,8 @@ class OpaSidecar:
         config_file: an OPA configuration file (e.g. distributed tracing, bundle polling), or None.
         log_file: where OPA's own log goes; None inherits this process's stderr.
         verification_key: OPA refuses a ``bundle`` this key did not sign (and an unsigned one).
+        bundles_ready: :meth:`start` waits until the configured bundles are activated
+            (``/health?bundles``), not only until OPA answers.
     """
 
     def __init__(
@@ -63,7 +65,9 @@ class OpaSidecar:
         config_file: Path | None = None,
         log_file: IO[bytes] | None = None,
         verification_key: SigningKey | None = None,
+        bundles_ready: bool = False,
     ) -> None:
+        self._health_path = "/health?bundles" if bundles_ready else "/health"
         resolved = shutil.which(opa_bin)
         if resolved is None:
             raise FileNotFoundError(f"no opa binary at {opa_bin!r} (run `make tools`, or set PDP_OPA_BIN)")
@@ -121,7 +125,7 @@ class OpaSidecar:
         else:
             conn = http.client.HTTPConnection(self.addr, timeout=1.0)
         try:
-            conn.request("GET", "/health")
+            conn.request("GET", self._health_path)
             return conn.getresponse().status == 200
         except OSError:
             return False

@@ -241,7 +241,7 @@ def polling_config(
 
     Args:
         resource: the bundle's path on the server (``bundles/rego.tar.gz``), or without ``url``
-            a ``file://`` URL (``pdp dev``: rebuilding the file reloads it).
+            a ``file://`` URL (``pdp dev``; OPA reads a file resource once, it does not poll it).
         key: the public key bundles must be signed with.
         url: the bundle server's base URL (``http://host:port``).
         name: the bundle's name (its revision is reported under it).
@@ -266,7 +266,7 @@ def polling_config(
 def dev_bundle(source: Path, run_dir: Path, *, opa_bin: str) -> tuple[Built, dict[str, Any]]:
     """``pdp dev``: signs ``source`` with a dev key (made under ``run_dir`` on first use) into
     ``run_dir/bundle/rego.tar.gz``, and the OPA configuration that loads and verifies it from
-    there, polling the file each second (``pdp policy build`` over it reloads the policy).
+    there (a ``file://`` resource is read once: restart ``pdp dev`` after a policy change).
 
     Raises:
         BundleError: as :func:`build`.

@@ -207,6 +207,10 @@ def test_refused_reload_keeps_the_old_policy_and_is_reported(
     wait_for(lambda: pdp.health_status() == SERVING, timeout_s=20, what="first bundle loaded")
     assert watch.check() == ""
     assert watch.signing_keys == {"rego": key.key_id}
+    wait_for(lambda: pdp.health_status("pdp.policy") == SERVING, what="the PDP's policy health")
+    first = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
+    signed_by = {"rego": {"revision": "lifecycle-1", "signing_key": key.key_id}}
+    assert claims_of(first.record.encode())["bundles"] == signed_by, "the record names the key that signed its policy"
 
     v2 = build(V2, tmp_path / "v2.tar.gz", key, opa_bin)
     nginx.publish(tamper(v2, tmp_path / "v2-tampered.tar.gz"), "rego.tar.gz")
@@ -227,9 +231,11 @@ def test_refused_reload_keeps_the_old_policy_and_is_reported(
     resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
     assert resp.outcome == 1 and revision_of(resp.record) == "lifecycle-1"
     assert pdp.health_status() == SERVING
+    wait_for(lambda: pdp.health_status("pdp.policy") == NOT_SERVING, what="the PDP to report the refused reload")
     # The good revision, published next, is activated and the report clears.
     nginx.publish(v2, "rego.tar.gz")
     wait_for(lambda: watch.check() == "", timeout_s=20, what="the good v2 to load")
+    wait_for(lambda: pdp.health_status("pdp.policy") == SERVING, what="the PDP to see the good v2")
     resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
     assert resp.outcome == 2 and revision_of(resp.record) == "lifecycle-2"  # OUTCOME_DENY under v2
     # Unchanged since: OPA asks with If-None-Match (the ETag) and nginx answers 304 Not Modified.
