@@ -4,8 +4,9 @@
   OPA serving `rego/`), then `pdp replay`'s two phases on it: verifying the log (every signature,
   index, checkpoint) and re-evaluating every decision against a candidate (the same bundle, so
   nothing changes) on a real OPA in batches. Prints decisions/s of each.
-* **shadow**: `Decide` throughput, closed loop at a fixed concurrency over gRPC, with the shadow
-  candidate off and on (every decision, `PDP_SHADOW_SAMPLE=1`), when the PDP supports it.
+* **shadow**: `Decide` throughput, closed loop at a fixed concurrency over gRPC: policy-driven
+  masking off and on (one more OPA query per decision), then the shadow candidate on (every
+  decision, `PDP_SHADOW_SAMPLE=1`, its own OPA on the same two cores).
 
 `--entries` and `--seconds` make it shorter. Results: stdout and bench/results/lifecycle.json.
 Figures on a shared 2-core machine are noisy: read ratios, not absolutes.
@@ -158,8 +159,9 @@ def bench_shadow(seconds: float, concurrency: int) -> dict[str, Any] | None:
             OpaSidecar(opa_bin=OPA, bundle=ROOT / "rego", addr=shadow_addr, log_file=opa_log) as cand,
         ):
             modes: dict[str, Callable[[], dict[str, Any]]] = {
-                "off": lambda: {},
-                "on": lambda: {"shadow_opa_url": cand.url, "shadow_sample": 1.0},
+                "masking off, shadow off": lambda: {"mask_path": ""},
+                "masking on, shadow off": lambda: {},
+                "masking on, shadow on": lambda: {"shadow_opa_url": cand.url, "shadow_sample": 1.0},
             }
             for name, extra in modes.items():
                 server, channel = start_pdp(Path(tmp) / name, live.url, **extra())
@@ -167,8 +169,11 @@ def bench_shadow(seconds: float, concurrency: int) -> dict[str, Any] | None:
                 channel.close()
                 server.stop(5)
                 out[name] = round(rps)
-                print(f"Decide, shadow {name}: {rps:,.0f}/s at concurrency {concurrency}")
-    out["ratio_on_off"] = round(out["on"] / out["off"], 3)
+                print(f"Decide, {name}: {rps:,.0f}/s at concurrency {concurrency}")
+    base, masked, shadowed = out.values()
+    out["masking_cost_ratio"] = round(masked / base, 3)
+    out["shadow_on_off_ratio"] = round(shadowed / masked, 3)
+    print(f"masking on/off {out['masking_cost_ratio']}, shadow on/off {out['shadow_on_off_ratio']}")
     return out
 
 
@@ -177,10 +182,17 @@ def main() -> None:
     p.add_argument("--entries", type=int, default=100_000, help="decisions in the replayed log")
     p.add_argument("--seconds", type=float, default=8.0, help="seconds per shadow measurement")
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--only", choices=["replay", "shadow"], help="run one of the two")
     args = p.parse_args()
-    results = {"replay": bench_replay(args.entries), "shadow": bench_shadow(args.seconds, args.concurrency)}
+    results: dict[str, Any] = {}
+    if args.only in (None, "replay"):
+        results["replay"] = bench_replay(args.entries)
+    if args.only in (None, "shadow"):
+        results["shadow"] = bench_shadow(args.seconds, args.concurrency)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lifecycle.json").write_text(json.dumps(results, indent=2) + "\n")
+    out = RESULTS / "lifecycle.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
