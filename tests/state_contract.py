@@ -7,6 +7,7 @@ separate processes, each with its own store on the same database, released toget
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import multiprocessing
 import queue
@@ -134,6 +135,14 @@ def test_first_use_race_across_processes_has_one_winner_per_key(backend: Backend
     won = in_processes(backend.target, _first_uses, [(keys,)] * PROCESSES)
     winners = sorted(k for per_process in won for k in per_process)
     assert winners == sorted(keys), "each key is first used exactly once across all processes"
+
+
+def test_threads_sharing_one_store_have_one_winner_per_key(backend: Backend) -> None:
+    store = backend.open()
+    keys = [f"record-{i}" for i in range(20)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=PROCESSES) as pool:
+        won = list(pool.map(lambda _: _first_uses(store, keys), range(PROCESSES)))
+    assert sorted(k for per_thread in won for k in per_thread) == sorted(keys)
 
 
 # --- escalations ----------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ class SqlStore:
 
     _for_update: ClassVar[str] = ""  # appended to the SELECT that locks an escalation row
     _backend_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    _retry_stale: ClassVar[bool] = False
 
     def __init__(self, *, name: str) -> None:
         self._name = name
@@ -142,14 +143,11 @@ class SqlStore:
         """One transaction on a pooled connection; any backend error becomes StateUnavailable."""
         if self._closed:
             raise StateUnavailable(f"{self._name}: the state store is closed")
+        self._check()
         conn = None
         try:
-            self._check()
-            with self._pool_lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = self._connect()
-            with self._transaction(conn):
+            with contextlib.ExitStack() as stack:
+                conn = self._begin(stack)
                 yield conn
         except self._backend_errors as e:
             if conn is not None:
@@ -161,6 +159,30 @@ class SqlStore:
                 self._give_back(conn)
             raise
         self._give_back(conn)
+
+    def _begin(self, stack: contextlib.ExitStack[Any]) -> Any:
+        """A connection in a new transaction (ended by ``stack``). Where ``_retry_stale`` is set, a
+        pooled connection that cannot even begin one (the server restarted since it was pooled) is
+        dropped for a fresh one: nothing was sent on it yet, so that retry cannot do anything twice."""
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            try:
+                stack.enter_context(self._transaction(conn))
+                return conn
+            except self._backend_errors:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                if not self._retry_stale:
+                    raise
+        conn = self._connect()
+        try:
+            stack.enter_context(self._transaction(conn))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        return conn
 
     def _give_back(self, conn: Any) -> None:
         with self._pool_lock:

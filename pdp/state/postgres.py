@@ -11,8 +11,10 @@ too (concurrent ``CREATE TABLE IF NOT EXISTS`` can otherwise collide).
 
 Connections are opened with ``connect_timeout`` and a ``statement_timeout``/``lock_timeout``: a
 server that is down, unreachable or stuck raises :class:`pdp.state.StateUnavailable` within seconds.
-A pooled connection broken by a server restart fails its next call (closed, never reused); the call
-after it reconnects.
+A pooled connection broken by a server restart (or a failover) is noticed when its ``BEGIN`` fails and
+is replaced by a fresh connection before anything else is sent; a connection that breaks inside a
+transaction fails that call (StateUnavailable: the transaction did not commit, or its outcome is
+unknown) and is never reused.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class PostgresStore(SqlStore):
 
     _for_update: ClassVar[str] = " FOR UPDATE"
     _backend_errors: ClassVar[tuple[type[Exception], ...]] = (psycopg.Error,)
+    _retry_stale: ClassVar[bool] = True
 
     def __init__(self, url: str, *, connect_timeout_s: int = 3, statement_timeout_ms: int = 10_000) -> None:
         self._url = url

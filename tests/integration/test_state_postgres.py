@@ -28,6 +28,7 @@ from tests.state_contract import (  # noqa: F401  (collected here, run on Postgr
     test_sliding_window,
     test_store_down_raises_state_unavailable_for_every_operation,
     test_suspensions_are_visible_to_another_store_at_once,
+    test_threads_sharing_one_store_have_one_winner_per_key,
     test_two_distinct_approvers_approve_and_the_same_one_twice_is_refused,
     test_votes_on_expired_or_unknown_escalations_are_refused,
 )
@@ -53,8 +54,12 @@ def test_the_store_works_again_once_the_server_is_back(postgres_server: Postgres
     store = open_store(postgres_url)
     assert store.first_use("before", 2_000_000_000, now=1_800_000_000) is True
     postgres_server.stop()
-    with pytest.raises(StateUnavailable):
+    postgres_server.start()
+    assert store.first_use("after-restart", 2_000_000_000, now=1_800_000_000) is True, "a stale connection is replaced"
+    postgres_server.stop()
+    with pytest.raises(StateUnavailable, match="OperationalError"):
         store.first_use("during", 2_000_000_000, now=1_800_000_000)
+    assert store.healthy() is False
     postgres_server.start()
     assert store.healthy() is True
     assert store.first_use("before", 2_000_000_000, now=1_800_000_000) is False, "what was used stays used"

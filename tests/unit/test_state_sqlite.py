@@ -29,6 +29,7 @@ from tests.state_contract import (  # noqa: F401  (collected here, run on SQLite
     test_sliding_window,
     test_store_down_raises_state_unavailable_for_every_operation,
     test_suspensions_are_visible_to_another_store_at_once,
+    test_threads_sharing_one_store_have_one_winner_per_key,
     test_two_distinct_approvers_approve_and_the_same_one_twice_is_refused,
     test_votes_on_expired_or_unknown_escalations_are_refused,
 )
