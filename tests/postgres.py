@@ -33,7 +33,8 @@ from pdp.sidecar import free_port
 def pg_bin() -> Path:
     """The directory of ``initdb``/``pg_ctl``; fails the test with what to install if there is none."""
     candidates = [Path(os.environ["PDP_TEST_PG_BIN"])] if os.environ.get("PDP_TEST_PG_BIN") else []
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+    versions = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.isdigit()]
+    candidates += sorted(versions, key=lambda p: int(p.parent.name), reverse=True)
     for directory in candidates:
         if (directory / "initdb").is_file() and (directory / "pg_ctl").is_file():
             return directory
@@ -50,7 +51,12 @@ class PostgresServer:
         self.bin = pg_bin()
         self.port = free_port()
         self.home = Path(tempfile.mkdtemp(prefix="pdp-pg-"))
-        self._user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+        self._user = None
+        if os.geteuid() == 0:  # initdb refuses root: the server runs as the package's system user
+            try:
+                self._user = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail("running as root needs the `postgres` system user (Debian's postgresql package makes it)")
         if self._user is not None:
             os.chown(self.home, self._user.pw_uid, self._user.pw_gid)
         self.data = self.home / "data"
