@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,8 +25,8 @@ from mcp.shared.exceptions import MCPError
 
 from pdp import keys
 from pdp.ledger.log import read_frames, segments
-from pdp.sidecar import OpaSidecar
-from tests.conftest import BUNDLE, EXAMPLES, ROOT, Pdp
+from pdp.sidecar import OpaSidecar, free_port
+from tests.conftest import BUNDLE, EXAMPLES, ROOT, Pdp, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -279,3 +280,62 @@ def test_a_mapping_file_with_a_bad_field_stops_the_proxy_with_a_message_naming_i
 
     assert done.returncode == 2
     assert "tools[0].operation is required" in done.stderr
+
+
+@pytest.fixture
+def http_proxy(world: World, tmp_path: Path) -> Iterator[str]:
+    """The proxy in streamable-HTTP mode in front of a real MCP server over HTTP; yields its URL."""
+    upstream_port, proxy_port = free_port(), free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "mcp_http_files.py"), str(upstream_port), str(world.root)],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "upstream.log").open("wb"),
+        ),
+        subprocess.Popen(
+            [
+                PDP_CMD[0],
+                *world.files().args[:-3],  # the stdio proxy's options, without `-- server root`
+                "--listen",
+                f"127.0.0.1:{proxy_port}",
+                "--upstream",
+                f"http://127.0.0.1:{upstream_port}/mcp",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "proxy.log").open("wb"),
+        ),
+    ]
+    for port in (upstream_port, proxy_port):
+        wait_for(lambda p=port: _listening(p), timeout_s=20, what=f"a listener on port {port}")
+    yield f"http://127.0.0.1:{proxy_port}/mcp"
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_streamable_http_mode_gates_calls_and_lists(world: World, http_proxy: str) -> None:
+    (world.allowed / "a.txt").write_text("over http")
+    target = world.allowed / "new.txt"
+
+    async def calls(c: Client) -> tuple[set[str], str, MCPError]:
+        names = {t.name for t in (await c.list_tools()).tools}
+        read = await c.call_tool("read_text_file", {"path": str(world.allowed / "a.txt")})
+        err = await refused(c, "write_file", {"path": str(target), "content": "x"})
+        return names, read.content[0].text, err  # type: ignore[union-attr]
+
+    async def main() -> tuple[set[str], str, MCPError]:
+        async with Client(http_proxy, read_timeout_seconds=30) as client:
+            return await calls(client)
+
+    names, text, err = anyio.run(main)
+
+    assert names == {"read_text_file", "write_file"}  # move_file hidden
+    assert text == "over http"
+    assert err.code == -32001
+    assert err.data["outcome"] == "require_approval"
+    assert not target.exists()
