@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import grpc
 
 from pdp.client import Client
 from pdp.pep import mapping as mapping_file
@@ -87,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from pdp.pep import tracing, transports
 
     tracer = tracing.tracer()
-    with grpc.intercept_channel(grpc.insecure_channel(args.pdp), *tracing.interceptors()) as channel:
+    with tracing.channel(args.pdp) as channel:
         gate = Gate(client=Client(channel), mapping=mapping, settings=settings, jwks=jwks)
         if http:
             host, _, port = args.listen.rpartition(":")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import atexit
 import os
-from typing import Any
 
+import grpc
 from opentelemetry import trace
 
 
@@ -51,10 +51,13 @@ def tracer() -> trace.Tracer:
     return provider().get_tracer("pdp.pep")
 
 
-def interceptors() -> list[Any]:
-    """gRPC client interceptors that carry the current span to the PDP (none when not tracing)."""
+def channel(addr: str) -> grpc.Channel:
+    """A channel to the PDP whose calls carry the current span (as the W3C ``traceparent``) when tracing."""
+    plain = grpc.insecure_channel(addr)
     if isinstance(provider(), trace.NoOpTracerProvider):
-        return []
+        return plain
     from opentelemetry.instrumentation.grpc import client_interceptor
+    from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
-    return [client_interceptor(tracer_provider=provider())]  # type: ignore[no-untyped-call]
+    traced: grpc.Channel = intercept_channel(plain, client_interceptor(tracer_provider=provider()))  # type: ignore[no-untyped-call]
+    return traced
