@@ -14,9 +14,7 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +22,8 @@ from pathlib import Path
 
 import anyio
 from mcp import Client, StdioServerParameters
+from run import start_pdp  # bench/run.py
 
-from pdp import keys
 from pdp.sidecar import OpaSidecar, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,16 +48,6 @@ def measure(params: StdioServerParameters, path: Path, calls: int, warmup: int) 
         return took
 
     return anyio.run(run)
-
-
-def wait_port(port: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port} after {timeout_s}s")
 
 
 def main() -> int:
@@ -87,24 +75,14 @@ def main() -> int:
             addr=f"127.0.0.1:{free_port()}",
         )
         opa.start()
-        port = free_port()
-        keys.ensure(tmp / "keys")
-        env = {
-            **os.environ,
-            "PDP_LISTEN": f"127.0.0.1:{port}",
-            "PDP_OPA_URL": opa.url,
-            "PDP_KEY_DIR": str(tmp / "keys"),
-            "PDP_LOG_DIR": str(tmp / "log"),
-        }
-        pdp = subprocess.Popen([sys.executable, "-m", "pdp", "serve"], env=env, stderr=subprocess.DEVNULL)
+        pdp, addr = start_pdp(opa, tmp, log_dir=tmp / "log")  # bench/run.py's: waits until it serves
         try:
-            wait_port(port)
             direct = StdioServerParameters(command=str(FS_SERVER), args=[str(files)])
             proxied = StdioServerParameters(
                 command=sys.executable,
                 args=[
                     *("-m", "pdp", "mcp-proxy", "--agent", "coding-agent", "--agent-version", "1.0.0"),
-                    *("--pdp", f"127.0.0.1:{port}", "--mapping", str(ROOT / "examples/mcp/filesystem.json")),
+                    *("--pdp", addr, "--mapping", str(ROOT / "examples/mcp/filesystem.json")),
                     *("--", str(FS_SERVER), str(files)),
                 ],
             )

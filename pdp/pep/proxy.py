@@ -86,34 +86,33 @@ async def relay(
 
     async with anyio.create_task_group() as tg:
 
-        async def from_client() -> None:
-            async for item in client_read:
+        def from_client(item: SessionMessage) -> bool:
+            msg = item.message
+            if isinstance(msg, JSONRPCRequest) and msg.method == "tools/call":
+                tg.start_soon(call, item, msg)
+                return True
+            if isinstance(msg, JSONRPCRequest) and msg.method == "tools/list":
+                pending[msg.id] = listed
+            return False
+
+        def from_server(item: SessionMessage) -> bool:
+            msg = item.message
+            if isinstance(msg, JSONRPCResponse | JSONRPCError) and msg.id in pending:
+                tg.start_soon(answer, pending.pop(msg.id), item, msg)
+                return True
+            return False
+
+        async def pump(source: Any, sink: Any, handled: Callable[[SessionMessage], bool], side: str) -> None:
+            # Relays every message the handler does not take; the session ends when either side closes.
+            async for item in source:
                 if isinstance(item, Exception):
-                    log.warning("unreadable message from the client: %s", item)
-                    continue
-                msg = item.message
-                if isinstance(msg, JSONRPCRequest) and msg.method == "tools/call":
-                    tg.start_soon(call, item, msg)
-                    continue
-                if isinstance(msg, JSONRPCRequest) and msg.method == "tools/list":
-                    pending[msg.id] = listed
-                await server_write.send(item)
+                    log.warning("unreadable message from the %s: %s", side, item)
+                elif not handled(item):
+                    await sink.send(item)
             tg.cancel_scope.cancel()
 
-        async def from_server() -> None:
-            async for item in server_read:
-                if isinstance(item, Exception):
-                    log.warning("unreadable message from the server: %s", item)
-                    continue
-                msg = item.message
-                if isinstance(msg, JSONRPCResponse | JSONRPCError) and msg.id in pending:
-                    tg.start_soon(answer, pending.pop(msg.id), item, msg)
-                    continue
-                await client_write.send(item)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(from_client)
-        tg.start_soon(from_server)
+        tg.start_soon(pump, client_read, server_write, from_client, "client")
+        tg.start_soon(pump, server_read, client_write, from_server, "server")
 
 
 def _finisher(gate: Gate, permit: Permit) -> Answer:
