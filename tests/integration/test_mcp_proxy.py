@@ -74,7 +74,18 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp]) -> Iterator[World]:
+def world(tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp]) -> World:
+    return make_world(tmp_path, start_opa, start_pdp)
+
+
+def make_world(
+    tmp_path: Path,
+    start_opa: Callable[..., OpaSidecar],
+    start_pdp: Callable[..., Pdp],
+    fs_obligations: list[dict[str, Any]] | None = None,
+) -> World:
+    """Servers' directories, and a real PDP + OPA whose mcp pack points at them (with these
+    obligations on every allowed filesystem call)."""
     if not FS_SERVER.exists():
         pytest.fail(f"no {FS_SERVER}: run `make mcp-servers` (the tests use the real npm filesystem server)")
     root = tmp_path / "files"
@@ -93,10 +104,11 @@ def world(tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Calla
     data = json.loads(pack.read_text())
     data["config"]["servers"]["filesystem"]["roots"] = [str(allowed)]
     data["config"]["servers"]["git"]["roots"] = [str(repo)]
+    data["config"]["servers"]["filesystem"]["obligations"] = fs_obligations or []
     pack.write_text(json.dumps(data))
     opa = start_opa(bundle=bundle)
     pdp = start_pdp(opa.url, key_dir=tmp_path / "pdp-keys", log_dir=tmp_path / "pdp-log")
-    yield World(root, allowed, repo, pdp, tmp_path / "pdp-log", tmp_path / "pdp-keys" / "jwks.json")
+    return World(root, allowed, repo, pdp, tmp_path / "pdp-log", tmp_path / "pdp-keys" / "jwks.json")
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -179,6 +191,42 @@ def test_every_allowed_call_of_a_session_has_a_decision_and_an_outcome_report(wo
         m["decision_id"]: "executed" for m in metas
     }
     assert "OK:" in audit_verify(world)
+
+
+def test_obligations_are_carried_out_on_the_result_and_reported(
+    tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp]
+) -> None:
+    w = make_world(
+        tmp_path,
+        start_opa,
+        start_pdp,
+        [
+            {"type": "redact", "params": {"fields": ["ssn"]}},
+            {"type": "audit.note", "params": {"note": "customer data"}},
+        ],
+    )
+    (w.allowed / "ann.json").write_text(json.dumps({"name": "Ann", "ssn": "123-45-6789"}))
+
+    result = session(w.files(), lambda c: c.call_tool("read_text_file", {"path": str(w.allowed / "ann.json")}))
+
+    assert json.loads(result.content[0].text) == {"name": "Ann", "ssn": "[REDACTED]"}  # type: ignore[union-attr]
+    report = log_claims(w.log_dir)[result.meta[META]["outcome_log_index"]]["outcome"]  # type: ignore[index]
+    assert report["result"]["redacted"] == ["content[0].ssn"]
+    assert report["result"]["notes"] == ["customer data"]
+
+
+def test_an_obligation_the_proxy_cannot_carry_out_refuses_the_call(
+    tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp]
+) -> None:
+    w = make_world(tmp_path, start_opa, start_pdp, [{"type": "watermark", "params": {"text": "x"}}])
+    (w.allowed / "a.txt").write_text("a")
+
+    err = session(w.files(), lambda c: refused(c, "read_text_file", {"path": str(w.allowed / "a.txt")}))
+
+    assert err.code == -32001
+    assert "'watermark'" in err.message and "cannot carry out" in err.message
+    blocked = [c for c in log_claims(w.log_dir) if c.get("decision_id") == err.data["decision_id"]]
+    assert blocked[-1]["outcome"]["status"] == "blocked"
 
 
 def test_write_outside_the_roots_is_refused_with_the_deny_code_and_the_file_is_untouched(world: World) -> None:

@@ -82,3 +82,13 @@ escalate contains lib.escalation(rego.metadata.rule(), msg, _server.approver_rol
 		_server.approver_role,
 	])
 }
+
+# METADATA
+# title: Server obligations
+# description: |
+#   Obligations a server's config attaches to every allowed call of its tools (e.g. redact named
+#   fields of the result, cap its size, add an audit note); the proxy refuses those it cannot
+#   carry out.
+obligations contains o if {
+	some o in _server.obligations
+}

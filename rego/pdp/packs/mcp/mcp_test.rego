@@ -104,3 +104,8 @@ test_other_tools_are_not_this_packs if {
 	denied(inp) == set()
 	escalated(inp) == set()
 }
+
+test_a_servers_obligations_come_with_its_calls if {
+	obligations := mcp.obligations with input as git("git_log", "read")
+	obligations == {{"type": "cap_result", "params": {"max_bytes": 1048576}}}
+}
