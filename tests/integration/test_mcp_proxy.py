@@ -275,16 +275,20 @@ def test_a_pdp_killed_mid_session_refuses_the_next_call(world: World) -> None:
     target = world.allowed / "b.txt"
     (world.allowed / "b.txt").write_text("before")
 
-    async def calls(c: Client) -> MCPError:
+    async def calls(c: Client) -> tuple[MCPError, MCPError]:
         await c.call_tool("read_text_file", {"path": str(world.allowed / "a.txt")})
         world.pdp.server.stop(0)
-        return await refused(c, "edit_file", {"path": str(target), "edits": [{"oldText": "before", "newText": "x"}]})
+        err = await refused(c, "edit_file", {"path": str(target), "edits": [{"oldText": "before", "newText": "x"}]})
+        with pytest.raises(MCPError) as listing:
+            await c.list_tools(cache_mode="bypass")
+        return err, listing.value
 
-    err = session(world.files(), calls)
+    err, listing = session(world.files(), calls)
 
     assert err.code == -32603
     assert "could not be asked" in err.message
     assert target.read_text() == "before"
+    assert listing.code == -32603  # no list at all rather than an unchecked one
 
 
 def test_a_record_that_does_not_verify_is_refused(world: World, tmp_path: Path) -> None:
