@@ -15,7 +15,7 @@ OPA_PORT ?= 8181
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check pytest clean
+.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check pytest clean mcp-servers
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,8 +59,9 @@ $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
-bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) ## PDP vs direct OPA, side by side (BENCH_SECONDS, BENCH_CONCURRENCY; ARGS=--quick)
+bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) $(MCP_SERVERS)/.installed ## PDP vs direct OPA, side by side (BENCH_SECONDS, BENCH_CONCURRENCY; ARGS=--quick)
 	$(PY) bench/run.py $(ARGS)
+	PDP_OPA_BIN=$(OPA) $(PY) bench/mcp_bench.py
 
 jaeger: $(BIN)/jaeger ## Jaeger v2, in memory: UI/API on 127.0.0.1:16686, OTLP gRPC on 127.0.0.1:4317
 	$(BIN)/jaeger
@@ -81,9 +82,20 @@ policy-check: $(OPA) $(REGAL) ## opa fmt, opa check --strict, opa test with cove
 	  { $(OPA) test rego; echo "policy coverage is below $(COVERAGE)%: see rego/README.md"; exit 1; }
 	$(REGAL) lint rego
 
+# Real third-party MCP servers for the proxy's tests: the npm filesystem server in an ignored
+# project-local prefix (needs node and npm), and mcp-server-git (a dev dependency) in the venv.
+MCP_FS_SERVER := @modelcontextprotocol/server-filesystem@2026.8.31
+MCP_SERVERS   := $(CURDIR)/.mcp-servers
+
+mcp-servers: $(MCP_SERVERS)/.installed ## install the MCP servers the proxy's tests run against
+
+$(MCP_SERVERS)/.installed: Makefile
+	npm install --prefix $(MCP_SERVERS) --no-audit --no-fund --save-exact $(MCP_FS_SERVER)
+	touch $@
+
 # tests/unit/test_k8s.py runs kubeconform on deploy/k8s against the schemas of the kubernetes-validate dev dependency.
-pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck $(BIN)/kubeconform
+pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck $(BIN)/kubeconform $(MCP_SERVERS)/.installed
 	PDP_OPA_BIN=$(OPA) $(PY) -m pytest
 
 clean:
-	rm -rf $(BIN) $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(BIN) $(VENV) $(MCP_SERVERS) .pytest_cache .mypy_cache .ruff_cache

@@ -94,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("log_dir", type=Path, help="the log directory (PDP_LOG_DIR)")
     a.add_argument("--jwks", type=Path, required=True, help="the JWKS file (PDP_KEY_DIR/jwks.json, or GetJwks)")
     a.set_defaults(func=_audit)
+
+    from pdp.pep.cli import register as register_mcp_proxy
+
+    register_mcp_proxy(sub)
     return p
 
 
