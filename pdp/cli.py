@@ -24,6 +24,7 @@ from pdp.errors import ConfigError
 from pdp.keys import KeyRing
 from pdp.ledger import checkpoint
 from pdp.ledger.audit import AuditError, verify_log
+from pdp.report import cli as report_cli
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar
 from pdp.telemetry import opa_tracing_config
@@ -94,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("log_dir", type=Path, help="the log directory (PDP_LOG_DIR)")
     a.add_argument("--jwks", type=Path, required=True, help="the JWKS file (PDP_KEY_DIR/jwks.json, or GetJwks)")
     a.set_defaults(func=_audit)
+
+    report_cli.register(sub)  # pdp report, pdp policy catalog
     return p
 
 
