@@ -79,7 +79,6 @@ def _report(args: argparse.Namespace) -> int:
         print(f"pdp report: cannot read the log: {e}", file=sys.stderr)
         return 2
     figures = tally.figures(catalog=catalog.anchors() if catalog else None, provenance=src.provenance())
-    command = shlex.join(["pdp", "report", *sys.argv[2:]]) if sys.argv[1:2] == ["report"] else "pdp report"
     figures["generated_by"] = {"pdp": __version__, "bundle": catalog.to_dict() if catalog else None}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
@@ -88,10 +87,21 @@ def _report(args: argparse.Namespace) -> int:
         _write_catalog(catalog, args.out)
     done = f"{figures['decisions']['total']} decisions, checkpoint {src.checkpoint.origin} size {src.checkpoint.size}"
     if args.evidence:
-        pack = evidence.write(args.out, source=src, jwks_bytes=jwks_bytes, figures=figures, command=command)
+        pack = evidence.write(args.out, source=src, jwks_bytes=jwks_bytes, figures=figures, command=_command(args))
         done += f"; evidence pack in {pack}"
     print(f"report of {done}: {args.out / 'report.html'}, {args.out / 'report.json'}")
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The ``pdp report`` command line that reproduces this report (for the evidence README)."""
+    words = ["pdp", "report", str(args.log_dir), "--jwks", str(args.jwks)]
+    for flag in ("since", "until"):
+        if getattr(args, flag) is not None:
+            words += [f"--{flag}", datetime.datetime.fromtimestamp(getattr(args, flag), datetime.UTC).isoformat()]
+    if args.bundle is not None:
+        words += ["--bundle", str(args.bundle)]
+    return shlex.join([*words, "--out", str(args.out), "--evidence"])
 
 
 def _catalog(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pdp.ledger.log import frame, read_frames
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
 from tests.conftest import BUNDLE, ROOT, Pdp, load_request
@@ -209,15 +210,24 @@ def test_every_figure_of_a_log_with_a_known_mix(known_log: KnownLog, tmp_path: P
 
 
 def test_a_tampered_log_gets_no_report(known_log: KnownLog, tmp_path: Path) -> None:
+    # An allow turned into a deny, with the frame's CRC fixed: only the signature can tell.
     segment = known_log.log_dir / "segment-000000.log"
-    data = bytearray(segment.read_bytes())
-    at = data.index(b'"outcome":"deny"') if b'"outcome":"deny"' in data else len(data) // 2
-    data[at + 1] ^= 0x01  # one bit of one record
+    frames, _ = read_frames(segment.read_bytes())
+    index = next(i for i, f in enumerate(frames) if _claims(f.payload.decode())["pdp"].get("outcome") == "allow")
+    head, payload, sig = frames[index].payload.decode().split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["pdp"]["outcome"] = "deny"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    entries = [
+        frame(f"{head}.{forged}.{sig}".encode()) if i == index else frame(f.payload) for i, f in enumerate(frames)
+    ]
     segment.chmod(0o644)
-    segment.write_bytes(bytes(data))
+    segment.write_bytes(b"".join(entries))
+
     done = report(known_log, tmp_path / "report")
     assert done.returncode == 1
-    assert "does not verify" in done.stderr and "entry" in done.stderr
+    assert f"entry {index}" in done.stderr and "signature does not verify" in done.stderr
+    assert "no report written" in done.stderr
     assert not (tmp_path / "report" / "report.json").exists()
     assert not (tmp_path / "report" / "report.html").exists()
 

@@ -81,6 +81,12 @@ def figures(claims: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
     return compute((entry_of(i, c) for i, c in enumerate(claims)), **kw)
 
 
+def fired(code: str, count: int, agents: dict[str, int], tools: dict[str, int]) -> tuple[str, dict[str, Any]]:
+    """A reason code's expected figures, out of MIX's six decisions."""
+    anchor = "rule-" + code.replace(".", "-").replace("_", "-")
+    return code, {"count": count, "fire_rate": count / 6, "catalog": anchor, "by_agent": agents, "by_tool": tools}
+
+
 def test_every_figure_of_a_known_mix() -> None:
     f = figures(
         MIX,
@@ -127,36 +133,14 @@ def test_every_figure_of_a_known_mix() -> None:
     assert f["escalations"]["source"] == "none"
     assert f["escalations"]["approval_rate"] is None and f["escalations"]["time_to_approval_s"] is None
     assert "no escalation records" in f["escalations"]["note"]
-    assert f["rules"]["fired"] == {
-        "approval.accepted": {
-            "count": 1,
-            "fire_rate": 1 / 6,
-            "catalog": "rule-approval-accepted",
-            "by_agent": {"a1": 1},
-            "by_tool": {"crm.lookup": 1},
-        },
-        "risk.high": {
-            "count": 1,
-            "fire_rate": 1 / 6,
-            "catalog": "rule-risk-high",
-            "by_agent": {"a1": 1},
-            "by_tool": {"crm.lookup": 1},
-        },
-        "tool.granted": {
-            "count": 3,
-            "fire_rate": 3 / 6,
-            "catalog": "rule-tool-granted",
-            "by_agent": {"a1": 2, "a2": 1},
-            "by_tool": {"crm.lookup": 2, "payments.transfer": 1},
-        },
-        "tool.not_granted": {
-            "count": 1,
-            "fire_rate": 1 / 6,
-            "catalog": "rule-tool-not-granted",
-            "by_agent": {"a2": 1},
-            "by_tool": {"payments.transfer": 1},
-        },
-    }
+    assert f["rules"]["fired"] == dict(
+        [
+            fired("approval.accepted", 1, {"a1": 1}, {"crm.lookup": 1}),
+            fired("risk.high", 1, {"a1": 1}, {"crm.lookup": 1}),
+            fired("tool.granted", 3, {"a1": 2, "a2": 1}, {"crm.lookup": 2, "payments.transfer": 1}),
+            fired("tool.not_granted", 1, {"a2": 1}, {"payments.transfer": 1}),
+        ]
+    )
     assert f["rules"]["never_fired"] == ["risk.critical"]
     assert f["rules"]["not_in_catalog"] == []
     assert f["audit"] == {
