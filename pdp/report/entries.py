@@ -17,6 +17,7 @@ DECISION = "decision"
 OUTCOME = "outcome"
 ESCALATION = "escalation"
 APPROVAL_ACCEPTED = "approval.accepted"  # the reason an allow carries when a human approved it
+_EMPTY: dict[str, Any] = {}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -120,14 +121,14 @@ def _decision(index: int, claims: Mapping[str, Any], pdp: Mapping[str, Any], iat
         ),
         masked=tuple(str(p) for p in claims.get("masked") or ()),
         erased=tuple(str(p) for p in claims.get("erased") or ()),
-        has_trust=bool(trust or facts),
+        has_trust="trust" in pdp or any("facts" in _obj(d) for d in (claims, pdp, claims.get("result"))),
         classification=str(trust.get("classification") or _obj(facts.get("resource")).get("classification") or ""),
         lineage_verified=bool(lineage),
     )
 
 
-def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+def _obj(value: Any) -> dict[str, Any]:
+    return value if type(value) is dict else _EMPTY  # JSON objects are dicts; an exact check is cheap
 
 
 def _number(value: Any) -> float:

@@ -232,12 +232,13 @@ def test_lineage_completeness_from_the_provenance_summary() -> None:
         decision("d3", T0, "allow", ["tool.granted"], facts={"resource": {"classification": "public"}}),
         decision("d4", T0, "allow", ["tool.granted"]),  # an older record: no summary
         decision("d5", T0, "allow", ["tool.granted"]),
+        decision("d6", T0, "allow", ["tool.granted"], facts={}),  # a summary with nothing looked up
     ]
     claims[4]["pdp"]["trust"] = {"classification": "secret", "lineage_verified": True}
     lin = figures(claims)["lineage"]
     assert lin == {
         "source": "provenance summary",
-        "decisions_with_summary": 4,
+        "decisions_with_summary": 5,
         "on_classified_data": 3,
         "with_verified_lineage": 2,
         "completeness": 2 / 3,
