@@ -349,3 +349,52 @@ def test_the_html_report_renders_every_section_offline_in_chromium(
     assert fetched == [(out / "report.html").as_uri()]  # no external asset, nothing else loaded
     assert problems == []
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+
+
+RULES = """package pdp.packs.demo
+
+# METADATA
+# title: Tested rule
+# description: Fires on a test.
+# custom:
+#   code: demo.tested
+#   severity: low
+deny contains rego.metadata.rule().custom.code if {
+	input.x == 1
+}
+
+# METADATA
+# title: Untested rule
+# custom:
+#   code: demo.untested
+#   severity: high
+deny contains rego.metadata.rule().custom.code if {
+	input.x == 2
+}
+"""
+TESTS = """package pdp.packs.demo_test
+
+import data.pdp.packs.demo
+
+test_tested_fires if "demo.tested" in demo.deny with input as {"x": 1}
+"""
+
+
+def test_catalog_coverage_per_rule_and_a_code_yielded_twice(opa_bin: str, tmp_path: Path) -> None:
+    from pdp.policy import catalog
+
+    bundle = tmp_path / "bundle"
+    (bundle / "pdp" / "packs" / "demo").mkdir(parents=True)
+    (bundle / ".manifest").write_text('{"revision": "demo-1", "roots": ["pdp"]}')
+    (bundle / "pdp" / "packs" / "demo" / "demo.rego").write_text(RULES)
+    (bundle / "pdp" / "packs" / "demo" / "demo_test.rego").write_text(TESTS)
+    got = catalog.load(bundle, opa_bin=opa_bin)
+    assert got.revision == "demo-1"
+    assert [(r.code, r.severity, r.pack, r.title, r.coverage) for r in got.rules] == [
+        ("demo.tested", "low", "demo", "Tested rule", 100.0),
+        ("demo.untested", "high", "demo", "Untested rule", 0.0),  # no test made it fire
+    ]
+
+    (bundle / "pdp" / "packs" / "demo" / "demo.rego").write_text(RULES.replace("demo.untested", "demo.tested"))
+    with pytest.raises(catalog.CatalogError, match=r"reason code demo.tested is yielded by .*demo.rego:\d+ and"):
+        catalog.load(bundle, opa_bin=opa_bin, coverage=False)
