@@ -24,6 +24,7 @@ from pdp.errors import ConfigError
 from pdp.keys import KeyRing
 from pdp.ledger import checkpoint
 from pdp.ledger.audit import AuditError, verify_log
+from pdp.report import cli as report_cli
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar
 from pdp.telemetry import opa_tracing_config
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     from pdp.pep.cli import register as register_mcp_proxy
 
     register_mcp_proxy(sub)
+    report_cli.register(sub)  # pdp report, pdp policy catalog
     return p
 
 

@@ -1,0 +1,1 @@
+"""Policy bundles as artefacts: the catalog of their rules (``pdp policy catalog``)."""
