@@ -3,11 +3,12 @@
 An AuthZEN evaluation (``subject``, ``action``, ``resource``, ``context``) becomes a
 :class:`~pdp.v1.decision_pb2.DecideRequest` by a :class:`Mapping`: a list of rules "this
 DecideRequest field takes the value at this JSON pointer of the evaluation (or this constant)",
-plus the whole evaluation kept under ``context.attributes.<keep_request>`` so a policy can read
-any AuthZEN field. The default mapping is :data:`DEFAULT_MAPPING`; a deployment replaces it with
-a JSON file (``PDP_AUTHZEN_MAPPING``, format in ``docs/authzen.md``). The DecideRequest then goes
-through the same :class:`~pdp.decide.Decider` as gRPC ``Decide``: validation, caller binding,
-OPA, verdict, signed record, durable log.
+plus the rest of the evaluation (every member no rule placed elsewhere) kept under
+``context.attributes.<keep_request>``, so a policy can read any AuthZEN field, each in one place.
+The default mapping is :data:`DEFAULT_MAPPING`; a deployment replaces it with a JSON file
+(``PDP_AUTHZEN_MAPPING``, format in ``docs/authzen.md``). The DecideRequest then goes through
+the same :class:`~pdp.decide.Decider` as gRPC ``Decide``: validation, caller binding, OPA,
+verdict, signed record, durable log.
 
 A :class:`~pdp.decide.Decision` becomes ``{"decision": bool, "context": {...}}``: ``true`` only
 for an ALLOW with its signed record; DENY, REQUIRE_APPROVAL and every fail-closed answer are
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor
+from google.protobuf import descriptor, json_format
 
 from pdp.decide import Decision
 from pdp.errors import ConfigError, InvalidArgument
@@ -49,6 +50,8 @@ DEFAULT_MAPPING: dict[str, Any] = {
     "fields": {
         "context.agent.id": {"from": "/subject/properties/agent_id", "default": "authzen"},
         "context.agent.version": {"from": "/subject/properties/agent_version"},
+        "context.agent.owner": {"from": "/subject/properties/agent_owner"},
+        "context.agent.model": {"from": "/subject/properties/agent_model"},
         "context.principal.id": {"from": "/subject/id"},
         "context.principal.type": {"from": "/subject/type"},
         "context.principal.roles": {"from": "/subject/properties/roles"},
@@ -71,6 +74,7 @@ DEFAULT_MAPPING: dict[str, Any] = {
         "context.risk.score": {"from": "/context/risk/score"},
         "context.risk.indicators": {"from": "/context/risk/indicators"},
         "context.purpose_of_use": {"from": "/context/purpose_of_use"},
+        "context.lineage": {"from": "/context/lineage"},
     },
 }
 
@@ -85,6 +89,11 @@ class _Rule:
     path: tuple[descriptor.FieldDescriptor, ...]
     source: tuple[str, ...] | None  # JSON pointer tokens; None for a constant
     default: Any = None
+    kind: str = ""  # how the value is set: messages, struct, strings, enum, number, bool, string
+
+    @property
+    def field(self) -> descriptor.FieldDescriptor:
+        return self.path[-1]
 
     @property
     def source_name(self) -> str:
@@ -98,8 +107,8 @@ class Mapping:
 
     Attributes:
         rules: one per mapped DecideRequest field.
-        keep_request: the whole evaluation goes under ``context.attributes.<keep_request>``;
-            empty to leave it out.
+        keep_request: the members of the evaluation that no rule maps go under
+            ``context.attributes.<keep_request>``; empty to leave them out.
         request_id: ``none`` (every evaluation is a new decision) or ``x-request-id`` (the
             ``X-Request-ID`` header is the idempotency key: a retry returns the first record).
     """
@@ -159,8 +168,8 @@ class Mapping:
                 value = rule.default
             if value is not None:
                 _assign(request, rule, value)
-        if self.keep_request:
-            request.context.attributes.update({self.keep_request: evaluation})
+        if self.keep_request and (rest := _unmapped(evaluation, self.rules)):
+            request.context.attributes.update({self.keep_request: rest})
         return request
 
     def source_of(self, field: str) -> str:
@@ -183,7 +192,7 @@ def _rule(target: str, spec: Any, where: str) -> _Rule:
         path.append(fd)
         message = fd.message_type if fd.message_type is not None and fd.message_type.full_name != _STRUCT else None
     last = path[-1]
-    if last.message_type is not None and last.message_type.full_name != _STRUCT:
+    if last.message_type is not None and last.message_type.full_name != _STRUCT and not last.is_repeated:
         raise ConfigError(f"{where}: map each field of {target} separately (a string, number, list or object)")
     source = None
     if "from" in spec:
@@ -191,13 +200,48 @@ def _rule(target: str, spec: Any, where: str) -> _Rule:
         if not isinstance(pointer, str) or not pointer.startswith("/"):
             raise ConfigError(f"{where}: from must be a JSON pointer like /subject/id")
         source = tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/"))
-    rule = _Rule(target=target, path=tuple(path), source=source, default=spec.get("value", spec.get("default")))
+    rule = _Rule(
+        target=target,
+        path=tuple(path),
+        source=source,
+        default=spec.get("value", spec.get("default")),
+        kind=_kind(last),
+    )
     if rule.default is not None:
         try:
             _assign(pb.DecideRequest(), rule, rule.default)
         except InvalidArgument as e:
             raise ConfigError(f"{where}: the default or value {e.problem}") from None
     return rule
+
+
+def _unmapped(evaluation: dict[str, Any], rules: tuple[_Rule, ...]) -> dict[str, Any]:
+    """The evaluation without the members the rules placed elsewhere (nothing is in the input twice),
+    empty objects left out. Copies only the objects on the way to a removed member."""
+    out = dict(evaluation)
+    copied = {id(out)}
+    for rule in rules:
+        if rule.source is None:
+            continue
+        parent = out
+        for t in rule.source[:-1]:
+            child = parent.get(t)
+            if not isinstance(child, dict):
+                break
+            if id(child) not in copied:
+                child = parent[t] = dict(child)
+                copied.add(id(child))
+            parent = child
+        else:
+            parent.pop(rule.source[-1], None)
+    return _pruned(out, copied)
+
+
+def _pruned(doc: dict[str, Any], ours: set[int]) -> dict[str, Any]:
+    for key, value in list(doc.items()):
+        if isinstance(value, dict) and id(value) in ours and not _pruned(value, ours):
+            del doc[key]
+    return doc
 
 
 def _lookup(doc: Any, tokens: tuple[str, ...]) -> Any:
@@ -208,42 +252,71 @@ def _lookup(doc: Any, tokens: tuple[str, ...]) -> Any:
     return doc
 
 
+def _kind(fd: descriptor.FieldDescriptor) -> str:
+    if fd.message_type is not None:
+        return "messages" if fd.is_repeated else "struct"
+    if fd.is_repeated:
+        return "strings" if fd.type == descriptor.FieldDescriptor.TYPE_STRING else ""
+    if fd.enum_type is not None:
+        return "enum"
+    if fd.type in _NUMBER_TYPES:
+        return "number"
+    return {descriptor.FieldDescriptor.TYPE_BOOL: "bool", descriptor.FieldDescriptor.TYPE_STRING: "string"}.get(
+        fd.type, ""
+    )
+
+
 def _assign(request: pb.DecideRequest, rule: _Rule, value: Any) -> None:  # noqa: PLR0912
     m: Any = request
     for fd in rule.path[:-1]:
         m = getattr(m, fd.name)
-    fd = rule.path[-1]
-    bad = InvalidArgument
-    if fd.message_type is not None:  # a Struct
-        if not isinstance(value, dict):
-            raise bad(rule.source_name, "must be an object")
-        getattr(m, fd.name).update(value)
-    elif fd.is_repeated:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad(rule.source_name, "must be a list of strings")
-        getattr(m, fd.name).extend(value)
-    elif fd.enum_type is not None:
-        prefix = fd.enum_type.values[0].name.rsplit("_", 1)[0] + "_"  # CLASSIFICATION_UNSPECIFIED → CLASSIFICATION_
-        name = value.upper() if isinstance(value, str) else ""
-        found = fd.enum_type.values_by_name.get(name if name.startswith(prefix) else prefix + name)
-        if found is None:
-            names = ", ".join(v.name.removeprefix(prefix).lower() for v in fd.enum_type.values[1:])
-            raise bad(rule.source_name, f"must be one of {names}")
-        setattr(m, fd.name, found.number)
-    elif fd.type in _NUMBER_TYPES:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise bad(rule.source_name, "must be a number")
-        setattr(m, fd.name, value)
-    elif fd.type == descriptor.FieldDescriptor.TYPE_BOOL:
-        if not isinstance(value, bool):
-            raise bad(rule.source_name, "must be true or false")
-        setattr(m, fd.name, value)
-    elif fd.type == descriptor.FieldDescriptor.TYPE_STRING:
+    name, kind, bad = rule.field.name, rule.kind, InvalidArgument
+    if kind == "string":
         if not isinstance(value, str):
             raise bad(rule.source_name, "must be a string")
-        setattr(m, fd.name, value)
+        setattr(m, name, value)
+    elif kind == "strings":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad(rule.source_name, "must be a list of strings")
+        getattr(m, name).extend(value)
+    elif kind == "struct":
+        if not isinstance(value, dict):
+            raise bad(rule.source_name, "must be an object")
+        getattr(m, name).update(value)
+    elif kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise bad(rule.source_name, "must be a number")
+        setattr(m, name, value)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise bad(rule.source_name, "must be true or false")
+        setattr(m, name, value)
+    elif kind == "enum":
+        setattr(m, name, _enum(rule, value))
+    elif kind == "messages":  # e.g. lineage: objects in the proto3 JSON form
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise bad(rule.source_name, "must be a list of objects")
+        try:
+            parsed = json_format.ParseDict({name: value}, type(m)())
+        except json_format.ParseError as e:
+            raise bad(rule.source_name, str(e).replace(f"{name}[", "[")[:300]) from None
+        getattr(m, name).extend(getattr(parsed, name))
     else:
         raise bad(rule.source_name, f"cannot be mapped onto {rule.target}")
+
+
+def _enum(rule: _Rule, value: Any) -> int:
+    """An enum value by its name, with or without the prefix, in any case (``confidential``)."""
+    enum = rule.field.enum_type
+    assert enum is not None  # kind "enum" is given to enum fields only
+    values = enum.values
+    prefix = values[0].name.rsplit("_", 1)[0] + "_"  # CLASSIFICATION_UNSPECIFIED → CLASSIFICATION_
+    name = value.upper() if isinstance(value, str) else ""
+    found = enum.values_by_name.get(name if name.startswith(prefix) else prefix + name)
+    if found is None:
+        names = ", ".join(v.name.removeprefix(prefix).lower() for v in values[1:])
+        raise InvalidArgument(rule.source_name, f"must be one of {names}")
+    return int(found.number)
 
 
 # ---- requests -------------------------------------------------------------------------------

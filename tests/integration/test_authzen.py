@@ -162,8 +162,11 @@ def test_every_mapped_field_reaches_the_policy_input(face: Face) -> None:
     }
     assert echoed["risk"] == {"score": 42, "indicators": ["new_device"]}
     assert echoed["purpose_of_use"] == "support"
-    # The whole AuthZEN request is kept for the policy, unmapped members included.
-    assert echoed["attributes"]["authzen"] == ask
+    # What no rule placed elsewhere is kept for the policy, each member in one place.
+    assert echoed["attributes"]["authzen"] == {
+        "resource": {"properties": {"ownerID": "someone"}},
+        "context": {"ip": "10.0.0.1"},
+    }
     # The caller is the transport's, never the body's; with no mapping for it, the agent is "authzen".
     assert echoed["caller"]["peer"].startswith("ipv4:127.0.0.1:")
     assert echoed["caller"]["authenticated"] is False
