@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import DNSName, UniformResourceIdentifier
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pdp import keys
 from pdp.client import MemoryReplayCache, verify
@@ -23,13 +25,14 @@ from pdp.errors import ConfigError
 from pdp.http import authzen
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar, free_port
-from tests.conftest import ROOT, Pdp
+from tests.conftest import ROOT, Pdp, wait_for
 from tests.integration.test_mtls import _issue, _pem_key
 
 pytestmark = pytest.mark.integration
 
 ECHO = ROOT / "tests/data/bundles/authzen-echo"
 TODO = ROOT / "examples/authzen-todo"
+SERVING = health_pb2.HealthCheckResponse.SERVING
 INTEROP = json.loads((ROOT / "tests/data/authzen/todo-interop.json").read_text())
 
 
@@ -239,6 +242,9 @@ def test_evaluations_semantics_and_short_circuits(
     assert [e["decision"] for e in results] == expected
     assert len({e["context"]["decision_id"] for e in results}) == len(results)
     assert all(e["context"]["record"] for e in results)
+    # One policy evaluation, one group commit: the batch's records sit side by side in the log.
+    indexes = [int(e["context"]["log_index"]) for e in results]
+    assert indexes == list(range(indexes[0], indexes[0] + len(results)))
 
 
 def test_evaluations_entries_override_the_defaults(face: Face) -> None:
@@ -520,10 +526,17 @@ def todo_face(opa_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     settings = Settings(
         listen="127.0.0.1:0", http_listen="127.0.0.1:0", opa_url=opa.url, key_dir=home / "keys", log_dir=home / "log"
     )
-    server, _ = create_server(settings)
+    server, grpc_port = create_server(settings)
     server.start()
     assert server.http is not None
     try:
+        # Healthy: the bundle answers the health check's empty input with a (deny) decision.
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            wait_for(
+                lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == SERVING,
+                what="the PDP serving examples/authzen-todo to report SERVING",
+            )
         yield Face(None, f"http://127.0.0.1:{server.http.port}", home, requests.Session())  # type: ignore[arg-type]
     finally:
         server.stop(1)

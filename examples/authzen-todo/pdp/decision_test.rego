@@ -39,3 +39,9 @@ test_decisions_each_as_alone if {
 	[d.outcome | some d in batch] == ["allow", "deny"]
 	batch[0] == pdp.decision with input as one
 }
+
+test_decision_defined_for_an_empty_input if {
+	d := pdp.decision with input as {}
+	d.outcome == "deny"
+	{r.code | some r in d.reasons} == {"todo.unknown_user", "todo.unknown_action"}
+}

@@ -5,13 +5,14 @@
 #   (openid/authzen, interop/), as data in data.todo; the rules below read the
 #   request as the PDP's default AuthZEN mapping puts it into the input:
 #   subject.id → principal.id, action.name → action.tool, resource.type/id →
-#   resource.type/id, and the whole AuthZEN request under attributes.authzen.
+#   resource.type/id, and what no rule maps (here resource.properties.ownerID)
+#   under attributes.authzen.
 package pdp.todo
 
 # METADATA
 # title: Requesting user
 # description: The directory entry of the subject (the PID the PEP took from the user's token).
-user := data.todo.users[input.principal.id] # regal ignore:unresolved-reference
+user := data.todo.users[_subject] # regal ignore:unresolved-reference
 
 # METADATA
 # title: Permissions
@@ -33,6 +34,14 @@ owner := input.attributes.authzen.resource.properties.ownerID
 # description: The user is the todo's owner.
 owns if owner == user.id
 
+# What the request asks, "" where it says nothing: every rule below stays defined (the PDP's
+# health check asks with an empty input, and an undefined decision is a policy fault).
+_subject := object.get(input, ["principal", "id"], "")
+
+_action := object.get(input, ["action", "tool"], "")
+
+_resource := sprintf("%s %q", [object.get(input, ["resource", "type"], ""), object.get(input, ["resource", "id"], "")])
+
 _actions := {"can_read_user", "can_read_todos", "can_create_todo", "can_update_todo", "can_delete_todo"}
 
 # METADATA
@@ -43,7 +52,7 @@ _actions := {"can_read_user", "can_read_todos", "can_create_todo", "can_update_t
 #   severity: medium
 deny contains _reason(rego.metadata.rule(), msg) if {
 	not user
-	msg := sprintf("subject %q is not a known user", [input.principal.id])
+	msg := sprintf("subject %q is not a known user", [_subject])
 }
 
 # METADATA
@@ -53,8 +62,8 @@ deny contains _reason(rego.metadata.rule(), msg) if {
 #   code: todo.unknown_action
 #   severity: medium
 deny contains _reason(rego.metadata.rule(), msg) if {
-	not input.action.tool in _actions
-	msg := sprintf("%q is not an action of the Todo application", [input.action.tool])
+	not _action in _actions
+	msg := sprintf("%q is not an action of the Todo application", [_action])
 }
 
 # METADATA
@@ -64,8 +73,8 @@ deny contains _reason(rego.metadata.rule(), msg) if {
 #   code: todo.role_permits
 #   severity: info
 allow contains _reason(rego.metadata.rule(), msg) if {
-	input.action.tool in permissions
-	msg := sprintf("%s (%s) may %s", [user.id, concat(",", user.roles), input.action.tool])
+	_action in permissions
+	msg := sprintf("%s (%s) may %s", [user.id, concat(",", user.roles), _action])
 }
 
 # METADATA
@@ -75,10 +84,10 @@ allow contains _reason(rego.metadata.rule(), msg) if {
 #   code: todo.owner_permits
 #   severity: info
 allow contains _reason(rego.metadata.rule(), msg) if {
-	input.action.tool in {"can_update_todo", "can_delete_todo"}
+	_action in {"can_update_todo", "can_delete_todo"}
 	owns
-	sprintf("%s_own_todo", [trim_suffix(input.action.tool, "_todo")]) in permissions
-	msg := sprintf("%s owns todo %q", [user.id, input.resource.id])
+	sprintf("%s_own_todo", [trim_suffix(_action, "_todo")]) in permissions
+	msg := sprintf("%s owns %s", [user.id, _resource])
 }
 
 # METADATA
@@ -88,8 +97,7 @@ allow contains _reason(rego.metadata.rule(), msg) if {
 #   code: todo.not_permitted
 #   severity: medium
 not_permitted := _reason(rego.metadata.rule(), msg) if {
-	who := object.get(user, "id", input.principal.id)
-	msg := sprintf("%s may not %s on %s %q", [who, input.action.tool, input.resource.type, input.resource.id])
+	msg := sprintf("%s may not %s on %s", [object.get(user, "id", _subject), _action, _resource])
 }
 
 _reason(meta, message) := {
