@@ -114,7 +114,7 @@ class AuthzenApp:
             evaluation = authzen.evaluation_of(await self._body(request))
             decide = self._request_for(evaluation, request, index=None)
             d = await run_in_threadpool(self._decide, [decide], caller, request, batch=False)
-            return authzen.to_result(d[0])
+            return authzen.to_result(d[0], with_context=self._mapping.response_context)
 
         return await self._answer(request, answer, batch=False)
 
@@ -124,9 +124,11 @@ class AuthzenApp:
             evaluations, semantic, single = authzen.evaluations_of(await self._body(request))
             requests = [self._request_for(e, request, index=None if single else i) for i, e in enumerate(evaluations)]
             decisions = await run_in_threadpool(self._decide, requests, caller, request, batch=not single)
+            with_context = self._mapping.response_context
             if single:
-                return authzen.to_result(decisions[0])
-            return {"evaluations": [authzen.to_result(d) for d in authzen.short_circuit(decisions, semantic)]}
+                return authzen.to_result(decisions[0], with_context=with_context)
+            kept = authzen.short_circuit(decisions, semantic)
+            return {"evaluations": [authzen.to_result(d, with_context=with_context) for d in kept]}
 
         return await self._answer(request, answer, batch=True)
 

@@ -47,6 +47,7 @@ SEMANTICS = (EXECUTE_ALL, DENY_ON_FIRST_DENY, PERMIT_ON_FIRST_PERMIT)
 DEFAULT_MAPPING: dict[str, Any] = {
     "keep_request": "authzen",
     "request_id": "none",
+    "response_context": True,
     "fields": {
         "context.agent.id": {"from": "/subject/properties/agent_id", "default": "authzen"},
         "context.agent.version": {"from": "/subject/properties/agent_version"},
@@ -111,11 +112,15 @@ class Mapping:
             ``context.attributes.<keep_request>``; empty to leave them out.
         request_id: ``none`` (every evaluation is a new decision) or ``x-request-id`` (the
             ``X-Request-ID`` header is the idempotency key: a retry returns the first record).
+        response_context: answer each decision with its ``context`` (decision id, reasons,
+            obligations, record...); false: the bare ``{"decision": bool}`` some PEPs and the
+            interop harness compare byte for byte.
     """
 
     rules: tuple[_Rule, ...]
     keep_request: str = "authzen"
     request_id: str = "none"
+    response_context: bool = True
 
     @classmethod
     def default(cls) -> Mapping:
@@ -150,10 +155,13 @@ class Mapping:
         mode = doc.get("request_id", "none")
         if mode not in _REQUEST_ID_MODES:
             raise ConfigError(f"{where}: request_id must be one of {', '.join(_REQUEST_ID_MODES)}")
+        context = doc.get("response_context", True)
+        if not isinstance(context, bool):
+            raise ConfigError(f"{where}: response_context must be true or false")
         rules = tuple(_rule(target, spec, f"{where}: fields.{target}") for target, spec in doc["fields"].items())
         if keep and any(r.target.startswith("context.attributes") for r in rules):
             raise ConfigError(f"{where}: context.attributes is where keep_request puts the evaluation; map elsewhere")
-        return cls(rules=rules, keep_request=keep, request_id=mode)
+        return cls(rules=rules, keep_request=keep, request_id=mode, response_context=context)
 
     def to_request(self, evaluation: dict[str, Any], *, request_id: str = "") -> pb.DecideRequest:
         """Maps one (merged) AuthZEN evaluation onto a DecideRequest.
@@ -398,10 +406,12 @@ def permitted(d: Decision) -> bool:
     return d.verdict.outcome is Outcome.ALLOW and not d.verdict.indeterminate and bool(d.record)
 
 
-def to_result(d: Decision) -> dict[str, Any]:
-    """One AuthZEN Decision: ``{"decision": bool, "context": {...}}``."""
+def to_result(d: Decision, *, with_context: bool = True) -> dict[str, Any]:
+    """One AuthZEN Decision: ``{"decision": bool, "context": {...}}`` (no context if not ``with_context``)."""
     v = d.verdict
     allowed = permitted(d)
+    if not with_context:
+        return {"decision": allowed}
     admin: dict[str, str] = {}
     for r in v.reasons:
         text = r.message or r.rule or r.code

@@ -425,6 +425,17 @@ def test_a_deployment_maps_its_own_fields(start_face: Callable[..., Face], tmp_p
     assert echoed["resource"]["id"] == ""
 
 
+def test_bare_decisions_when_the_deployment_asks_for_them(start_face: Callable[..., Face], tmp_path: Path) -> None:
+    (tmp_path / "mapping.json").write_text(json.dumps({**authzen.DEFAULT_MAPPING, "response_context": False}))
+    face = start_face(bundle=TODO, authzen_mapping=tmp_path / "mapping.json")
+    # As the AuthZEN interop harness compares them: the JSON of the evaluations array, exactly.
+    case = next(c for c in INTEROP["cases"] if c["endpoint"] == "evaluations" and c["expect"] == [False, True])
+    r = face.post("/access/v1/evaluations", case["request"])
+    assert json.dumps(r.json()["evaluations"]) == json.dumps([{"decision": False}, {"decision": True}])
+    assert face.evaluate(_ask())["decision"] is False
+    assert face.audit().returncode == 0
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
@@ -434,6 +445,7 @@ def test_a_deployment_maps_its_own_fields(start_face: Callable[..., Face], tmp_p
         ({"fields": {"context.agent.id": {"from": "subject/id"}}}, "from must be a JSON pointer"),
         ({"fields": {"context.risk.score": {"value": "high"}}}, "the default or value must be a number"),
         ({"fields": {}, "request_id": "header"}, "request_id must be one of none, x-request-id"),
+        ({"fields": {}, "response_context": "no"}, "response_context must be true or false"),
     ],
 )
 def test_a_wrong_mapping_file_stops_the_start_naming_the_key(tmp_path: Path, doc: Any, message: str) -> None:
