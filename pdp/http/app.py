@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pdp.context import Caller
 from pdp.decide import Decider, Decision
@@ -95,9 +96,9 @@ class AuthzenApp:
         self._allowed = allowed_callers
         self._base_url = base_url
 
-    def asgi(self) -> Starlette:
+    def asgi(self) -> ASGIApp:
         """The ASGI application."""
-        return Starlette(
+        routes = Starlette(
             routes=[
                 Route(EVALUATION, self._evaluation, methods=["POST"]),
                 Route(EVALUATIONS, self._evaluations, methods=["POST"]),
@@ -105,6 +106,7 @@ class AuthzenApp:
                 Route(JWKS, self._jwks, methods=["GET"]),
             ]
         )
+        return _echo_request_id(routes)
 
     # ---- routes ---------------------------------------------------------------------------
 
@@ -147,7 +149,7 @@ class AuthzenApp:
     # ---- the one place errors become statuses ---------------------------------------------
 
     async def _answer(self, request: Request, answer: Callable[[], Awaitable[Any]], *, batch: bool) -> Response:
-        headers = {"X-Request-ID": rid} if (rid := request.headers.get("x-request-id")) else {}
+        headers: dict[str, str] = {}
         try:
             doc = await answer()
         except HttpError as e:
@@ -220,6 +222,30 @@ class AuthzenApp:
                 decisions = [self._decider.decide(requests[0], caller=caller, time_remaining_s=None)]
             self._telemetry.record(decisions, batch=batch)
         return decisions
+
+
+def _echo_request_id(app: ASGIApp) -> ASGIApp:
+    """Answers every request that carries ``X-Request-ID`` with the same header (spec §10.1.3),
+    whatever answers it: a route, an error, or the router's 404 / 405."""
+
+    async def echoing(scope: Scope, receive: Receive, send: Send) -> None:
+        rid = (
+            next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+            if scope["type"] == "http"
+            else None
+        )
+        if rid is None:
+            await app(scope, receive, send)
+            return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid)]}
+            await send(message)
+
+        await app(scope, receive, send_with_id)
+
+    return echoing
 
 
 def _check_depth(value: Any, limit: int) -> None:

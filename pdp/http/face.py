@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pdp.config import Settings
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 class HttpFace:
     """The HTTP listener: created (socket bound), then started and stopped with the gRPC server."""
 
-    def __init__(self, *, app: Any, sock: socket.socket, settings: Settings, peers: dict[Any, Any]) -> None:
+    def __init__(self, *, app: ASGIApp, sock: socket.socket, settings: Settings, peers: dict[Any, Any]) -> None:
         self._sock = sock
         self.port: int = sock.getsockname()[1]
         self.scheme = "https" if settings.tls_cert_file else "http"

@@ -369,7 +369,12 @@ def test_size_depth_and_content_type_limits(start_face: Callable[..., Face]) -> 
         f"{face.url}/access/v1/evaluation", data=json.dumps(_ask()), headers={"Content-Type": "text/plain"}
     )
     assert r.status_code == 415
-    assert face.session.get(f"{face.url}/access/v1/evaluation").status_code == 405
+    wrong = face.session.get(f"{face.url}/access/v1/evaluation", headers={"X-Request-ID": "get-1"})
+    assert wrong.status_code == 405
+    assert wrong.headers["X-Request-ID"] == "get-1"
+    nowhere = face.post("/access/v2/evaluation", _ask(), headers={"X-Request-ID": "v2"})
+    assert nowhere.status_code == 404
+    assert nowhere.headers["X-Request-ID"] == "v2"
 
 
 def test_fail_closed_when_opa_is_down(start_opa: Callable[..., OpaSidecar], start_face: Callable[..., Face]) -> None:
