@@ -223,7 +223,10 @@ class AuthzenApp:
             doc = authzen.to_result(decisions[0], with_context=with_context)
         else:
             kept = authzen.short_circuit(decisions, semantic)
-            doc = {"evaluations": [authzen.to_result(d, with_context=with_context) for d in kept]}
+            results = [authzen.to_result(d, with_context=with_context) for d in kept]
+            if with_context and len(kept) < len(decisions):
+                results[-1]["context"]["short_circuit"] = semantic  # why the answer stops here (spec §7.1.2)
+            doc = {"evaluations": results}
         return _json(doc)
 
 

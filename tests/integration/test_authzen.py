@@ -240,6 +240,8 @@ def test_evaluations_semantics_and_short_circuits(
     assert r.status_code == 200, r.text
     results = r.json()["evaluations"]
     assert [e["decision"] for e in results] == expected
+    cut = len(results) < len(actions)
+    assert [e["context"].get("short_circuit") for e in results] == [None] * (len(results) - cut) + [semantic] * cut
     assert len({e["context"]["decision_id"] for e in results}) == len(results)
     assert all(e["context"]["record"] for e in results)
     # One policy evaluation, one group commit: the batch's records sit side by side in the log.
