@@ -19,6 +19,7 @@ for an ALLOW with its signed record; DENY, REQUIRE_APPROVAL and every fail-close
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -122,6 +123,10 @@ class Mapping:
     request_id: str = "none"
     response_context: bool = True
 
+    @functools.cached_property
+    def _mapped(self) -> dict[str, Any]:
+        return _pointer_tree(self.rules)
+
     @classmethod
     def default(cls) -> Mapping:
         return cls.from_dict(DEFAULT_MAPPING, where="the default mapping")
@@ -176,7 +181,7 @@ class Mapping:
                 value = rule.default
             if value is not None:
                 _assign(request, rule, value)
-        if self.keep_request and (rest := _unmapped(evaluation, self.rules)):
+        if self.keep_request and (rest := _unmapped(evaluation, self._mapped)):
             request.context.attributes.update({self.keep_request: rest})
         return request
 
@@ -223,33 +228,35 @@ def _rule(target: str, spec: Any, where: str) -> _Rule:
     return rule
 
 
-def _unmapped(evaluation: dict[str, Any], rules: tuple[_Rule, ...]) -> dict[str, Any]:
-    """The evaluation without the members the rules placed elsewhere (nothing is in the input twice),
-    empty objects left out. Copies only the objects on the way to a removed member."""
-    out = dict(evaluation)
-    copied = {id(out)}
+def _unmapped(doc: dict[str, Any], mapped: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` without the members the rules placed elsewhere (so nothing is in the input twice),
+    empty objects left out. ``mapped`` is the tree of the rules' pointers (None at a leaf)."""
+    rest: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key not in mapped:
+            rest[key] = value
+        elif (sub := mapped[key]) is not None:
+            if not isinstance(value, dict):
+                rest[key] = value
+            elif kept := _unmapped(value, sub):
+                rest[key] = kept
+    return rest
+
+
+def _pointer_tree(rules: tuple[_Rule, ...]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
     for rule in rules:
         if rule.source is None:
             continue
-        parent = out
+        node = tree
         for t in rule.source[:-1]:
-            child = parent.get(t)
-            if not isinstance(child, dict):
+            child = node.setdefault(t, {})
+            if child is None:  # a parent of this pointer is itself mapped: all of it is placed already
                 break
-            if id(child) not in copied:
-                child = parent[t] = dict(child)
-                copied.add(id(child))
-            parent = child
+            node = child
         else:
-            parent.pop(rule.source[-1], None)
-    return _pruned(out, copied)
-
-
-def _pruned(doc: dict[str, Any], ours: set[int]) -> dict[str, Any]:
-    for key, value in list(doc.items()):
-        if isinstance(value, dict) and id(value) in ours and not _pruned(value, ours):
-            del doc[key]
-    return doc
+            node[rule.source[-1]] = None
+    return tree
 
 
 def _lookup(doc: Any, tokens: tuple[str, ...]) -> Any:
