@@ -9,6 +9,7 @@ for a body that is not JSON, 500 without a Python repr. Every answer echoes ``X-
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -101,7 +102,7 @@ class AuthzenApp:
         routes = Starlette(
             routes=[
                 Route(EVALUATION, self._evaluation, methods=["POST"]),
-                Route(EVALUATIONS, self._evaluations, methods=["POST"]),
+                Route(EVALUATIONS, functools.partial(self._evaluation, plural=True), methods=["POST"]),
                 Route(METADATA, self._metadata, methods=["GET"]),
                 Route(JWKS, self._jwks, methods=["GET"]),
             ]
@@ -110,21 +111,13 @@ class AuthzenApp:
 
     # ---- routes ---------------------------------------------------------------------------
 
-    async def _evaluation(self, request: Request) -> Response:
+    async def _evaluation(self, request: Request, *, plural: bool = False) -> Response:
         async def answer() -> Any:
             caller = self._caller(request)
             body = await self._body(request)
-            return await run_in_threadpool(self._evaluate, body, caller, request, plural=False)
+            return await run_in_threadpool(self._evaluate, body, caller, request, plural=plural)
 
-        return await self._answer(request, answer, batch=False)
-
-    async def _evaluations(self, request: Request) -> Response:
-        async def answer() -> Any:
-            caller = self._caller(request)
-            body = await self._body(request)
-            return await run_in_threadpool(self._evaluate, body, caller, request, plural=True)
-
-        return await self._answer(request, answer, batch=True)
+        return await self._answer(request, answer, batch=plural)
 
     async def _metadata(self, request: Request) -> Response:
         async def answer() -> Any:
