@@ -158,6 +158,8 @@ def _serve(args: argparse.Namespace, settings: Settings | None = None) -> int:
     server.start()
     host = settings.listen.rsplit(":", 1)[0]
     log.info("PDP gRPC on %s:%d, asking OPA at %s for %s", host, port, settings.opa_url, settings.decision_path)
+    if server.http is not None:
+        log.info("PDP HTTP (AuthZEN) on %s://%s", server.http.scheme, settings.http_listen)
     _wait_for_signal()
     log.info("stopping: draining in-flight calls for up to %.0fs", settings.grace_s)
     server.stop(settings.grace_s)
@@ -168,6 +170,7 @@ def _dev(args: argparse.Namespace) -> int:
     # Development defaults: a generated key and a log under .run/ (ignored by git).
     os.environ.setdefault("PDP_KEY_DIR", ".run/keys")
     os.environ.setdefault("PDP_LOG_DIR", ".run/log")
+    os.environ.setdefault("PDP_HTTP_LISTEN", "127.0.0.1:8080")  # the AuthZEN face; PDP_HTTP_LISTEN= turns it off
     base = Settings.from_env()
     assert base.key_dir is not None
     keys.ensure(base.key_dir)

@@ -21,6 +21,7 @@ from pdp.config import Settings
 from pdp.context import Caller, struct_value
 from pdp.decide import Decider, Decision
 from pdp.errors import ConfigError, InvalidArgument, LedgerUnavailable, NoVerdict, PdpError
+from pdp.http.face import HttpFace
 from pdp.keys import KeyRing
 from pdp.ledger.merkle import ProofError
 from pdp.opa import OpaClient
@@ -257,8 +258,11 @@ class PdpServer:
         health_servicer: health.HealthServicer,
         recorder: Recorder,
         telemetry: Telemetry,
+        *,
+        http: HttpFace | None = None,
     ) -> None:
         self.grpc_server = server
+        self.http = http  # the AuthZEN face (PDP_HTTP_LISTEN), or None
         self._recorder = recorder
         self._monitor = monitor
         self._health = health_servicer
@@ -266,11 +270,15 @@ class PdpServer:
 
     def start(self) -> None:
         self.grpc_server.start()
+        if self.http is not None:
+            self.http.start()
         self._monitor.start()
 
     def stop(self, grace_s: float) -> None:
         """Stops taking calls, lets in-flight calls finish for up to ``grace_s``, then stops."""
         self._health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop(grace_s)
         self.grpc_server.stop(grace_s).wait()
         self._monitor.stop()
         self._recorder.close()
@@ -342,7 +350,10 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
     )
-    return PdpServer(server, monitor, health_servicer, recorder, telemetry), port
+    http = None
+    if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
+        http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry)
+    return PdpServer(server, monitor, health_servicer, recorder, telemetry, http=http), port
 
 
 def _add_service(servicer: DecisionServicer, server: grpc.Server) -> None:
