@@ -12,10 +12,11 @@ COVERAGE ?= 100
 
 PDP_PORT ?= 50051
 OPA_PORT ?= 8181
+HTTP_PORT ?= 8080
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check policy-ci pytest clean
+.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check policy-ci bundle-check pytest clean mcp-servers
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,15 +53,16 @@ protos: $(VENV)/.installed ## regenerate pdp/v1 stubs from protos/
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. \
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=. $(PROTOS)
 
-run: install ## OPA sidecar + PDP on localhost (PDP_PORT, OPA_PORT to move them)
-	PDP_OPA_BIN=$(OPA) PDP_LISTEN=127.0.0.1:$(PDP_PORT) $(VENV)/bin/pdp dev --bundle rego --opa-addr 127.0.0.1:$(OPA_PORT)
+run: install ## OPA sidecar + PDP (gRPC + AuthZEN HTTP) on localhost (PDP_PORT, HTTP_PORT, OPA_PORT to move them)
+	PDP_OPA_BIN=$(OPA) PDP_LISTEN=127.0.0.1:$(PDP_PORT) PDP_HTTP_LISTEN=127.0.0.1:$(HTTP_PORT) $(VENV)/bin/pdp dev --bundle rego --opa-addr 127.0.0.1:$(OPA_PORT)
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
-bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) ## PDP vs direct OPA, side by side (BENCH_SECONDS, BENCH_CONCURRENCY; ARGS=--quick)
+bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) $(MCP_SERVERS)/.installed ## PDP vs direct OPA, side by side (BENCH_SECONDS, BENCH_CONCURRENCY; ARGS=--quick)
 	$(PY) bench/run.py $(ARGS)
+	PDP_OPA_BIN=$(OPA) $(PY) bench/mcp_bench.py
 	$(PY) bench/lifecycle.py $(if $(findstring --quick,$(ARGS)),--entries 10000 --seconds 4)
 
 jaeger: $(BIN)/jaeger ## Jaeger v2, in memory: UI/API on 127.0.0.1:16686, OTLP gRPC on 127.0.0.1:4317
@@ -81,13 +83,33 @@ policy-check: $(OPA) $(REGAL) ## opa fmt, opa check --strict, opa test with cove
 	$(OPA) test --coverage --threshold $(COVERAGE) rego > /dev/null || \
 	  { $(OPA) test rego; echo "policy coverage is below $(COVERAGE)%: see rego/README.md"; exit 1; }
 	$(REGAL) lint rego
+	$(MAKE) --no-print-directory bundle-check BUNDLE=examples/authzen-todo
+
+# A further bundle (an example), checked on its own: its packages would clash with rego/'s.
+bundle-check: $(OPA) $(REGAL)
+	$(OPA) fmt --fail -l $(BUNDLE)
+	$(OPA) check --strict $(BUNDLE)
+	$(OPA) test --coverage --threshold $(COVERAGE) $(BUNDLE) > /dev/null || \
+	  { $(OPA) test $(BUNDLE); echo "policy coverage of $(BUNDLE) is below $(COVERAGE)%"; exit 1; }
+	$(REGAL) lint $(BUNDLE)
+
+# Real third-party MCP servers for the proxy's tests: the npm filesystem server in an ignored
+# project-local prefix (needs node and npm), and mcp-server-git (a dev dependency) in the venv.
+MCP_FS_SERVER := @modelcontextprotocol/server-filesystem@2026.8.31
+MCP_SERVERS   := $(CURDIR)/.mcp-servers
+
+mcp-servers: $(MCP_SERVERS)/.installed ## install the MCP servers the proxy's tests run against
+
+$(MCP_SERVERS)/.installed: Makefile
+	npm install --prefix $(MCP_SERVERS) --no-audit --no-fund --save-exact $(MCP_FS_SERVER)
+	touch $@
 
 # tests/unit/test_k8s.py runs kubeconform on deploy/k8s against the schemas of the kubernetes-validate dev dependency.
-pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck $(BIN)/kubeconform
+pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck $(BIN)/kubeconform $(MCP_SERVERS)/.installed
 	PDP_OPA_BIN=$(OPA) $(PY) -m pytest
 
 clean:
-	rm -rf $(BIN) $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(BIN) $(VENV) $(MCP_SERVERS) .pytest_cache .mypy_cache .ruff_cache
 
 # A policy repository's CI (docs/policy-lifecycle.md): the same checks on any bundle directory, plus
 # the replay gate when a decision log is given: make policy-ci POLICY=rego REPLAY_LOG=.run/log JWKS=.run/keys/jwks.json

@@ -26,6 +26,7 @@ from pdp.ledger import checkpoint
 from pdp.ledger.audit import AuditError, verify_log
 from pdp.policy import bundles
 from pdp.policy import commands as policy_commands
+from pdp.report import cli as report_cli
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar, free_port
 from pdp.telemetry import opa_tracing_config
@@ -98,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--jwks", type=Path, required=True, help="the JWKS file (PDP_KEY_DIR/jwks.json, or GetJwks)")
     a.set_defaults(func=_audit)
 
+    from pdp.pep.cli import register as register_mcp_proxy
+
+    register_mcp_proxy(sub)
+    report_cli.register(sub)  # pdp report, pdp policy catalog
     policy_commands.register(sub)  # pdp policy keygen|build, pdp replay
     return p
 
@@ -157,6 +162,8 @@ def _serve(args: argparse.Namespace, settings: Settings | None = None) -> int:
     server.start()
     host = settings.listen.rsplit(":", 1)[0]
     log.info("PDP gRPC on %s:%d, asking OPA at %s for %s", host, port, settings.opa_url, settings.decision_path)
+    if server.http is not None:
+        log.info("PDP HTTP (AuthZEN) on %s://%s", server.http.scheme, settings.http_listen)
     _wait_for_signal()
     log.info("stopping: draining in-flight calls for up to %.0fs", settings.grace_s)
     server.stop(settings.grace_s)
@@ -167,6 +174,7 @@ def _dev(args: argparse.Namespace) -> int:
     # Development defaults: a generated key and a log under .run/ (ignored by git).
     os.environ.setdefault("PDP_KEY_DIR", ".run/keys")
     os.environ.setdefault("PDP_LOG_DIR", ".run/log")
+    os.environ.setdefault("PDP_HTTP_LISTEN", "127.0.0.1:8080")  # the AuthZEN face; PDP_HTTP_LISTEN= turns it off
     base = Settings.from_env()
     assert base.key_dir is not None
     keys.ensure(base.key_dir)

@@ -31,6 +31,10 @@
 | ``PDP_MASK_BATCH_PATH`` | ``pdp/mask/batch`` | the masking rule for each of ``input.requests`` (DecideBatch) |
 | ``PDP_SHADOW_OPA_URL`` | unset | an OPA serving a shadow candidate bundle, evaluated beside the live one (LOG_ONLY) |
 | ``PDP_SHADOW_SAMPLE`` | ``1`` | share of decisions evaluated on the shadow candidate, 0..1 |
+| ``PDP_HTTP_LISTEN`` | off (``pdp dev``: ``127.0.0.1:8080``) | HTTP face (AuthZEN API) address; TLS as gRPC |
+| ``PDP_HTTP_BASE_URL`` | the URL the caller used | the PDP identifier in ``/.well-known/authzen-configuration`` |
+| ``PDP_HTTP_CALLERS`` | unset: any | certificate subjects/SANs (comma-separated) allowed on HTTP, else 403 |
+| ``PDP_AUTHZEN_MAPPING`` | built in | JSON file: how AuthZEN requests map onto DecideRequest (docs/authzen.md) |
 
 ``OTEL_*`` variables are left to the OpenTelemetry SDK.
 """
@@ -83,6 +87,11 @@ class Settings:
     mask_batch_path: str = "pdp/mask/batch"
     shadow_opa_url: str | None = None
     shadow_sample: float = 1.0
+    # HTTP face (AuthZEN)
+    http_listen: str = ""
+    http_base_url: str = ""
+    http_callers: tuple[str, ...] = ()
+    authzen_mapping: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -162,6 +171,7 @@ class Settings:
             kw["shadow_opa_url"] = _opa_url("PDP_SHADOW_OPA_URL", v)
         if (v := env.get("PDP_SHADOW_SAMPLE")) is not None:
             kw["shadow_sample"] = _fraction("PDP_SHADOW_SAMPLE", v)
+        kw.update(_http(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -176,6 +186,8 @@ class Settings:
             raise ConfigError("PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE must be set together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ConfigError("PDP_TLS_CLIENT_CA_FILE needs PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE (mTLS needs TLS)")
+        if self.http_callers and self.tls_client_ca_file is None:
+            raise ConfigError("PDP_HTTP_CALLERS needs PDP_TLS_CLIENT_CA_FILE (callers are named by their certificates)")
 
 
 def _int(name: str, value: str, lo: int, hi: int) -> int:
@@ -214,3 +226,21 @@ def _opa_url(name: str, value: str) -> str:
         _listen(name, value.removeprefix("http://").rstrip("/"))
         return value.rstrip("/")
     raise ConfigError(f"{name}: {value!r} must be http://host:port or unix:///path (a sidecar on loopback)")
+
+
+def _http(env: Mapping[str, str]) -> dict[str, object]:
+    """The HTTP face's settings (AuthZEN)."""
+    kw: dict[str, object] = {}
+    if v := env.get("PDP_HTTP_LISTEN"):
+        kw["http_listen"] = _listen("PDP_HTTP_LISTEN", v)
+    if v := env.get("PDP_HTTP_BASE_URL"):
+        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", v):
+            raise ConfigError(f"PDP_HTTP_BASE_URL: {v!r} must be an http(s) URL without query or fragment")
+        kw["http_base_url"] = v.rstrip("/")
+    if v := env.get("PDP_HTTP_CALLERS"):
+        kw["http_callers"] = tuple(c.strip() for c in v.split(",") if c.strip())
+    if v := env.get("PDP_AUTHZEN_MAPPING"):
+        if not Path(v).is_file():
+            raise ConfigError(f"PDP_AUTHZEN_MAPPING: {v!r} is not a readable file")
+        kw["authzen_mapping"] = Path(v)
+    return kw

@@ -17,7 +17,7 @@ from typing import Any
 from pdp.context import Caller, build_input
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.opa import OpaAnswer, OpaClient
-from pdp.policy.masking import Pointers
+from pdp.policy.masking import NONE, Pointers
 from pdp.policy.pipeline import Lifecycle, fail_safe
 from pdp.policy.shadow import Live
 from pdp.recorder import Recorder, Signed, claims_of, decision_id, request_digest
@@ -198,8 +198,8 @@ class Decider:
     ) -> tuple[list[Pointers], list[tuple[OpaAnswer | None, Verdict]]]:
         """What the policy wants hidden of each input before signing; if it cannot say, the
         decisions are DENY and their records keep only who asked and the action digest."""
-        if not inputs:
-            return [], verdicts
+        if self._lifecycle.masks is None:  # static pointers only (PDP_MASK_PATH empty)
+            return [NONE] * len(inputs), verdicts
         if all(v.indeterminate for _, v in verdicts):  # OPA already failed: do not wait for it twice
             return [fail_safe(doc) for doc in inputs], verdicts
         timeout = self._timeout

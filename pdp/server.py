@@ -21,6 +21,7 @@ from pdp.config import Settings
 from pdp.context import Caller, struct_value
 from pdp.decide import Decider, Decision
 from pdp.errors import ConfigError, InvalidArgument, LedgerUnavailable, NoVerdict, PdpError
+from pdp.http.face import HttpFace
 from pdp.keys import KeyRing
 from pdp.ledger.merkle import ProofError
 from pdp.opa import OpaClient
@@ -269,9 +270,11 @@ class PdpServer:
         telemetry: Telemetry,
         *,
         lifecycle: Lifecycle | None = None,
+        http: HttpFace | None = None,
     ) -> None:
         self.lifecycle = lifecycle or Lifecycle()
         self.grpc_server = server
+        self.http = http  # the AuthZEN face (PDP_HTTP_LISTEN), or None
         self._recorder = recorder
         self._monitor = monitor
         self._health = health_servicer
@@ -279,11 +282,15 @@ class PdpServer:
 
     def start(self) -> None:
         self.grpc_server.start()
+        if self.http is not None:
+            self.http.start()
         self._monitor.start()
 
     def stop(self, grace_s: float) -> None:
         """Stops taking calls, lets in-flight calls finish for up to ``grace_s``, then stops."""
         self._health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop(grace_s)
         self.grpc_server.stop(grace_s).wait()
         self._monitor.stop()
         self.lifecycle.close()
@@ -360,7 +367,10 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         timeout_s=settings.opa_timeout_s,
         bundles=lifecycle.watch,
     )
-    return PdpServer(server, monitor, health_servicer, recorder, telemetry, lifecycle=lifecycle), port
+    http = None
+    if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
+        http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry)
+    return PdpServer(server, monitor, health_servicer, recorder, telemetry, http=http, lifecycle=lifecycle), port
 
 
 def _add_service(servicer: DecisionServicer, server: grpc.Server) -> None:

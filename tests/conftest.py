@@ -24,6 +24,7 @@ from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 
+pytest_plugins = ["tests.postgres"]
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "rego"
 EXAMPLES = ROOT / "examples"

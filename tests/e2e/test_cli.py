@@ -41,6 +41,7 @@ def dev_stack(opa_bin: str, tmp_path: Path) -> Iterator[DevStack]:
         **os.environ,
         "PDP_OPA_BIN": opa_bin,
         "PDP_LISTEN": f"127.0.0.1:{port}",
+        "PDP_HTTP_LISTEN": f"127.0.0.1:{free_port()}",  # pdp dev's default, 8080, may be taken
         "PDP_KEY_DIR": str(tmp_path / "keys"),
         "PDP_LOG_DIR": str(tmp_path / "log"),
     }

@@ -121,6 +121,7 @@ def test_one_trace_holds_caller_pdp_and_opa(jaeger: Jaeger, opa_bin: str, tmp_pa
         **os.environ,
         "PDP_OPA_BIN": opa_bin,
         "PDP_LISTEN": f"127.0.0.1:{port}",
+        "PDP_HTTP_LISTEN": f"127.0.0.1:{free_port()}",  # pdp dev's default, 8080, may be taken
         "PDP_KEY_DIR": str(tmp_path / "keys"),
         "PDP_LOG_DIR": str(tmp_path / "log"),
         "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp,

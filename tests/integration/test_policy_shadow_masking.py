@@ -210,3 +210,17 @@ def test_a_masking_rule_that_breaks_fails_closed(
     pdp = run_pdp(start_opa(bundle).url)
     r = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
     assert r.outcome == 2 and r.indeterminate and r.error_code == "pdp.policy_malformed"
+
+
+def test_when_opa_is_down_the_record_keeps_nothing_the_policy_might_hide(
+    start_opa: Callable[..., OpaSidecar], run_pdp: Callable[..., Running]
+) -> None:
+    opa = start_opa()
+    pdp = run_pdp(opa.url)
+    opa.stop()  # no verdict, and no answer from the masking rule either
+    r = pdp.stub.Decide(load_request("healthcare-allow-treatment.json"), timeout=5)
+    assert r.outcome == 2 and r.indeterminate and r.error_code == "pdp.opa_unavailable"
+    [(_, claims, _)] = pdp.entries()
+    assert b"patient-4711" not in json.dumps(claims).encode()
+    assert set(claims["input"]) <= {"agent", "caller", "bound", "request_time", "action_digest"}
+    assert "/action" in claims["erased"] and claims["pdp"]["tool"] == "ehr.read"

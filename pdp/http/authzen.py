@@ -1,0 +1,488 @@
+"""AuthZEN Authorization API 1.0 ↔ the PDP's own request and decision; no HTTP here.
+
+An AuthZEN evaluation (``subject``, ``action``, ``resource``, ``context``) becomes a
+:class:`~pdp.v1.decision_pb2.DecideRequest` by a :class:`Mapping`: a list of rules "this
+DecideRequest field takes the value at this JSON pointer of the evaluation (or this constant)",
+plus the rest of the evaluation (every member no rule placed elsewhere) kept under
+``context.attributes.<keep_request>``, so a policy can read any AuthZEN field, each in one place.
+The default mapping is :data:`DEFAULT_MAPPING`; a deployment replaces it with a JSON file
+(``PDP_AUTHZEN_MAPPING``, format in ``docs/authzen.md``). The DecideRequest then goes through
+the same :class:`~pdp.decide.Decider` as gRPC ``Decide``: validation, caller binding, OPA,
+verdict, signed record, durable log.
+
+A :class:`~pdp.decide.Decision` becomes ``{"decision": bool, "context": {...}}``: ``true`` only
+for an ALLOW with its signed record; DENY, REQUIRE_APPROVAL and every fail-closed answer are
+``false``, and the context says why (decision id, reason codes in ``reason_admin`` /
+``reason_user`` style, obligations, escalation, the signed record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import descriptor, json_format
+
+from pdp.decide import Decision
+from pdp.errors import ConfigError, InvalidArgument
+from pdp.recorder import claims_of
+from pdp.v1 import decision_pb2 as pb
+from pdp.verdict import Outcome
+
+EXECUTE_ALL = "execute_all"
+DENY_ON_FIRST_DENY = "deny_on_first_deny"
+PERMIT_ON_FIRST_PERMIT = "permit_on_first_permit"
+SEMANTICS = (EXECUTE_ALL, DENY_ON_FIRST_DENY, PERMIT_ON_FIRST_PERMIT)
+
+# Where each DecideRequest field comes from, by default. Targets are DecideRequest fields by
+# their proto names (as the PDP's INVALID_ARGUMENT messages name them); "from" is a JSON pointer
+# into the (merged) AuthZEN evaluation; "default" is used when the pointer finds nothing; "value"
+# is a constant. The AuthZEN subject is the principal the request is for; the agent is named by
+# the subject's ``agent_id`` property, else it is the constant ``authzen`` (grant tools to an agent
+# of that name, or map the agent from your own field).
+DEFAULT_MAPPING: dict[str, Any] = {
+    "keep_request": "authzen",
+    "request_id": "none",
+    "response_context": True,
+    "fields": {
+        "context.agent.id": {"from": "/subject/properties/agent_id", "default": "authzen"},
+        "context.agent.version": {"from": "/subject/properties/agent_version"},
+        "context.agent.owner": {"from": "/subject/properties/agent_owner"},
+        "context.agent.model": {"from": "/subject/properties/agent_model"},
+        "context.principal.id": {"from": "/subject/id"},
+        "context.principal.type": {"from": "/subject/type"},
+        "context.principal.roles": {"from": "/subject/properties/roles"},
+        "context.principal.tenant": {"from": "/subject/properties/tenant"},
+        "context.action.tool": {"from": "/action/name"},
+        "context.action.operation": {"from": "/action/properties/operation"},
+        "context.action.arguments": {"from": "/action/properties/arguments"},
+        "context.action.destination.kind": {"from": "/action/properties/destination/kind"},
+        "context.action.destination.address": {"from": "/action/properties/destination/address"},
+        "context.resource.type": {"from": "/resource/type"},
+        "context.resource.id": {"from": "/resource/id"},
+        "context.resource.owner": {"from": "/resource/properties/owner"},
+        "context.resource.classification": {"from": "/resource/properties/classification"},
+        "context.resource.data_categories": {"from": "/resource/properties/data_categories"},
+        "context.resource.compartments": {"from": "/resource/properties/compartments"},
+        "context.environment.name": {"from": "/context/environment/name"},
+        "context.environment.change_ref": {"from": "/context/environment/change_ref"},
+        "context.environment.region": {"from": "/context/environment/region"},
+        "context.environment.session_id": {"from": "/context/environment/session_id"},
+        "context.risk.score": {"from": "/context/risk/score"},
+        "context.risk.indicators": {"from": "/context/risk/indicators"},
+        "context.purpose_of_use": {"from": "/context/purpose_of_use"},
+        "context.lineage": {"from": "/context/lineage"},
+    },
+}
+
+_STRUCT = "google.protobuf.Struct"
+_NUMBER_TYPES = (descriptor.FieldDescriptor.TYPE_DOUBLE, descriptor.FieldDescriptor.TYPE_FLOAT)
+_REQUEST_ID_MODES = ("none", "x-request-id")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Rule:
+    target: str  # "context.agent.id"
+    path: tuple[descriptor.FieldDescriptor, ...]
+    source: tuple[str, ...] | None  # JSON pointer tokens; None for a constant
+    default: Any = None
+    kind: str = ""  # how the value is set: messages, struct, strings, enum, number, bool, string
+
+    @property
+    def field(self) -> descriptor.FieldDescriptor:
+        return self.path[-1]
+
+    @property
+    def source_name(self) -> str:
+        """The AuthZEN field this rule reads, as error messages name it (``subject.properties.roles``)."""
+        return ".".join(self.source) if self.source is not None else f"{self.target} (constant)"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Mapping:
+    """How AuthZEN evaluations become DecideRequests in this deployment.
+
+    Attributes:
+        rules: one per mapped DecideRequest field.
+        keep_request: the members of the evaluation that no rule maps go under
+            ``context.attributes.<keep_request>``; empty to leave them out.
+        request_id: ``none`` (every evaluation is a new decision) or ``x-request-id`` (the
+            ``X-Request-ID`` header is the idempotency key: a retry returns the first record).
+        response_context: answer each decision with its ``context`` (decision id, reasons,
+            obligations, record...); false: the bare ``{"decision": bool}`` some PEPs and the
+            interop harness compare byte for byte.
+    """
+
+    rules: tuple[_Rule, ...]
+    keep_request: str = "authzen"
+    request_id: str = "none"
+    response_context: bool = True
+
+    @functools.cached_property
+    def _mapped(self) -> dict[str, Any]:
+        return _pointer_tree(self.rules)
+
+    @classmethod
+    def default(cls) -> Mapping:
+        return cls.from_dict(DEFAULT_MAPPING, where="the default mapping")
+
+    @classmethod
+    def load(cls, path: Path) -> Mapping:
+        """Reads a mapping file.
+
+        Raises:
+            ConfigError: the file is unreadable or wrong; the message names the setting and the key.
+        """
+        where = f"PDP_AUTHZEN_MAPPING ({path})"
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{where}: cannot read a JSON mapping: {e}") from None
+        return cls.from_dict(doc, where=where)
+
+    @classmethod
+    def from_dict(cls, doc: Any, *, where: str) -> Mapping:
+        """Builds a mapping from its JSON form (see :data:`DEFAULT_MAPPING`).
+
+        Raises:
+            ConfigError: a key is wrong; the message names it.
+        """
+        if not isinstance(doc, dict) or not isinstance(doc.get("fields"), dict):
+            raise ConfigError(f'{where}: must be an object with a "fields" object')
+        keep = doc.get("keep_request", "authzen")
+        if not isinstance(keep, str) or (keep and not keep.isidentifier()):
+            raise ConfigError(f"{where}: keep_request must be a name like authzen, or empty")
+        mode = doc.get("request_id", "none")
+        if mode not in _REQUEST_ID_MODES:
+            raise ConfigError(f"{where}: request_id must be one of {', '.join(_REQUEST_ID_MODES)}")
+        context = doc.get("response_context", True)
+        if not isinstance(context, bool):
+            raise ConfigError(f"{where}: response_context must be true or false")
+        rules = tuple(_rule(target, spec, f"{where}: fields.{target}") for target, spec in doc["fields"].items())
+        if keep and any(r.target.startswith("context.attributes") for r in rules):
+            raise ConfigError(f"{where}: context.attributes is where keep_request puts the evaluation; map elsewhere")
+        return cls(rules=rules, keep_request=keep, request_id=mode, response_context=context)
+
+    def to_request(self, evaluation: dict[str, Any], *, request_id: str = "") -> pb.DecideRequest:
+        """Maps one (merged) AuthZEN evaluation onto a DecideRequest.
+
+        Raises:
+            InvalidArgument: a value has the wrong type for its field; the AuthZEN field is named.
+        """
+        request = pb.DecideRequest(request_id=request_id)
+        for rule in self.rules:
+            value = _lookup(evaluation, rule.source) if rule.source is not None else rule.default
+            if value is None:
+                value = rule.default
+            if value is not None:
+                _assign(request, rule, value)
+        if self.keep_request and (rest := _unmapped(evaluation, self._mapped)):
+            request.context.attributes.update({self.keep_request: rest})
+        return request
+
+    def source_of(self, field: str) -> str:
+        """The AuthZEN field that feeds a DecideRequest field named in an error (longest match)."""
+        if self.keep_request and field.startswith("context.attributes"):
+            return "request"
+        best = max((r for r in self.rules if field.startswith(r.target)), key=lambda r: len(r.target), default=None)
+        return best.source_name if best is not None else field
+
+
+def _rule(target: str, spec: Any, where: str) -> _Rule:
+    if not isinstance(spec, dict) or ("from" in spec) == ("value" in spec):
+        raise ConfigError(f'{where}: must be an object with either "from" (a JSON pointer) or "value"')
+    path: list[descriptor.FieldDescriptor] = []
+    message: descriptor.Descriptor | None = pb.DecideRequest.DESCRIPTOR
+    for name in target.split("."):
+        fd = message.fields_by_name.get(name) if message is not None else None
+        if fd is None:
+            raise ConfigError(f"{where}: {target} is not a DecideRequest field")
+        path.append(fd)
+        message = fd.message_type if fd.message_type is not None and fd.message_type.full_name != _STRUCT else None
+    last = path[-1]
+    if last.message_type is not None and last.message_type.full_name != _STRUCT and not last.is_repeated:
+        raise ConfigError(f"{where}: map each field of {target} separately (a string, number, list or object)")
+    source = None
+    if "from" in spec:
+        pointer = spec["from"]
+        if not isinstance(pointer, str) or not pointer.startswith("/"):
+            raise ConfigError(f"{where}: from must be a JSON pointer like /subject/id")
+        source = tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/"))
+    rule = _Rule(
+        target=target,
+        path=tuple(path),
+        source=source,
+        default=spec.get("value", spec.get("default")),
+        kind=_kind(last),
+    )
+    if rule.default is not None:
+        try:
+            _assign(pb.DecideRequest(), rule, rule.default)
+        except InvalidArgument as e:
+            raise ConfigError(f"{where}: the default or value {e.problem}") from None
+    return rule
+
+
+def _unmapped(doc: dict[str, Any], mapped: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` without the members the rules placed elsewhere (so nothing is in the input twice),
+    empty objects left out. ``mapped`` is the tree of the rules' pointers (None at a leaf)."""
+    rest: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key not in mapped:
+            rest[key] = value
+        elif (sub := mapped[key]) is not None:
+            if not isinstance(value, dict):
+                rest[key] = value
+            elif kept := _unmapped(value, sub):
+                rest[key] = kept
+    return rest
+
+
+def _pointer_tree(rules: tuple[_Rule, ...]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for rule in rules:
+        if rule.source is None:
+            continue
+        node = tree
+        for t in rule.source[:-1]:
+            child = node.setdefault(t, {})
+            if child is None:  # a parent of this pointer is itself mapped: all of it is placed already
+                break
+            node = child
+        else:
+            node[rule.source[-1]] = None
+    return tree
+
+
+def _lookup(doc: Any, tokens: tuple[str, ...]) -> Any:
+    for t in tokens:
+        if not isinstance(doc, dict) or t not in doc:
+            return None
+        doc = doc[t]
+    return doc
+
+
+def _kind(fd: descriptor.FieldDescriptor) -> str:
+    if fd.message_type is not None:
+        return "messages" if fd.is_repeated else "struct"
+    if fd.is_repeated:
+        return "strings" if fd.type == descriptor.FieldDescriptor.TYPE_STRING else ""
+    if fd.enum_type is not None:
+        return "enum"
+    if fd.type in _NUMBER_TYPES:
+        return "number"
+    return {descriptor.FieldDescriptor.TYPE_BOOL: "bool", descriptor.FieldDescriptor.TYPE_STRING: "string"}.get(
+        fd.type, ""
+    )
+
+
+def _assign(request: pb.DecideRequest, rule: _Rule, value: Any) -> None:  # noqa: PLR0912
+    m: Any = request
+    for fd in rule.path[:-1]:
+        m = getattr(m, fd.name)
+    name, kind, bad = rule.field.name, rule.kind, InvalidArgument
+    if kind == "string":
+        if not isinstance(value, str):
+            raise bad(rule.source_name, "must be a string")
+        setattr(m, name, value)
+    elif kind == "strings":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad(rule.source_name, "must be a list of strings")
+        getattr(m, name).extend(value)
+    elif kind == "struct":
+        if not isinstance(value, dict):
+            raise bad(rule.source_name, "must be an object")
+        getattr(m, name).update(value)
+    elif kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise bad(rule.source_name, "must be a number")
+        setattr(m, name, value)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise bad(rule.source_name, "must be true or false")
+        setattr(m, name, value)
+    elif kind == "enum":
+        setattr(m, name, _enum(rule, value))
+    elif kind == "messages":  # e.g. lineage: objects in the proto3 JSON form
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise bad(rule.source_name, "must be a list of objects")
+        try:
+            parsed = json_format.ParseDict({name: value}, type(m)())
+        except json_format.ParseError as e:
+            raise bad(rule.source_name, str(e).replace(f"{name}[", "[")[:300]) from None
+        getattr(m, name).extend(getattr(parsed, name))
+    else:
+        raise bad(rule.source_name, f"cannot be mapped onto {rule.target}")
+
+
+def _enum(rule: _Rule, value: Any) -> int:
+    """An enum value by its name, with or without the prefix, in any case (``confidential``)."""
+    enum = rule.field.enum_type
+    assert enum is not None  # kind "enum" is given to enum fields only
+    values = enum.values
+    prefix = values[0].name.rsplit("_", 1)[0] + "_"  # CLASSIFICATION_UNSPECIFIED → CLASSIFICATION_
+    name = value.upper() if isinstance(value, str) else ""
+    found = enum.values_by_name.get(name if name.startswith(prefix) else prefix + name)
+    if found is None:
+        names = ", ".join(v.name.removeprefix(prefix).lower() for v in values[1:])
+        raise InvalidArgument(rule.source_name, f"must be one of {names}")
+    return int(found.number)
+
+
+# ---- requests -------------------------------------------------------------------------------
+
+
+def evaluation_of(body: Any, where: str = "") -> dict[str, Any]:
+    """Checks one Access Evaluation request's shape (spec §6.1) and returns its four parts.
+
+    Raises:
+        InvalidArgument: a required member is missing or has the wrong type; it is named.
+    """
+    if not isinstance(body, dict):
+        raise InvalidArgument(where.rstrip(".") or "request", "must be a JSON object")
+    for key, required in (("subject", ("type", "id")), ("action", ("name",)), ("resource", ("type", "id"))):
+        part = body.get(key)
+        if not isinstance(part, dict):
+            raise InvalidArgument(f"{where}{key}", "is required (an object)")
+        for name in required:
+            if not isinstance(part.get(name), str) or not part[name]:
+                raise InvalidArgument(f"{where}{key}.{name}", "is required (a non-empty string)")
+        if "properties" in part and not isinstance(part["properties"], dict):
+            raise InvalidArgument(f"{where}{key}.properties", "must be an object")
+    if "context" in body and not isinstance(body["context"], dict):
+        raise InvalidArgument(f"{where}context", "must be an object")
+    return {k: body[k] for k in ("subject", "action", "resource", "context") if k in body}
+
+
+def evaluations_of(body: Any) -> tuple[list[dict[str, Any]], str, bool]:
+    """Splits an Access Evaluations request (spec §7.1) into merged evaluations.
+
+    The top-level ``subject``, ``action``, ``resource`` and ``context`` are defaults; a key set on
+    an entry replaces its default. Without entries, the request is a single evaluation.
+
+    Returns:
+        The evaluations, the ``options.evaluations_semantic``, and whether there was no
+        ``evaluations`` array (answer as the single Evaluation API does).
+
+    Raises:
+        InvalidArgument: a member is missing or malformed; it is named (``evaluations[2].subject.id``).
+    """
+    if not isinstance(body, dict):
+        raise InvalidArgument("request", "must be a JSON object")
+    options = body.get("options", {})
+    if not isinstance(options, dict):
+        raise InvalidArgument("options", "must be an object")
+    semantic = options.get("evaluations_semantic", EXECUTE_ALL)
+    if semantic not in SEMANTICS:
+        raise InvalidArgument("options.evaluations_semantic", f"must be one of {', '.join(SEMANTICS)}")
+    entries = body.get("evaluations")
+    if entries is not None and not isinstance(entries, list):
+        raise InvalidArgument("evaluations", "must be an array")
+    if not entries:
+        return [evaluation_of(body)], semantic, True
+    defaults = {k: body[k] for k in ("subject", "action", "resource", "context") if k in body}
+    merged = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InvalidArgument(f"evaluations[{i}]", "must be an object")
+        merged.append(evaluation_of({**defaults, **entry}, f"evaluations[{i}]."))
+    return merged, semantic, False
+
+
+def short_circuit(decisions: Sequence[Decision], semantic: str) -> list[Decision]:
+    """The decisions up to and including the first deny (``deny_on_first_deny``) or the first
+    permit (``permit_on_first_permit``); all of them for ``execute_all``."""
+    stop = {DENY_ON_FIRST_DENY: False, PERMIT_ON_FIRST_PERMIT: True}.get(semantic)
+    if stop is not None:
+        for i, d in enumerate(decisions):
+            if permitted(d) is stop:
+                return list(decisions[: i + 1])
+    return list(decisions)
+
+
+# ---- answers --------------------------------------------------------------------------------
+
+
+def permitted(d: Decision) -> bool:
+    """``decision: true`` only for a policy ALLOW that was durably recorded."""
+    return d.verdict.outcome is Outcome.ALLOW and not d.verdict.indeterminate and bool(d.record)
+
+
+def to_result(d: Decision, *, with_context: bool = True) -> dict[str, Any]:
+    """One AuthZEN Decision: ``{"decision": bool, "context": {...}}`` (no context if not ``with_context``)."""
+    v = d.verdict
+    allowed = permitted(d)
+    if not with_context:
+        return {"decision": allowed}
+    admin: dict[str, str] = {}
+    for r in v.reasons:
+        text = r.message or r.rule or r.code
+        admin[r.code] = f"{admin[r.code]}; {text}" if r.code in admin else text
+    context: dict[str, Any] = {
+        "decision_id": d.decision_id,
+        "outcome": v.outcome.value,
+        "reason_admin": admin,
+        "reasons": [r.to_dict() for r in v.reasons],
+        "obligations": [o.to_dict() for o in v.obligations],
+        "record": d.record,
+        "log_index": str(d.log_index),
+        "policy": {"decision_path": d.decision_path, "opa_version": d.opa_version, "bundles": d.bundle_revisions},
+    }
+    if d.request_id:
+        context["request_id"] = d.request_id
+    codes = ", ".join(r.code for r in v.reasons)
+    if v.indeterminate:
+        context["error"] = {"status": 503, "code": v.error_code, "message": v.reasons[0].message}
+        context["reason_user"] = {"503": f"No policy decision could be reached ({v.error_code}); try again later"}
+    elif v.outcome is Outcome.REQUIRE_APPROVAL:
+        context["escalation"] = _escalation(d)
+        context["reason_user"] = {"403": f"This needs an approval before it may go ahead ({codes})"}
+    elif not allowed:
+        context["reason_user"] = {"403": f"Denied by policy ({codes})"}
+    return {"decision": allowed, "context": context}
+
+
+def _escalation(d: Decision) -> dict[str, Any]:
+    """What an approver needs to act on: the action the approval must be bound to, and why."""
+    claims = claims_of(d.record.encode()) if d.record else {}
+    return {
+        "required": "approval",
+        "action_digest": claims.get("pdp", {}).get("action_digest", ""),
+        "reasons": [r.code for r in d.verdict.reasons],
+        "obligations": [o.to_dict() for o in d.verdict.obligations],
+        "decision_id": d.decision_id,
+    }
+
+
+def metadata(base_url: str) -> dict[str, Any]:
+    """The PDP metadata document (spec §9) for a PDP identified by ``base_url``."""
+    base = base_url.rstrip("/")
+    return {
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": f"{base}/access/v1/evaluation",
+        "access_evaluations_endpoint": f"{base}/access/v1/evaluations",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+    }
+
+
+def name_field(e: InvalidArgument, mapping: Mapping, *, batch: bool) -> str:
+    """The AuthZEN field behind a DecideRequest field an InvalidArgument names.
+
+    ``requests[2].context.agent.id`` (from a batch) becomes ``evaluations[2].subject.properties.agent_id``.
+    """
+    field, prefix = e.field, ""
+    if batch and field.startswith("requests["):
+        index, _, field = field.partition("].")
+        prefix = f"evaluations[{index.removeprefix('requests[')}]."
+    if field == "request_id":
+        return "X-Request-ID"
+    if field == "requests":
+        return "evaluations"
+    if field.startswith(("context", "explain")):
+        return prefix + mapping.source_of(field)
+    return prefix + field

@@ -1,0 +1,294 @@
+"""The enforcement itself, apart from any transport: decide, verify, refuse or permit, report.
+
+Every ``tools/call`` becomes one Decide. The call is forwarded only on a verified ALLOW whose
+obligations this proxy understands; the caller gets a JSON-RPC error otherwise, with the codes
+of the AuthZEN MCP binding draft: :data:`DENIED` (-32001) when policy said no (deny, approval
+required, an obligation the proxy cannot carry out, a tool the mapping does not know), and
+:data:`PDP_UNAVAILABLE` (-32603) when no trustworthy decision could be had (the PDP unreachable,
+its record not verifying). After a forwarded call the proxy reports its outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import rfc8785
+
+from pdp.client import Client, MemoryReplayCache, ReplayCache, VerificationError, VerifiedDecision, verify
+from pdp.pep import obligations
+from pdp.pep.mapping import Mapping, MappingError
+from pdp.v1 import decision_pb2 as pb
+
+log = logging.getLogger("pdp.pep")
+
+DENIED = -32001
+PDP_UNAVAILABLE = -32603
+META_KEY = "io.github.pdp/decision"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Refusal(Exception):
+    """A call that is not forwarded: the JSON-RPC error the client gets."""
+
+    code: int
+    message: str
+    data: dict[str, Any]
+
+    def error(self) -> dict[str, Any]:
+        """The JSON-RPC ``error`` member."""
+        return {"code": self.code, "message": self.message, "data": self.data}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Permit:
+    """A verified ALLOW for one call, and what its obligations require."""
+
+    tool: str
+    decision: VerifiedDecision
+    plan: obligations.Plan
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What the proxy puts into every question, and how it talks to the PDP."""
+
+    agent: pb.Agent
+    principal: pb.Principal | None = None
+    timeout_s: float = 2.0
+    list_ttl_s: float = 30.0
+
+
+class Gate:
+    """Decides, verifies and reports for one proxied MCP server.
+
+    Args:
+        client: the PDP client.
+        mapping: the server's mapping file.
+        settings: agent, principal, timeouts.
+        jwks: the PDP's public keys; None fetches them from the PDP (and again on an unknown key).
+        replay: where used record ids are remembered (one per proxy by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Client,
+        mapping: Mapping,
+        settings: Settings,
+        jwks: dict[str, Any] | None = None,
+        replay: ReplayCache | None = None,
+    ) -> None:
+        self._client = client
+        self._mapping = mapping
+        self._settings = settings
+        self._pinned = jwks is not None
+        self._jwks = jwks
+        self._replay = replay or MemoryReplayCache()
+        self._lock = threading.Lock()
+        self._listed: dict[tuple[str, ...], tuple[float, frozenset[str]]] = {}
+
+    # ---- tools/call -------------------------------------------------------------------------
+
+    def authorize(self, tool: str, arguments: dict[str, Any]) -> Permit:
+        """Decides a call; returns the permit to forward it.
+
+        Raises:
+            Refusal: the call must not be forwarded.
+        """
+        try:
+            ctx = self._context(tool, arguments)
+        except MappingError as e:
+            raise Refusal(
+                code=DENIED, message=f"Refused: {e}; the proxy forwards mapped tools only.", data={}
+            ) from None
+        request = pb.DecideRequest(request_id=f"mcp-{uuid.uuid4().hex}", context=ctx)
+        response = self._pdp("Decide", lambda: self._client.decide(request, timeout_s=self._settings.timeout_s))
+        decision = self._verify(response.record, ctx)
+        data = _decision_data(decision)
+        if decision.outcome == "deny":
+            self._report_blocked(decision, "denied by policy")
+            raise Refusal(code=DENIED, message=f"Denied by policy: {_why(decision)}.", data=data)
+        if decision.outcome == "require_approval":
+            self._report_blocked(decision, "held for approval")
+            wanted = [o.get("params", {}) for o in decision.obligations if o.get("type") == "approval.required"]
+            data["approval"] = {
+                "required": wanted,
+                # Filled in when the PDP's escalation flow exists: the escalation to approve, and where.
+                "escalation_id": None,
+                "approve_at": None,
+            }
+            roles = ", ".join(sorted({str(w.get("role", "")) for w in wanted})) or "an approver"
+            raise Refusal(
+                code=DENIED,
+                message=f"Needs approval (by {roles}) before it can run: {_why(decision)}. "
+                "The call was not forwarded; retry it once approved.",
+                data=data,
+            )
+        if decision.outcome != "allow":
+            raise Refusal(code=DENIED, message=f"Refused: unknown outcome {decision.outcome!r}.", data=data)
+        try:
+            plan = obligations.plan(decision.obligations)
+        except obligations.UnsupportedObligation as e:
+            self._report_blocked(decision, f"obligation not understood: {e}")
+            raise Refusal(
+                code=DENIED,
+                message=f"Refused: the policy allows this call only with an {e} that this proxy cannot carry out.",
+                data=data,
+            ) from None
+        return Permit(tool=tool, decision=decision, plan=plan)
+
+    def finish(self, permit: Permit, result: dict[str, Any] | None, error: dict[str, Any] | None) -> dict[str, Any]:
+        """Carries out the obligations on the server's answer and reports the outcome.
+
+        Returns:
+            The result as it goes to the client (unchanged when the server answered an error).
+        """
+        d = permit.decision
+        report: dict[str, Any] = {"server": self._mapping.server, "tool": permit.tool}
+        if permit.plan.notes:
+            report["notes"] = list(permit.plan.notes)
+        if permit.plan.audit_level:
+            report["audit_level"] = permit.plan.audit_level
+        if error is not None or result is None:
+            report["error"] = error or {"message": "no result"}
+            self._report(d, pb.ACTION_STATUS_FAILED, report)
+            return {}
+        applied = obligations.apply(permit.plan, result)
+        report |= {
+            "digest": "sha256:" + hashlib.sha256(rfc8785.dumps(applied.result)).hexdigest(),
+            "redacted": applied.redacted,
+            "truncated_bytes": applied.truncated_bytes,
+        }
+        status = pb.ACTION_STATUS_FAILED if applied.result.get("isError") else pb.ACTION_STATUS_EXECUTED
+        outcome_index = self._report(d, status, report)
+        meta = dict(applied.result.get("_meta") or {})
+        meta[META_KEY] = {**_decision_data(d), "outcome_log_index": outcome_index}
+        return {**applied.result, "_meta": meta}
+
+    # ---- tools/list -------------------------------------------------------------------------
+
+    def visible(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The tools the agent may use at all: one DecideBatch with operation ``list``, cached.
+
+        A tool is hidden when it is unmapped, denied, or its record does not verify.
+
+        Raises:
+            Refusal: the PDP is unreachable (no list at all rather than an unchecked one).
+        """
+        names = tuple(sorted(str(t.get("name", "")) for t in tools))
+        now = time.monotonic()
+        with self._lock:
+            cached = self._listed.get(names)
+        if cached is None or cached[0] < now:
+            allowed = self._decide_list(names)
+            with self._lock:
+                self._listed[names] = (now + self._settings.list_ttl_s, allowed)
+        else:
+            allowed = cached[1]
+        return [t for t in tools if t.get("name") in allowed]
+
+    def _decide_list(self, names: tuple[str, ...]) -> frozenset[str]:
+        contexts = {}
+        for name in names:
+            try:
+                contexts[name] = self._context(name, {}, operation="list")
+            except MappingError:
+                log.info("tools/list: %s is not mapped: hidden", name)
+        requests = [pb.DecideRequest(request_id=f"mcp-list-{uuid.uuid4().hex}", context=c) for c in contexts.values()]
+        if not requests:
+            return frozenset()
+        responses = self._pdp(
+            "DecideBatch", lambda: self._client.decide_batch(requests, timeout_s=self._settings.timeout_s)
+        )
+        allowed = set()
+        for (name, ctx), response in zip(contexts.items(), responses, strict=True):
+            try:
+                if self._verify(response.record, ctx).outcome == "allow":
+                    allowed.add(name)
+            except Refusal as e:
+                log.warning("tools/list: %s hidden: %s", name, e.message)
+        return frozenset(allowed)
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _context(self, tool: str, arguments: dict[str, Any], operation: str | None = None) -> pb.ActionContext:
+        return self._mapping.context(
+            agent=self._settings.agent,
+            principal=self._settings.principal,
+            tool=tool,
+            arguments=arguments,
+            operation=operation,
+        )
+
+    def _pdp(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except grpc.RpcError as e:
+            code = e.code().name if hasattr(e, "code") else "UNKNOWN"
+            raise Refusal(
+                code=PDP_UNAVAILABLE,
+                message=f"The policy decision point could not be asked ({what}: {code}); "
+                "nothing was forwarded. Try again when it is back.",
+                data={"pdp_status": code},
+            ) from None
+
+    def _keys(self, *, refresh: bool = False) -> dict[str, Any]:
+        if self._jwks is None or (refresh and not self._pinned):
+            self._jwks = self._pdp("GetJwks", lambda: self._client.jwks(timeout_s=self._settings.timeout_s))
+        assert self._jwks is not None
+        return self._jwks
+
+    def _verify(self, record: str, ctx: pb.ActionContext) -> VerifiedDecision:
+        try:
+            try:
+                return verify(record, self._keys(), action=ctx, replay=self._replay)
+            except VerificationError as e:
+                if self._pinned or "unknown kid" not in str(e):
+                    raise
+                return verify(record, self._keys(refresh=True), action=ctx, replay=self._replay)
+        except VerificationError as e:
+            raise Refusal(
+                code=PDP_UNAVAILABLE,
+                message=f"The decision record does not verify ({e}); nothing was forwarded.",
+                data={"problem": str(e)},
+            ) from None
+
+    def _report(self, d: VerifiedDecision, status: pb.ActionStatus.ValueType, result: dict[str, Any]) -> int | None:
+        try:
+            response = self._client.report(d.decision_id, status, result=result, timeout_s=self._settings.timeout_s)
+        except grpc.RpcError as e:
+            log.error("outcome report for decision %s failed: %s", d.decision_id, e)
+            return None
+        return int(response.log_index)
+
+    def _report_blocked(self, d: VerifiedDecision, why: str) -> None:
+        self._report(d, pb.ACTION_STATUS_BLOCKED, {"server": self._mapping.server, "blocked": why})
+
+
+def _decision_data(d: VerifiedDecision) -> dict[str, Any]:
+    return {
+        "decision_id": d.decision_id,
+        "outcome": d.outcome,
+        "log_index": d.log_index,
+        "reasons": _reasons(d),
+    }
+
+
+def _reasons(d: VerifiedDecision) -> list[dict[str, str]]:
+    # The signed record's verdict carries each reason's message; its pdp claims only the codes.
+    full = d.claims.get("result", {}).get("reasons")
+    if isinstance(full, list) and all(isinstance(r, dict) for r in full):
+        return [{"code": str(r.get("code", "")), "message": str(r.get("message", ""))} for r in full]
+    return [{"code": c, "message": ""} for c in d.reasons]
+
+
+def _why(d: VerifiedDecision) -> str:
+    return "; ".join(f"{r['message'] or r['code']} ({r['code']})" for r in _reasons(d)) or "no reason given"

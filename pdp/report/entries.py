@@ -1,0 +1,148 @@
+"""The one adapter between signed records and the report: claims → :class:`Entry`.
+
+Record classes change (typed records, escalation and shadow records, the trust summary); only
+:func:`entry_of` knows where a field sits in the claims, so the figures never read claims directly.
+A record of a type this version does not know becomes an ``Entry`` with that ``kind`` and is
+counted, never an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+DECISION = "decision"
+OUTCOME = "outcome"
+ESCALATION = "escalation"
+APPROVAL_ACCEPTED = "approval.accepted"  # the reason an allow carries when a human approved it
+_EMPTY: dict[str, Any] = {}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Entry:
+    """What the report needs from one record.
+
+    Attributes:
+        index: the log index.
+        kind: ``pdp.type`` (decision, outcome, escalation, or a type this version does not know).
+        time: unix seconds: a decision's request time, otherwise the record's ``iat``.
+        decision_id: the decision this record is (decisions) or is about (outcomes, escalations).
+        outcome, reasons, indeterminate, error_code: the verdict (decisions).
+        agent, tool, principal: who did what (decisions).
+        exp: until when a PEP may act on the decision (decisions).
+        bundles: ``(bundle name, revision)`` pairs that decided (decisions).
+        opa_version: the OPA that evaluated the policy (decisions).
+        timers_ns: the record's ``metrics`` timers, ``timer_*_ns`` (decisions).
+        masked, erased: JSON pointers of the input masked or erased before signing (decisions).
+        has_trust: the decision carries a provenance summary (``pdp.trust`` or ``facts``).
+        classification: the data's classification from that summary ("" when none).
+        lineage_verified: some lineage attestation verified for the decision.
+        step: an escalation's step (opened, approved, rejected, expired, consumed).
+        escalation_id: the escalation a step belongs to.
+    """
+
+    index: int
+    kind: str
+    time: float
+    decision_id: str = ""
+    outcome: str = ""
+    reasons: tuple[str, ...] = ()
+    indeterminate: bool = False
+    error_code: str = ""
+    agent: str = ""
+    tool: str = ""
+    principal: str = ""
+    exp: int | None = None
+    bundles: tuple[tuple[str, str], ...] = ()
+    opa_version: str = ""
+    timers_ns: tuple[tuple[str, int], ...] = ()
+    masked: tuple[str, ...] = ()
+    erased: tuple[str, ...] = ()
+    has_trust: bool = False
+    classification: str = ""
+    lineage_verified: bool = False
+    step: str = ""
+    escalation_id: str = ""
+
+
+def entry_of(index: int, claims: Mapping[str, Any]) -> Entry:
+    """The report's view of one verified record's claims."""
+    pdp = _obj(claims.get("pdp"))
+    kind = str(pdp.get("type") or "unknown")
+    iat = _number(pdp.get("iat"))
+    if kind == DECISION:
+        return _decision(index, claims, pdp, iat)
+    if kind == ESCALATION:
+        esc = _obj(claims.get("escalation"))
+        return Entry(
+            index=index,
+            kind=kind,
+            time=_number(pdp.get("at")) or _number(esc.get("at")) or iat,
+            decision_id=str(claims.get("decision_id") or esc.get("decision_id") or ""),
+            step=str(pdp.get("step") or esc.get("step") or esc.get("status") or ""),
+            escalation_id=str(pdp.get("escalation_id") or esc.get("id") or claims.get("escalation_id") or ""),
+            agent=str(esc.get("agent_id") or _obj(pdp.get("agent")).get("id") or ""),
+        )
+    return Entry(index=index, kind=kind, time=iat, decision_id=str(claims.get("decision_id") or ""))
+
+
+def _decision(index: int, claims: Mapping[str, Any], pdp: Mapping[str, Any], iat: float) -> Entry:
+    trust = _obj(pdp.get("trust"))
+    facts = _obj(claims.get("facts")) or _obj(pdp.get("facts")) or _obj(_obj(claims.get("result")).get("facts"))
+    verified = _obj(_obj(claims.get("input")).get("verified"))
+    lineage = trust.get("lineage_verified")
+    if lineage is None:
+        lineage = bool(trust.get("lineage") or verified.get("lineage"))
+    return Entry(
+        index=index,
+        kind=DECISION,
+        time=_rfc3339(claims.get("timestamp")) or iat,
+        decision_id=str(claims.get("decision_id") or ""),
+        outcome=str(pdp.get("outcome") or ""),
+        reasons=tuple(str(r) for r in pdp.get("reasons") or ()),
+        indeterminate=bool(pdp.get("indeterminate")),
+        error_code=str(pdp.get("error_code") or ""),
+        agent=str(_obj(pdp.get("agent")).get("id") or ""),
+        tool=str(pdp.get("tool") or ""),
+        principal=str(pdp.get("principal") or ""),
+        exp=int(pdp["exp"]) if isinstance(pdp.get("exp"), int) else None,
+        bundles=tuple(
+            sorted((str(n), str(_obj(b).get("revision", ""))) for n, b in _obj(claims.get("bundles")).items())
+        ),
+        opa_version=str(pdp.get("opa_version") or ""),
+        timers_ns=tuple(
+            sorted(
+                (k, int(v))
+                for k, v in _obj(claims.get("metrics")).items()
+                if k.startswith("timer_") and isinstance(v, int) and v > 0
+            )
+        ),
+        masked=tuple(str(p) for p in claims.get("masked") or ()),
+        erased=tuple(str(p) for p in claims.get("erased") or ()),
+        has_trust="trust" in pdp or any("facts" in _obj(d) for d in (claims, pdp, claims.get("result"))),
+        classification=str(trust.get("classification") or _obj(facts.get("resource")).get("classification") or ""),
+        lineage_verified=bool(lineage),
+    )
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if type(value) is dict else _EMPTY  # JSON objects are dicts; an exact check is cheap
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.isdigit():
+        return float(value)
+    return 0.0
+
+
+def _rfc3339(value: Any) -> float:
+    if not isinstance(value, str) or not value:
+        return 0.0
+    try:
+        return datetime.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return 0.0

@@ -1,0 +1,63 @@
+"""The replicated backend: PostgreSQL (``PDP_STATE_URL=postgresql://user@host:port/db``).
+
+Every operation is one transaction at READ COMMITTED on a pooled connection (autocommit off only
+inside it). Races are settled by the database, never by the PDP: single use is an
+``INSERT ... ON CONFLICT ... RETURNING``; a vote locks its escalation row (``SELECT ... FOR UPDATE``);
+a budget reservation takes a transaction advisory lock per key (``pg_advisory_xact_lock``, in key
+order, so two reservations never deadlock) before it sums the window, so every statement after the
+lock sees the reservations committed before it; expiry and closing are single ``UPDATE ... RETURNING``
+statements, so of two replicas each row moves for exactly one. Schema creation takes an advisory lock
+too (concurrent ``CREATE TABLE IF NOT EXISTS`` can otherwise collide).
+
+Connections are opened with ``connect_timeout`` and a ``statement_timeout``/``lock_timeout``: a
+server that is down, unreachable or stuck raises :class:`pdp.state.StateUnavailable` within seconds.
+A pooled connection broken by a server restart (or a failover) is noticed when its ``BEGIN`` fails and
+is replaced by a fresh connection before anything else is sent; a connection that breaks inside a
+transaction fails that call (StateUnavailable: the transaction did not commit, or its outcome is
+unknown) and is never reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
+
+import psycopg
+
+from pdp.state._sql import SqlStore
+
+
+class PostgresStore(SqlStore):
+    """:class:`pdp.state.StateStore` on a PostgreSQL database."""
+
+    _for_update: ClassVar[str] = " FOR UPDATE"
+    _backend_errors: ClassVar[tuple[type[Exception], ...]] = (psycopg.Error,)
+    _retry_stale: ClassVar[bool] = True
+
+    def __init__(self, url: str, *, connect_timeout_s: int = 3, statement_timeout_ms: int = 10_000) -> None:
+        self._url = url
+        self._connect_timeout_s = connect_timeout_s
+        self._options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"
+        super().__init__(name=f"postgresql state store {psycopg.conninfo.conninfo_to_dict(url).get('dbname', '')}")
+
+    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            self._url,
+            autocommit=True,
+            connect_timeout=self._connect_timeout_s,
+            options=self._options,
+            application_name="pdp-state",
+        )
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: psycopg.Connection[tuple[object, ...]]) -> Iterator[object]:
+        with conn.transaction():
+            yield conn
+
+    def _lock(self, conn: psycopg.Connection[tuple[object, ...]], keys: Sequence[str]) -> None:
+        for key in keys:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s")

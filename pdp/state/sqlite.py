@@ -1,0 +1,75 @@
+"""The embedded backend: one SQLite file, ``state.sqlite3`` in ``PDP_STATE_DIR``.
+
+Several processes on one machine may share the file. Every operation is a ``BEGIN IMMEDIATE``
+transaction, so writers are serialised by SQLite's database lock (waiting up to ``busy_timeout_s``)
+and a read-check-write such as a budget reservation sees no other writer in between. The file is in
+WAL mode with ``synchronous=FULL``: a committed "used" id survives a crash.
+
+The file is created (with its schema) when the store opens, never afterwards: connections open it
+``mode=rw``, and before each transaction the store checks that the path is still the file it opened.
+A file removed or replaced (by one that is not a database, or by an empty one) makes every operation
+raise :class:`pdp.state.StateUnavailable` rather than start again from an empty state that would
+accept a replayed token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+from pdp.state import StateUnavailable
+from pdp.state._sql import SqlStore
+
+FILENAME = "state.sqlite3"
+
+
+class SqliteStore(SqlStore):
+    """:class:`pdp.state.StateStore` on ``directory / state.sqlite3``."""
+
+    _backend_errors: ClassVar[tuple[type[Exception], ...]] = (sqlite3.Error, OSError)
+
+    def __init__(self, directory: Path, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = directory / FILENAME
+        self._busy_timeout_s = busy_timeout_s
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with contextlib.closing(sqlite3.connect(self.path, timeout=busy_timeout_s)) as first:
+                first.execute("PRAGMA journal_mode=WAL").fetchone()
+            st = self.path.stat()
+        except (sqlite3.Error, OSError) as e:
+            raise StateUnavailable(f"{self.path}: {type(e).__name__}: {e}") from e
+        self._identity = (st.st_dev, st.st_ino)
+        super().__init__(name=str(self.path))
+
+    def _check(self) -> None:
+        try:
+            st = self.path.stat()
+        except OSError as e:
+            raise StateUnavailable(f"{self.path}: the state file is gone ({e.strerror})") from None
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise StateUnavailable(f"{self.path}: the state file was replaced since it was opened")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path.absolute().as_uri() + "?mode=rw",
+            uri=True,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,  # transactions are ours: BEGIN IMMEDIATE ... COMMIT
+            check_same_thread=False,  # a pooled connection serves one thread at a time
+        )
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

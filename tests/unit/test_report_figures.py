@@ -1,0 +1,273 @@
+"""The report's figures from claims of known content: every figure, exactly."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from pdp.report.entries import entry_of
+from pdp.report.figures import Period, compute, percentile
+
+T0 = datetime.datetime(2026, 11, 24, 10, 0, tzinfo=datetime.UTC).timestamp()
+
+
+def _iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def decision(
+    did: str,
+    at: float,
+    outcome: str,
+    reasons: list[str],
+    *,
+    agent: str = "a1",
+    tool: str = "crm.lookup",
+    error: str = "",
+    eval_ns: int = 0,
+    exp: int | None = None,
+    masked: tuple[str, ...] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "decision_id": did,
+        "timestamp": _iso(at),
+        "bundles": {"rego": {"revision": "r1"}},
+        "metrics": {"timer_rego_query_eval_ns": eval_ns, "timer_pdp_opa_roundtrip_ns": 2 * eval_ns},
+        "masked": list(masked),
+        "erased": [],
+        "pdp": {
+            "type": "decision",
+            "agent": {"id": agent},
+            "tool": tool,
+            "principal": "p1",
+            "outcome": outcome,
+            "reasons": reasons,
+            "indeterminate": bool(error),
+            "error_code": error,
+            "opa_version": "" if error else "1.22.2",
+            "iat": int(at),
+            "exp": int(at) + 300 if exp is None else exp,
+        },
+        **extra,
+    }
+
+
+def outcome(did: str, at: float) -> dict[str, Any]:
+    return {"decision_id": did, "outcome": {"status": "executed"}, "pdp": {"type": "outcome", "iat": int(at)}}
+
+
+def escalation(eid: str, step: str, at: float) -> dict[str, Any]:
+    return {"decision_id": f"d-{eid}", "pdp": {"type": "escalation", "step": step, "escalation_id": eid, "iat": at}}
+
+
+MIX = [
+    decision("d1", T0, "allow", ["tool.granted"], eval_ns=100, masked=("/principal/id",)),
+    decision("d2", T0 + 60, "allow", ["tool.granted"], agent="a2", tool="payments.transfer", eval_ns=300),
+    decision("d3", T0 + 120, "deny", ["tool.not_granted"], agent="a2", tool="payments.transfer", eval_ns=200),
+    decision("d4", T0 + 180, "require_approval", ["risk.high"], eval_ns=400),
+    decision("d5", T0 + 240, "deny", ["pdp.opa_unavailable"], error="pdp.opa_unavailable"),
+    decision("d6", T0 + 300, "allow", ["tool.granted", "approval.accepted"], eval_ns=500, exp=int(T0) + 9000),
+    outcome("d1", T0 + 400),
+    outcome("d1", T0 + 410),  # a second report about the same decision counts once
+    {"decision_id": "x", "pdp": {"type": "shadow", "iat": T0 + 500}},  # a type this version does not know
+    {"pdp": {"iat": T0 + 600}},  # no type at all
+]
+
+
+def figures(claims: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+    return compute((entry_of(i, c) for i, c in enumerate(claims)), **kw)
+
+
+def fired(code: str, count: int, agents: dict[str, int], tools: dict[str, int]) -> tuple[str, dict[str, Any]]:
+    """A reason code's expected figures, out of MIX's six decisions."""
+    anchor = "rule-" + code.replace(".", "-").replace("_", "-")
+    return code, {"count": count, "fire_rate": count / 6, "catalog": anchor, "by_agent": agents, "by_tool": tools}
+
+
+def test_every_figure_of_a_known_mix() -> None:
+    f = figures(
+        MIX,
+        catalog={
+            "tool.granted": "rule-tool-granted",
+            "tool.not_granted": "rule-tool-not-granted",
+            "risk.high": "rule-risk-high",
+            "approval.accepted": "rule-approval-accepted",
+            "risk.critical": "rule-risk-critical",
+        },
+    )
+    assert f["period"] == {
+        "since": None,
+        "until": None,
+        "first_decision": "2026-11-24T10:00:00Z",
+        "last_decision": "2026-11-24T10:05:00Z",
+        "as_of": "2026-11-24T10:10:00Z",
+    }
+    assert f["decisions"]["total"] == 6
+    assert f["decisions"]["by_outcome"] == {"allow": 3, "require_approval": 1, "deny": 1, "fail_closed": 1}
+    assert f["decisions"]["over_time"] == {
+        "bucket_s": 60,
+        "buckets": [
+            {"start": f"2026-11-24T10:0{m}:00Z", **counts}
+            for m, counts in enumerate(
+                [
+                    {"allow": 1, "require_approval": 0, "deny": 0, "fail_closed": 0},
+                    {"allow": 1, "require_approval": 0, "deny": 0, "fail_closed": 0},
+                    {"allow": 0, "require_approval": 0, "deny": 1, "fail_closed": 0},
+                    {"allow": 0, "require_approval": 1, "deny": 0, "fail_closed": 0},
+                    {"allow": 0, "require_approval": 0, "deny": 0, "fail_closed": 1},
+                    {"allow": 1, "require_approval": 0, "deny": 0, "fail_closed": 0},
+                ]
+            )
+        ],
+    }
+    assert f["autonomy"] == {
+        "allowed_without_human": 2,
+        "allowed_after_approval": 1,
+        "autonomy_rate": 2 / 6,
+        "escalated": 1,
+        "escalation_rate": 1 / 6,
+    }
+    assert f["escalations"]["source"] == "none"
+    assert f["escalations"]["approval_rate"] is None and f["escalations"]["time_to_approval_s"] is None
+    assert "no escalation records" in f["escalations"]["note"]
+    assert f["rules"]["fired"] == dict(
+        [
+            fired("approval.accepted", 1, {"a1": 1}, {"crm.lookup": 1}),
+            fired("risk.high", 1, {"a1": 1}, {"crm.lookup": 1}),
+            fired("tool.granted", 3, {"a1": 2, "a2": 1}, {"crm.lookup": 2, "payments.transfer": 1}),
+            fired("tool.not_granted", 1, {"a2": 1}, {"payments.transfer": 1}),
+        ]
+    )
+    assert f["rules"]["never_fired"] == ["risk.critical"]
+    assert f["rules"]["not_in_catalog"] == []
+    assert f["audit"] == {
+        "allows": 3,
+        "allows_with_outcome": 1,
+        "outcome_coverage": 1 / 3,
+        "allows_overdue": 1,  # d2 expired at T0+360, before as_of (the newest record, T0+600), unreported
+        "allows_pending": 1,  # d6 expires at T0+9000
+        "overdue": [{"decision_id": "d2", "agent": "a2", "tool": "payments.transfer"}],
+        "fail_closed": {"total": 1, "by_code": {"pdp.opa_unavailable": 1}},
+    }
+    assert f["latency"] == {
+        "method": "nearest rank",
+        "timers": {
+            "timer_pdp_opa_roundtrip_ns": {"count": 5, "p50": 600, "p90": 1000, "p99": 1000, "max": 1000},
+            "timer_rego_query_eval_ns": {"count": 5, "p50": 300, "p90": 500, "p99": 500, "max": 500},
+        },
+    }
+    assert f["denials"] == {"top_agents": [["a2", 1]], "top_tools": [["payments.transfer", 1]]}
+    assert f["agents"]["a1"] == {
+        "decisions": 4,
+        "allow": 2,
+        "require_approval": 1,
+        "deny": 0,
+        "fail_closed": 1,
+        "tools": ["crm.lookup"],
+        "first": "2026-11-24T10:00:00Z",
+        "last": "2026-11-24T10:05:00Z",
+    }
+    assert f["agents"]["a2"]["decisions"] == 2 and f["agents"]["a2"]["deny"] == 1
+    assert f["privacy"] == {"decisions_masked": 1, "decisions_erased": 0, "masked": {"/principal/id": 1}, "erased": {}}
+    assert f["lineage"]["source"] == "none" and f["lineage"]["completeness"] is None
+    assert "predates" in f["lineage"]["note"]
+    prov = f["provenance"]
+    assert prov["records"] == {"decision": 6, "outcome": 2, "shadow": 1, "unknown": 1}
+    assert prov["unknown_record_types"] == {"shadow": 1, "unknown": 1}
+    assert prov["bundles"] == {"rego": {"r1": 6}}
+    assert prov["opa_versions"] == {"1.22.2": 5}
+
+
+def test_the_period_keeps_decisions_in_since_until_and_their_later_outcome_reports() -> None:
+    f = figures(MIX, period=Period(since=T0 + 60, until=T0 + 240))
+    assert f["decisions"]["by_outcome"] == {"allow": 1, "require_approval": 1, "deny": 1, "fail_closed": 0}
+    assert f["audit"]["allows"] == 1 and f["audit"]["allows_with_outcome"] == 0
+    assert f["rules"]["never_fired"] is None and f["rules"]["fired"]["tool.granted"]["catalog"] is None
+    f = figures(MIX, period=Period(since=T0, until=T0 + 1))
+    assert f["audit"]["allows_with_outcome"] == 1  # d1's report was logged after the period ended
+
+
+def test_escalation_records_give_the_approval_rate_and_time_to_approval() -> None:
+    claims = [
+        decision("d1", T0, "require_approval", ["risk.high"]),
+        escalation("e1", "opened", T0),
+        escalation("e2", "opened", T0 + 10),
+        escalation("e3", "opened", T0 + 20),
+        escalation("e4", "opened", T0 + 30),
+        escalation("e1", "approved", T0 + 100),
+        escalation("e1", "consumed", T0 + 150),  # approved, then used: still approved
+        escalation("e2", "rejected", T0 + 50),
+        escalation("e3", "approved", T0 + 320),
+        escalation("e5", "approved", T0 + 400),  # opened before the log's first entry: not in the period
+    ]
+    e = figures(claims)["escalations"]
+    assert e["source"] == "escalation records" and e["note"] == ""
+    assert e["opened"] == 4
+    assert e["by_state"] == {"open": 1, "approved": 1, "consumed": 1, "rejected": 1, "expired": 0}
+    assert e["approval_rate"] == 2 / 3
+    assert e["time_to_approval_s"] == {"count": 2, "p50": 100, "p90": 300, "p99": 300, "max": 300}
+
+
+def test_lineage_completeness_from_the_provenance_summary() -> None:
+    claims = [
+        decision(
+            "d1",
+            T0,
+            "allow",
+            ["tool.granted"],
+            facts={"resource": {"classification": "confidential"}},
+            input={"verified": {"lineage": [{"source": "erp"}]}},
+        ),
+        decision(
+            "d2",
+            T0,
+            "deny",
+            ["lineage.incomplete"],
+            facts={"resource": {"classification": "restricted"}},
+            input={"verified": {"lineage": []}},
+        ),
+        decision("d3", T0, "allow", ["tool.granted"], facts={"resource": {"classification": "public"}}),
+        decision("d4", T0, "allow", ["tool.granted"]),  # an older record: no summary
+        decision("d5", T0, "allow", ["tool.granted"]),
+        decision("d6", T0, "allow", ["tool.granted"], facts={}),  # a summary with nothing looked up
+    ]
+    claims[4]["pdp"]["trust"] = {"classification": "secret", "lineage_verified": True}
+    lin = figures(claims)["lineage"]
+    assert lin == {
+        "source": "provenance summary",
+        "decisions_with_summary": 5,
+        "on_classified_data": 3,
+        "with_verified_lineage": 2,
+        "completeness": 2 / 3,
+        "note": "",
+    }
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {},
+        {"pdp": "decision"},
+        {"pdp": {"type": "decision", "reasons": None, "agent": "a", "exp": "x"}},
+        {"pdp": {"type": "escalation"}, "escalation": []},
+        {"pdp": {"type": 7}, "timestamp": "yesterday"},
+    ],
+)
+def test_odd_records_are_counted_never_a_crash(claims: dict[str, Any]) -> None:
+    f = figures([claims])
+    assert sum(f["provenance"]["records"].values()) == 1
+
+
+def test_an_empty_log_has_no_rates() -> None:
+    f = figures([])
+    assert f["decisions"]["total"] == 0 and f["autonomy"]["autonomy_rate"] is None
+    assert f["audit"]["outcome_coverage"] is None and f["decisions"]["over_time"]["buckets"] == []
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = list(range(1, 101))
+    assert [percentile(values, p) for p in (50, 90, 99)] == [50, 90, 99]
+    assert percentile([7], 99) == 7
