@@ -15,22 +15,20 @@ nothing to compare against and are counted as skipped.
 
 from __future__ import annotations
 
-import base64
 import collections
 import concurrent.futures
 import dataclasses
 import datetime
-import json
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from pdp.errors import NoVerdict
 from pdp.ledger.audit import verify_log
-from pdp.ledger.log import read_frames, segments
 from pdp.opa import OpaClient
+from pdp.recorder import claims_of
 from pdp.verdict import Verdict, fail_closed, interpret
 
 ARROW = "->"
@@ -177,10 +175,11 @@ def read_log(
     Raises:
         AuditError: the log does not verify (nothing is replayed).
     """
-    verify_log(log_dir, jwks=jwks)
+    entries: list[bytes] = []
+    verify_log(log_dir, jwks=jwks, on_entry=lambda _, entry: entries.append(entry))  # one read of the files
     decisions: list[Recorded] = []
     skipped = 0
-    for claims in _claims(log_dir):
+    for claims in map(claims_of, entries):
         pdp = claims.get("pdp", {})
         if pdp.get("type") != "decision" or not _within(claims.get("timestamp", ""), since, until):
             continue
@@ -201,14 +200,6 @@ def read_log(
             )
         )
     return decisions, skipped
-
-
-def _claims(log_dir: Path) -> Iterator[dict[str, Any]]:
-    for path in segments(log_dir):
-        frames, _ = read_frames(path.read_bytes())  # verified just before: no damage
-        for f in frames:
-            payload = f.payload.split(b".")[1]
-            yield json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
 
 
 def _within(timestamp: str, since: float | None, until: float | None) -> bool:
