@@ -27,8 +27,8 @@
 | ``PDP_SEGMENT_MAX_BYTES`` | ``67108864`` | seal a log segment (read-only, final checkpoint) at this size |
 | ``PDP_MASK_POINTERS`` | unset | comma-separated JSON pointers into the input, masked before signing |
 | ``PDP_ERASE_POINTERS`` | unset | comma-separated JSON pointers into the input removed before signing |
-| ``PDP_MASK_PATH`` | ``pdp/mask/pointers`` | the policy's masking rule (pointers to mask/erase per input); empty: off |
-| ``PDP_MASK_BATCH_PATH`` | ``pdp/mask/batch`` | the masking rule for each of ``input.requests`` (DecideBatch) |
+| ``PDP_MASK_PATH`` | ``pdp/mask/answer`` | rule answering the decision and what its record hides; empty: static only |
+| ``PDP_MASK_BATCH_PATH`` | ``pdp/mask/answers`` | the same for each of ``input.requests`` (DecideBatch) |
 | ``PDP_SHADOW_OPA_URL`` | unset | an OPA serving a shadow candidate bundle, evaluated beside the live one (LOG_ONLY) |
 | ``PDP_SHADOW_SAMPLE`` | ``1`` | share of decisions evaluated on the shadow candidate, 0..1 |
 | ``PDP_HTTP_LISTEN`` | off (``pdp dev``: ``127.0.0.1:8080``) | HTTP face (AuthZEN API) address; TLS as gRPC |
@@ -83,8 +83,8 @@ class Settings:
     segment_max_bytes: int = 64 << 20
     mask_pointers: tuple[str, ...] = ()
     erase_pointers: tuple[str, ...] = ()
-    mask_path: str = "pdp/mask/pointers"
-    mask_batch_path: str = "pdp/mask/batch"
+    mask_path: str = "pdp/mask/answer"
+    mask_batch_path: str = "pdp/mask/answers"
     shadow_opa_url: str | None = None
     shadow_sample: float = 1.0
     # HTTP face (AuthZEN)

@@ -17,8 +17,8 @@ from typing import Any
 from pdp.context import Caller, build_input
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.opa import OpaAnswer, OpaClient
-from pdp.policy.masking import NONE, Pointers
-from pdp.policy.pipeline import Lifecycle, fail_safe
+from pdp.policy.masking import Pointers
+from pdp.policy.pipeline import Lifecycle
 from pdp.policy.shadow import Live
 from pdp.recorder import Recorder, Signed, claims_of, decision_id, request_digest
 from pdp.records import digest
@@ -144,8 +144,7 @@ class Decider:
                 if earlier is not None:
                     decisions[i] = _replayed(earlier, path=self._path)
             todo = [i for i, d in enumerate(decisions) if d is None]
-            verdicts = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
-            hide, verdicts = self._hide([inputs[i] for i in todo], verdicts, time_remaining_s, start)
+            verdicts, hide = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
                 self._decision(dids[i], requests[i], inputs[i], answer, verdict)
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
@@ -165,10 +164,11 @@ class Decider:
 
     def _evaluate(
         self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
-    ) -> list[tuple[OpaAnswer | None, Verdict]]:
-        """One policy evaluation for all of ``inputs``: a verdict for each, or fail-closed for each."""
+    ) -> tuple[list[tuple[OpaAnswer | None, Verdict]], list[Pointers]]:
+        """One policy evaluation for all of ``inputs``: a verdict for each, or fail-closed for each,
+        and what each one's record must hide (everything but who asked, when nobody can say)."""
         if not inputs:
-            return []
+            return [], []
         timeout = self._timeout
         if time_remaining_s is not None:
             timeout = min(timeout, time_remaining_s - _ANSWER_MARGIN_S)
@@ -177,9 +177,10 @@ class Decider:
                 answers = self._opa.query_batch(inputs, timeout_s=timeout)
             else:
                 answers = [self._opa.query(inputs[0], timeout_s=timeout, explain=explain)]
+            answers, hide = self._lifecycle.split(answers, inputs, timeout_s=timeout, explain=explain)
         except NoVerdict as e:
             log.warning("%d decision(s) failed closed: %s (%s)", len(inputs), e.error_code, e)
-            return [(None, fail_closed(e))] * len(inputs)
+            return [(None, fail_closed(e))] * len(inputs), self._lifecycle.unknown(inputs)
         verdicts: list[tuple[OpaAnswer | None, Verdict]] = []
         for answer in answers:
             try:
@@ -187,32 +188,7 @@ class Decider:
             except NoVerdict as e:
                 log.warning("a decision failed closed: %s (%s)", e.error_code, e)
                 verdicts.append((answer, fail_closed(e)))
-        return verdicts
-
-    def _hide(
-        self,
-        inputs: list[dict[str, Any]],
-        verdicts: list[tuple[OpaAnswer | None, Verdict]],
-        time_remaining_s: float | None,
-        start_ns: int,
-    ) -> tuple[list[Pointers], list[tuple[OpaAnswer | None, Verdict]]]:
-        """What the policy wants hidden of each input before signing; if it cannot say, the
-        decisions are DENY and their records keep only who asked and the action digest."""
-        if self._lifecycle.masks is None:  # static pointers only (PDP_MASK_PATH empty)
-            return [NONE] * len(inputs), verdicts
-        if all(v.indeterminate for _, v in verdicts):  # OPA already failed: do not wait for it twice
-            return [fail_safe(doc) for doc in inputs], verdicts
-        timeout = self._timeout
-        if time_remaining_s is not None:
-            spent = (time.perf_counter_ns() - start_ns) / 1e9
-            timeout = min(timeout, time_remaining_s - spent - _ANSWER_MARGIN_S)
-        try:
-            return self._lifecycle.pointers(inputs, timeout_s=timeout), verdicts
-        except NoVerdict as e:
-            log.warning(
-                "%d decision(s) failed closed: the masking rule gave no answer: %s (%s)", len(inputs), e.error_code, e
-            )
-            return [fail_safe(doc) for doc in inputs], [(a, fail_closed(e)) for a, _ in verdicts]
+        return verdicts, hide
 
     def _decision(
         self, did: str, request: pb.DecideRequest, input_doc: dict[str, Any], answer: OpaAnswer | None, verdict: Verdict

@@ -338,7 +338,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
     decider = Decider(
-        opa=OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path),
+        # With policy masking on, one evaluation answers the decision and its masks (pdp.policy.masking).
+        opa=OpaClient(
+            settings.opa_url,
+            settings.mask_path or settings.decision_path,
+            telemetry,
+            batch_path=settings.mask_batch_path if settings.mask_path else settings.batch_path,
+        ),
         recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,

@@ -2,12 +2,13 @@
 
 * **Provenance**: each record's ``bundles.<name>`` carries the revision and the key id the bundle
   was verified with (``signing_key``, from OPA's configuration via :class:`BundleWatch`).
-* **Policy-driven masking**: the pointers the bundle's masking rule names for each input, added
-  to the static ones before the record is signed (:mod:`pdp.policy.masking`).
+* **Policy-driven masking**: the pointers the bundle's masking rule names for each input (in the
+  same answer as the decision), added to the static ones before the record is signed
+  (:mod:`pdp.policy.masking`).
 * **Shadow**: recorded live decisions handed to the shadow candidate (:mod:`pdp.policy.shadow`).
 
 The pipeline (:class:`pdp.decide.Decider`) calls :meth:`Lifecycle.bundles`,
-:meth:`Lifecycle.pointers` and :meth:`Lifecycle.after`; each is a no-op when its part is off.
+:meth:`Lifecycle.split` and :meth:`Lifecycle.after`; each is a no-op when its part is off.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 
+from pdp.opa import OpaAnswer
 from pdp.policy.masking import NONE, Pointers, PolicyMasks
 from pdp.policy.shadow import Live, Shadow
 from pdp.policy.watch import BundleWatch
@@ -54,15 +56,21 @@ class Lifecycle:
             for name, rev in revisions.items()
         }
 
-    def pointers(self, inputs: Sequence[dict[str, Any]], *, timeout_s: float) -> list[Pointers]:
-        """What the policy wants hidden of each input.
+    def split(
+        self, answers: list[OpaAnswer], inputs: Sequence[dict[str, Any]], *, timeout_s: float, explain: int = 0
+    ) -> tuple[list[OpaAnswer], list[Pointers]]:
+        """The decision answers and what the policy wants hidden of each input (see :class:`PolicyMasks`).
 
         Raises:
-            NoVerdict: the masking rule could not be evaluated or broke its contract.
+            NoVerdict: no usable answer.
         """
-        if self.masks is None or not inputs:
-            return [NONE] * len(inputs)
-        return self.masks.pointers(inputs, timeout_s=timeout_s)
+        if self.masks is None:
+            return answers, [NONE] * len(answers)
+        return self.masks.split(answers, inputs, timeout_s=timeout_s, explain=explain)
+
+    def unknown(self, inputs: Sequence[dict[str, Any]]) -> list[Pointers]:
+        """What to hide when the policy gave no answer: with policy masking on, all but who asked."""
+        return [fail_safe(doc) for doc in inputs] if self.masks is not None else [NONE] * len(inputs)
 
     def after(self, decisions: Sequence[Live]) -> None:
         """Hands recorded live decisions to the shadow candidate (never blocks, never raises)."""
@@ -90,7 +98,12 @@ def policy_lifecycle(
     config), policy masks unless ``PDP_MASK_PATH`` is empty, the shadow with ``PDP_SHADOW_OPA_URL``."""
     return Lifecycle(
         watch=BundleWatch(opa_url=settings.opa_url, timeout_s=settings.opa_timeout_s, meter_provider=meter_provider),
-        masks=PolicyMasks(opa_url=settings.opa_url, path=settings.mask_path, batch_path=settings.mask_batch_path)
+        masks=PolicyMasks(
+            opa_url=settings.opa_url,
+            path=settings.mask_path,
+            decision_path=settings.decision_path,
+            batch_path=settings.batch_path,
+        )
         if settings.mask_path
         else None,
         shadow=Shadow(

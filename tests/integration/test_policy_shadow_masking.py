@@ -206,7 +206,9 @@ def test_a_masking_rule_that_breaks_fails_closed(
     (bundle / "pdp" / "decision.rego").write_text((V1 / "pdp" / "decision.rego").read_text())
     (bundle / "pdp" / "lifecycle").mkdir()
     (bundle / "pdp" / "lifecycle" / "data.json").write_text((V1 / "pdp" / "lifecycle" / "data.json").read_text())
-    (bundle / "pdp" / "mask" / "mask.rego").write_text('package pdp.mask\n\npointers := {"mask": "not a list"}\n')
+    (bundle / "pdp" / "mask" / "mask.rego").write_text(
+        'package pdp.mask\n\nanswer := {"decision": data.pdp.decision, "hide": {"mask": "not a list"}}\n'
+    )
     pdp = run_pdp(start_opa(bundle).url)
     r = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
     assert r.outcome == 2 and r.indeterminate and r.error_code == "pdp.policy_malformed"
@@ -224,3 +226,18 @@ def test_when_opa_is_down_the_record_keeps_nothing_the_policy_might_hide(
     assert b"patient-4711" not in json.dumps(claims).encode()
     assert set(claims["input"]) <= {"agent", "caller", "bound", "request_time", "action_digest"}
     assert "/action" in claims["erased"] and claims["pdp"]["tool"] == "ehr.read"
+
+
+def test_a_bundle_without_the_masking_rule_still_decides(
+    start_opa: Callable[..., OpaSidecar], run_pdp: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    pdp = run_pdp(start_opa(V1).url)  # lifecycle-v1 has no pdp.mask
+    for _ in range(2):
+        r = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
+        assert r.outcome == 1 and not r.indeterminate
+    two = [load_request("allow-crm-lookup.json") for _ in range(2)]
+    batch = pdp.stub.DecideBatch(pb.DecideBatchRequest(requests=two), timeout=5)
+    assert [x.outcome for x in batch.responses] == [1, 1]
+    assert [r.getMessage() for r in caplog.records if "no pdp/mask/answer rule" in r.getMessage()] == [
+        "the bundle has no pdp/mask/answer rule: records are masked by the static pointers only"
+    ]

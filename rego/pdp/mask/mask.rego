@@ -4,8 +4,27 @@
 #   Which input fields the PDP masks ("**masked**") or erases before it signs a decision record,
 #   decided per decision by the policy (like OPA's system.log.mask): the healthcare pack's patient
 #   identifiers and the fintech pack's account numbers never reach the log in clear. The answer is
-#   JSON pointers into the input; the rules are data (data.json), one per pack.
+#   JSON pointers into the input; the rules are data (data.json), one per pack. The PDP queries
+#   `answer` (`answers` for a batch): the decision and its masks from one evaluation.
 package pdp.mask
+
+# METADATA
+# title: Decision with masks
+# description: the decision and what its record must hide, from one evaluation (PDP_MASK_PATH)
+# entrypoint: true
+answer := {"decision": data.pdp.decision, "hide": pointers}
+
+# METADATA
+# title: Decisions with masks
+# description: answer for each of input.requests, in order (PDP_MASK_BATCH_PATH)
+# entrypoint: true
+answers := [a |
+	some r in input.requests
+
+	# `with` applies to an expression, not to a comprehension's term: the assignment is needed.
+	# regal ignore:comprehension-term-assignment
+	a := answer with input as r
+]
 
 # METADATA
 # title: Masked and erased input fields

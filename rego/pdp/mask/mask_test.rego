@@ -49,3 +49,15 @@ test_batch_one_per_request if {
 	count(answers) == 2
 	answers[1] == {"mask": set(), "erase": set()}
 }
+
+test_answer_is_the_decision_with_its_masks if {
+	a := mask.answer with input as payment with data.pdp.decision as {"outcome": "allow"}
+	a.decision == {"outcome": "allow"}
+	a.hide == {"mask": {"/action/arguments/beneficiary", "/resource/id"}, "erase": set()}
+}
+
+test_answers_one_per_request if {
+	answers := mask.answers with input as {"requests": [payment, {}]} with data.pdp.decision as {"outcome": "deny"}
+	[a.decision.outcome | some a in answers] == ["deny", "deny"]
+	answers[1].hide == {"mask": set(), "erase": set()}
+}
