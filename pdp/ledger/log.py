@@ -25,6 +25,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -299,13 +300,17 @@ class Log:
         if self._failure is not None:
             raise LedgerUnavailable(f"the decision log is not writable: {self._failure}")
 
-    def _fail(self, why: str) -> None:
-        with self._cond:
+    def _fail(self, why: str) -> NoReturn:
+        self._mark_failed(why)
+        raise LedgerUnavailable(f"the decision log is not writable: {why}")
+
+    def _mark_failed(self, why: str) -> None:
+        """The log takes nothing more until restart; said once, and every waiter is woken to see it."""
+        with self._cond:  # re-entrant: callers may already hold it
             if self._failure is None:
                 log.error("decision log failed, no decision can be recorded until restart: %s", why)
                 self._failure = why
             self._cond.notify_all()
-        raise LedgerUnavailable(f"the decision log is not writable: {why}")
 
     def _sync_until(self, n: int) -> None:
         with self._cond:
@@ -329,11 +334,10 @@ class Log:
                     self._cond.acquire()
                     self._syncing = False
                 if error is not None:
-                    self._failure = self._failure or f"fsync failed: {error}"
-                    log.error("decision log failed: %s", self._failure)
+                    self._mark_failed(f"fsync failed: {error}")
                 else:
                     self._synced = max(self._synced, target)
-                self._cond.notify_all()
+                    self._cond.notify_all()
 
     def _quiesce(self) -> None:
         """Makes everything written durable; called with ``_lock`` held."""
@@ -343,9 +347,7 @@ class Log:
             try:
                 os.fdatasync(self._fd)
             except OSError as e:
-                self._failure = self._failure or f"fsync failed: {e}"
-                self._cond.notify_all()
-                raise LedgerUnavailable(self._failure) from None
+                self._fail(f"fsync failed: {e}")
             self._synced = self._written
             self._cond.notify_all()
 
@@ -395,12 +397,6 @@ class Log:
         self._notes.append(note)
         self._checkpointed = cp.size
 
-    def latest_checkpoint(self) -> bytes:
-        with self._lock:
-            if not self._notes:
-                raise LedgerUnavailable("no checkpoint yet")
-            return self._notes[-1]
-
     # -- reading and proofs ---------------------------------------------------------------
 
     def entry(self, index: int) -> bytes:
@@ -411,8 +407,14 @@ class Log:
             return f.read(n)
 
     def entries(self) -> Iterator[tuple[int, bytes]]:
-        for i in range(self._synced):
-            yield i, self.entry(i)
+        """Every durable entry with its index, reading each segment once."""
+        index = 0
+        for path in segments(self.directory):
+            for f in read_frames(path.read_bytes())[0]:
+                if index >= self._synced:
+                    return
+                yield index, f.payload
+                index += 1
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         return merkle.inclusion_proof(self.tree.leaves[:tree_size], index)
