@@ -21,15 +21,12 @@ from typing import Any, Protocol
 import grpc
 
 from pdp.context import Caller, build_input
+from pdp.errors import RecordError, VerificationError
 from pdp.keys import public_keys
-from pdp.records import TYP_DECISION, RecordError
+from pdp.records import TYP_DECISION
 from pdp.records import verify as verify_jws
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-
-
-class VerificationError(Exception):
-    """The record must not be acted on; the message says why."""
 
 
 class ReplayCache(Protocol):

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pdp.context import Caller, build_input
+from pdp.decision import Decision
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.opa import OpaAnswer, OpaClient
 from pdp.recorder import Recorder, Signed, claims_of, decision_id, request_digest
@@ -28,27 +29,6 @@ log = logging.getLogger(__name__)
 # Time kept back from the caller's deadline to record (sign, append, fsync) and send the
 # fail-closed answer in; fsync p99 is a few milliseconds on ordinary disks.
 _ANSWER_MARGIN_S = 0.025
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Decision:
-    """One decision, everything the caller and the record need."""
-
-    decision_id: str
-    request_id: str
-    verdict: Verdict
-    agent_id: str
-    tool: str
-    decision_path: str
-    opa_version: str = ""
-    bundle_revisions: dict[str, str] = dataclasses.field(default_factory=dict)
-    explain: int = 0
-    explanation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    total_ns: int = 0
-    opa_ns: int = 0
-    opa_eval_ns: int = 0
-    record: str = ""
-    log_index: int = 0
 
 
 class Decider:

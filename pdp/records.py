@@ -22,15 +22,12 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from pdp.errors import RecordError
 from pdp.keys import ALG, KeyRing, b64url
 
 TYP_DECISION = "pdp-decision+jws"
 TYP_OUTCOME = "pdp-outcome+jws"
 MASK = "**masked**"
-
-
-class RecordError(Exception):
-    """A record does not verify: malformed, unknown key, wrong type, or a bad signature."""
 
 
 def sign(claims: dict[str, Any], ring: KeyRing, *, typ: str) -> str:

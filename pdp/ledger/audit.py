@@ -17,19 +17,11 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from pdp.errors import AuditError, CheckpointError, ProofError, RecordError
 from pdp.keys import public_keys
 from pdp.ledger import checkpoint, merkle
 from pdp.ledger.log import CHECKPOINTS, note_verifiers, read_frames, segments
-from pdp.records import TYP_DECISION, TYP_OUTCOME, RecordError, verify
-
-
-class AuditError(Exception):
-    """The log does not verify; ``index`` is the first bad entry (None: not an entry)."""
-
-    def __init__(self, why: str, *, index: int | None = None, where: str = "") -> None:
-        at = " ".join(x for x in (f"entry {index}" if index is not None else "", where) if x)
-        super().__init__(f"{at}: {why}" if at else why)
-        self.index = index
+from pdp.records import TYP_DECISION, TYP_OUTCOME, verify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +76,7 @@ def verify_log(directory: Path, *, jwks: dict[str, Any]) -> AuditReport:
             try:
                 proof = merkle.consistency_proof(tree.leaves[: new.size], old.size)
                 merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
-            except merkle.ProofError as e:
+            except ProofError as e:
                 raise AuditError(f"checkpoints {old.size} → {new.size} are not consistent: {e}") from None
     return AuditReport(origin, len(tree), counts["decision"], counts["outcome"], len(notes), tree.root())
 
@@ -131,7 +123,7 @@ def _checkpoints(directory: Path, keys: dict[str, Any]) -> list[checkpoint.Check
         origin = f.payload.split(b"\n", 1)[0].decode(errors="replace")
         try:
             cp = checkpoint.open_note(f.payload, note_verifiers(origin, keys))
-        except checkpoint.CheckpointError as e:
+        except CheckpointError as e:
             raise AuditError(f"checkpoint: {e}", where=f"({CHECKPOINTS} offset {f.offset})") from None
         if notes and (cp.origin != notes[0].origin or cp.size < notes[-1].size):
             raise AuditError("a checkpoint of another log, or out of order", where=f"({CHECKPOINTS} offset {f.offset})")

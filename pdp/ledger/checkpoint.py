@@ -18,13 +18,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from pdp.errors import CheckpointError
+
 _ALG_ED25519 = b"\x01"
 _DASH = "\u2014"
 _NAME = re.compile(r"^[^\s+]+$")
-
-
-class CheckpointError(Exception):
-    """A checkpoint is malformed or its signature does not verify."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pdp.errors import LedgerCorrupt, LedgerUnavailable
+from pdp.errors import CheckpointError, LedgerCorrupt, LedgerUnavailable
 from pdp.ledger import checkpoint, merkle
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class Log:
         for f in frames:
             try:
                 cp = checkpoint.open_note(f.payload, self._verifiers)
-            except checkpoint.CheckpointError as e:
+            except CheckpointError as e:
                 raise LedgerCorrupt(f"{CHECKPOINTS} offset {f.offset}: {e}") from None
             if cp.origin != self.origin or (notes and cp.size < notes[-1][0].size):
                 raise LedgerCorrupt(f"{CHECKPOINTS} offset {f.offset}: a checkpoint of another log or out of order")
