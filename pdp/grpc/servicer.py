@@ -15,6 +15,7 @@ from pdp.errors import InvalidArgument, ProofError
 from pdp.grpc.convert import ACTION_STATUS_NAMES, to_proto
 from pdp.grpc.status import answering
 from pdp.recorder import Recorder
+from pdp.schema import OutcomeReport
 from pdp.telemetry import Telemetry
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
@@ -98,11 +99,11 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             caller = Caller.from_grpc(context)
             signed = self._recorder.record_outcome(
                 decision_id=request.decision_id,
-                report={
-                    "status": ACTION_STATUS_NAMES[request.status],
-                    "result": struct_value(request.result, "result", self._max_depth),
-                    "impact": struct_value(request.impact, "impact", self._max_depth),
-                },
+                report=OutcomeReport(
+                    status=ACTION_STATUS_NAMES[request.status],
+                    result=struct_value(request.result, "result", self._max_depth),
+                    impact=struct_value(request.impact, "impact", self._max_depth),
+                ),
                 reporter=caller.subject or caller.peer,
             )
             return pb.ReportOutcomeResponse(record=signed.record, log_index=signed.log_index)

@@ -10,18 +10,18 @@ re-derived at its size, and consistency proofs between successive checkpoints.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import itertools
 from pathlib import Path
 from typing import Any
 
+from pdp.encoding import sha256_digest
 from pdp.errors import AuditError, CheckpointError, ProofError, RecordError
 from pdp.keys import public_keys
 from pdp.ledger import checkpoint, merkle
 from pdp.ledger.log import CHECKPOINTS, note_verifiers, read_frames, segments
-from pdp.records import TYP_DECISION, TYP_OUTCOME, verify
+from pdp.records import header_typ, verify
+from pdp.schema import TYP_DECISION, TYP_OUTCOME, RecordHead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,32 +83,23 @@ def verify_log(directory: Path, *, jwks: dict[str, Any]) -> AuditReport:
 
 def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str, str], where: str) -> str:
     token = payload.decode(errors="replace")
-    typ = TYP_OUTCOME if '"pdp-outcome+jws"' in _header(token) else TYP_DECISION
+    typ = TYP_OUTCOME if header_typ(token) == TYP_OUTCOME else TYP_DECISION
     try:
-        claims = verify(token, keys, typ=typ)
+        head = RecordHead.from_dict(verify(token, keys, typ=typ))
     except RecordError as e:
         raise AuditError(f"the record does not verify: {e}", index=index, where=where) from None
-    pdp = claims.get("pdp", {})
-    if pdp.get("log_index") != str(index):
+    if head.log_index != str(index):
         raise AuditError(
-            f"the record was signed for log index {pdp.get('log_index')}: entries were moved, dropped or inserted",
+            f"the record was signed for log index {head.log_index}: entries were moved, dropped or inserted",
             index=index,
             where=where,
         )
     if typ == TYP_DECISION:
-        decisions[claims["decision_id"]] = "sha256:" + hashlib.sha256(payload).hexdigest()
+        decisions[head.decision_id] = sha256_digest(payload)
         return "decision"
-    if decisions.get(claims.get("decision_id", "")) != pdp.get("decision_record_digest"):
+    if decisions.get(head.decision_id) != head.decision_record_digest:
         raise AuditError("the outcome report does not link to an earlier decision record", index=index, where=where)
     return "outcome"
-
-
-def _header(token: str) -> str:
-    head = token.split(".", 1)[0]
-    try:
-        return base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode()
-    except ValueError:
-        return ""
 
 
 def _checkpoints(directory: Path, keys: dict[str, Any]) -> list[checkpoint.Checkpoint]:

@@ -1,0 +1,67 @@
+"""No import cycle in pdp/: each module's pdp imports, resolved to modules, form a DAG."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in (ROOT / "pdp").rglob("*.py") if "v1" not in p.parts}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+        graph[name] = {t for t in targets if t in files and t != name}
+        # "from pdp.x import y": an edge to pdp.x.y when it is a module, else to pdp.x
+        for t in list(graph[name]):
+            if any(s.startswith(t + ".") and s in graph[name] for s in files):
+                graph[name].discard(t)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_pdp_has_no_import_cycle() -> None:
+    graph = import_graph()
+    assert len(graph) > 30 and "pdp.grpc.app" in graph
+    assert find_cycle(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_telemetry_does_not_import_the_pipeline() -> None:
+    assert "pdp.decide" not in import_graph()["pdp.telemetry"]
