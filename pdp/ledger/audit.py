@@ -19,7 +19,8 @@ from pdp.encoding import sha256_digest
 from pdp.errors import AuditError, CheckpointError, ProofError, RecordError
 from pdp.keys import public_keys
 from pdp.ledger import checkpoint, merkle
-from pdp.ledger.log import CHECKPOINTS, note_verifiers, read_frames, segments
+from pdp.ledger.checkpoint import note_verifiers
+from pdp.ledger.files import CHECKPOINTS, read_frames, segment_name, segments
 from pdp.records import header_typ, verify
 from pdp.schema import TYP_DECISION, TYP_OUTCOME, RecordHead
 
@@ -51,7 +52,7 @@ def verify_log(directory: Path, *, jwks: dict[str, Any]) -> AuditReport:
     counts = {"decision": 0, "outcome": 0}
     files = segments(directory)
     for no, path in enumerate(files):
-        if path.name != f"segment-{no:06d}.log":
+        if path.name != segment_name(no):
             raise AuditError(f"segment {no} is missing", index=len(tree), where=path.name)
         frames, damage = read_frames(path.read_bytes())
         for f in frames:

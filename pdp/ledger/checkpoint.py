@@ -109,3 +109,8 @@ def _parse_body(body: str) -> Checkpoint:
     if len(root) != 32:
         raise CheckpointError("the root hash is not 32 bytes")
     return Checkpoint(origin=lines[0], size=int(lines[1]), root=root)
+
+
+def note_verifiers(origin: str, keys: dict[str, Ed25519PublicKey]) -> dict[tuple[str, bytes], Ed25519PublicKey]:
+    """Checkpoint verifiers for every public key (rotation keeps old checkpoints verifiable)."""
+    return {(origin, key_hash(origin, k)): k for k in keys.values()}

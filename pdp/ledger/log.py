@@ -1,12 +1,8 @@
-"""The append-only, durable decision log: segment files, framing, group commit, checkpoints, recovery.
+"""The append-only, durable decision log: group commit, sealing segments, checkpoints, recovery.
 
-Files in the log directory:
-
-* ``segment-NNNNNN.log``: entries, each framed as 4-byte big-endian length ‖ payload ‖ 4-byte
-  big-endian CRC-32 (zlib) of length ‖ payload. The payload is the exact bytes handed in (a JWS).
-  A full segment is sealed: a checkpoint at its last entry, fsync, then mode 0444.
-* ``checkpoints.log``: signed checkpoints (C2SP signed notes), framed the same way.
-* ``*.torn-<time>``: bytes cut from a torn tail at start-up, kept for inspection.
+The files and their framing are :mod:`pdp.ledger.files` (shared with the auditor). A full
+segment is sealed: a checkpoint at its last entry, fsync, then mode 0444. Bytes cut from a torn
+tail at start-up are kept aside as ``*.torn-<time>`` for inspection.
 
 Leaf i of the RFC 6962 tree is entry i across the segments in order. :meth:`Log.append` returns
 only after the entry is fsynced; concurrent appends share one fsync (group commit).
@@ -15,14 +11,10 @@ only after the entry is fsynced; concurrent appends share one fsync (group commi
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-import re
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -31,58 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from pdp.errors import CheckpointError, LedgerCorrupt, LedgerUnavailable
 from pdp.ledger import checkpoint, merkle
+from pdp.ledger.checkpoint import note_verifiers
+from pdp.ledger.files import CHECKPOINTS, Damage, Frame, frame, read_frames, read_payload_at, segment_name, segments
+
+__all__ = ["CHECKPOINTS", "Damage", "Frame", "Log", "frame", "note_verifiers", "read_frames", "segments"]
 
 log = logging.getLogger(__name__)
-
-_HEAD = struct.Struct(">I")
-_SEGMENT = re.compile(r"^segment-(\d{6})\.log$")
-CHECKPOINTS = "checkpoints.log"
-MAX_ENTRY = 16 << 20
-
-
-def frame(payload: bytes) -> bytes:
-    head = _HEAD.pack(len(payload))
-    return head + payload + _HEAD.pack(zlib.crc32(head + payload))
-
-
-@dataclasses.dataclass(frozen=True)
-class Frame:
-    offset: int
-    payload: bytes
-
-
-@dataclasses.dataclass(frozen=True)
-class Damage:
-    offset: int
-    why: str
-
-
-def read_frames(data: bytes) -> tuple[list[Frame], Damage | None]:
-    """Every whole, CRC-checked frame of a file, and where the first bad one starts."""
-    frames: list[Frame] = []
-    pos = 0
-    while pos < len(data):
-        if pos + 8 > len(data):
-            return frames, Damage(pos, "a frame is cut short")
-        (n,) = _HEAD.unpack_from(data, pos)
-        if n > MAX_ENTRY or pos + 8 + n > len(data):
-            return frames, Damage(pos, "a frame is cut short or its length is corrupt")
-        payload = data[pos + 4 : pos + 4 + n]
-        (crc,) = _HEAD.unpack_from(data, pos + 4 + n)
-        if zlib.crc32(data[pos : pos + 4 + n]) != crc:
-            return frames, Damage(pos, "a frame's CRC does not match its bytes")
-        frames.append(Frame(pos, payload))
-        pos += 8 + n
-    return frames, None
-
-
-def segments(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if _SEGMENT.match(p.name))
-
-
-def note_verifiers(origin: str, keys: dict[str, Ed25519PublicKey]) -> dict[tuple[str, bytes], Ed25519PublicKey]:
-    """Checkpoint verifiers for every public key (rotation keeps old checkpoints verifiable)."""
-    return {(origin, checkpoint.key_hash(origin, k)): k for k in keys.values()}
 
 
 class Log:
@@ -172,7 +118,7 @@ class Log:
         last = notes[-1][0] if notes else None
         files = segments(self.directory)
         for no, path in enumerate(files):
-            if path.name != f"segment-{no:06d}.log":
+            if path.name != segment_name(no):
                 raise LedgerCorrupt(f"{path.name}: segment {no} is missing (entries deleted?)")
             frames, damage = read_frames(path.read_bytes())
             for f in frames:
@@ -243,7 +189,7 @@ class Log:
         )
 
     def _open_segment(self) -> None:
-        path = self.directory / f"segment-{self._segment_no:06d}.log"
+        path = self.directory / segment_name(self._segment_no)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._segment_bytes = os.fstat(self._fd).st_size
 
@@ -354,7 +300,7 @@ class Log:
     def _rotate(self) -> None:
         self._quiesce()
         self._write_checkpoint()
-        path = self.directory / f"segment-{self._segment_no:06d}.log"
+        path = self.directory / segment_name(self._segment_no)
         try:
             os.close(self._fd)
             self._fd = -1
@@ -401,10 +347,7 @@ class Log:
 
     def entry(self, index: int) -> bytes:
         no, offset = self._where[index]
-        with (self.directory / f"segment-{no:06d}.log").open("rb") as f:
-            f.seek(offset)
-            (n,) = _HEAD.unpack(f.read(4))
-            return f.read(n)
+        return read_payload_at(self.directory / segment_name(no), offset)
 
     def entries(self) -> Iterator[tuple[int, bytes]]:
         """Every durable entry with its index, reading each segment once."""
