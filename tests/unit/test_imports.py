@@ -65,3 +65,24 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_telemetry_does_not_import_the_pipeline() -> None:
     assert "pdp.decide" not in import_graph()["pdp.telemetry"]
+
+
+FACES = ("pdp.grpc", "pdp.cli", "pdp.server", "pdp.__main__")
+
+
+def is_in(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_what_may_import_what_as_docs_architecture_says() -> None:
+    graph = import_graph()
+    assert graph["pdp.errors"] == set() and graph["pdp.encoding"] == set()
+    assert graph["pdp.decision"] <= {"pdp.verdict"}
+    ledger_may = ("pdp.errors", "pdp.encoding", "pdp.keys", "pdp.records", "pdp.schema", "pdp.ledger")
+    for module, imports in graph.items():
+        if is_in(module, ("pdp.ledger",)):
+            assert all(is_in(i, ledger_may) for i in imports), (module, imports)
+        if not is_in(module, FACES):
+            assert not any(is_in(i, FACES) for i in imports), (module, imports)
+        if is_in(module, ("pdp.grpc", "pdp.server")):
+            assert not any(is_in(i, ("pdp.cli",)) for i in imports), (module, imports)
