@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +17,11 @@ from pdp import keys, records
 from pdp.config import Settings
 from pdp.ledger.log import Log
 from pdp.sidecar import free_port
-from tests.conftest import EXAMPLES, ROOT, serve_env, wait_for
+from tests.helpers import EXAMPLES, PDP_COMMAND, ROOT, dev_env, serve_env, start_child, wait_for
 
 pytestmark = pytest.mark.e2e
 
-PDP = [sys.executable, "-m", "pdp"]
+PDP = PDP_COMMAND
 GRPCURL = ROOT / ".bin" / "grpcurl"
 OUTCOMES = {
     "allow-crm-lookup.json": "OUTCOME_ALLOW",
@@ -40,25 +39,9 @@ class DevStack:
 def dev_stack(opa_bin: str, tmp_path: Path) -> Iterator[DevStack]:
     port, opa_port = free_port(), free_port()
     log = tmp_path / "dev.log"
-    env = {
-        **os.environ,
-        "PDP_OPA_BIN": opa_bin,
-        "PDP_LISTEN": f"127.0.0.1:{port}",
-        "PDP_KEY_DIR": str(tmp_path / "keys"),
-        "PDP_LOG_DIR": str(tmp_path / "log"),
-    }
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*PDP, "dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{opa_port}"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    env = dev_env(tmp_path, port=port, opa_bin=opa_bin)
+    process = start_child("dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{opa_port}", env=env, log=log)
     stack = DevStack(process, f"127.0.0.1:{port}", opa_port, log)
-    wait_for(lambda: "PDP gRPC on" in log.read_text() or process.poll() is not None, timeout_s=30, what="pdp dev")
-    assert process.poll() is None, log.read_text()
     yield stack
     if process.poll() is None:
         process.kill()

@@ -8,7 +8,7 @@ import pytest
 
 from pdp.client import digest_of
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import Pdp, load_request
+from tests.helpers import Pdp, load_request
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pdp.client import digest_of
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import BUNDLE, Pdp
+from tests.helpers import BUNDLE, Pdp
 
 pytestmark = pytest.mark.integration
 

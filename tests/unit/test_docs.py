@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pdp.config import Settings
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")

@@ -8,7 +8,7 @@ import pkgutil
 
 import pdp
 from pdp.errors import PdpError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def pdp_modules() -> list[str]:

@@ -12,7 +12,7 @@ from pdp.encoding import b64url, b64url_decode, sha256_digest
 from pdp.errors import RecordError
 from pdp.ledger.log import read_frames, segments
 from pdp.schema import RECORD_TYPES, DecisionRecord, OutcomeRecord, RecordHead
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 LEGACY = ROOT / "tests" / "data" / "legacy-log"
 

@@ -10,7 +10,7 @@ import pytest
 
 from pdp.cli import main
 from pdp.ledger.audit import AuditError, verify_log
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 LEGACY = ROOT / "tests" / "data" / "legacy-log"
 
