@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from concurrent import futures
 
@@ -21,34 +22,27 @@ from pdp.recorder import Recorder, open_recorder
 from pdp.telemetry import Telemetry
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PdpServer:
-    """A started-or-not PDP: the gRPC server plus the OPA health monitor."""
+    """A started-or-not PDP: the gRPC server plus the OPA health monitor, and what stops with them."""
 
-    def __init__(
-        self,
-        server: grpc.Server,
-        monitor: OpaHealthMonitor,
-        health_servicer: health.HealthServicer,
-        recorder: Recorder,
-        telemetry: Telemetry,
-    ) -> None:
-        self.grpc_server = server
-        self._recorder = recorder
-        self._monitor = monitor
-        self._health = health_servicer
-        self._telemetry = telemetry
+    grpc_server: grpc.Server
+    monitor: OpaHealthMonitor
+    health: health.HealthServicer
+    recorder: Recorder
+    telemetry: Telemetry
 
     def start(self) -> None:
         self.grpc_server.start()
-        self._monitor.start()
+        self.monitor.start()
 
     def stop(self, grace_s: float) -> None:
         """Stops taking calls, lets in-flight calls finish for up to ``grace_s``, then stops."""
-        self._health.enter_graceful_shutdown()
+        self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace_s).wait()
-        self._monitor.stop()
-        self._recorder.close()
-        self._telemetry.shutdown()
+        self.monitor.stop()
+        self.recorder.close()
+        self.telemetry.shutdown()
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
@@ -114,7 +108,10 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
     )
-    return PdpServer(server, monitor, health_servicer, recorder, telemetry), port
+    server_ = PdpServer(
+        grpc_server=server, monitor=monitor, health=health_servicer, recorder=recorder, telemetry=telemetry
+    )
+    return server_, port
 
 
 def _bind(server: grpc.Server, settings: Settings) -> int:

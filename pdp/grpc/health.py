@@ -38,11 +38,8 @@ class OpaHealthMonitor:
         interval_s: float,
         timeout_s: float,
     ) -> None:
-        self._opa = opa
-        self._recorder = recorder
-        self._health = health_servicer
-        self._interval = interval_s
-        self._timeout = timeout_s
+        self._opa, self._recorder, self._health = opa, recorder, health_servicer
+        self._interval, self._timeout = interval_s, timeout_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="opa-health", daemon=True)
         self._serving: bool | None = None

@@ -61,9 +61,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         self, request: pb.GetDecisionRequest, context: grpc.ServicerContext
     ) -> pb.GetDecisionResponse:
         def get() -> pb.GetDecisionResponse:
-            if not request.decision_id:
-                raise InvalidArgument("decision_id", "is required")
-            p = self._recorder.prove(request.decision_id)
+            p = self._recorder.prove(_required_id(request.decision_id))
             return pb.GetDecisionResponse(
                 record=p.record,
                 log_index=p.log_index,
@@ -92,13 +90,12 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         self, request: pb.ReportOutcomeRequest, context: grpc.ServicerContext
     ) -> pb.ReportOutcomeResponse:
         def report() -> pb.ReportOutcomeResponse:
-            if not request.decision_id:
-                raise InvalidArgument("decision_id", "is required")
+            decision_id = _required_id(request.decision_id)
             if request.status not in ACTION_STATUS_NAMES:
                 raise InvalidArgument("status", "must be EXECUTED, BLOCKED or FAILED")
             caller = Caller.from_grpc(context)
             signed = self._recorder.record_outcome(
-                decision_id=request.decision_id,
+                decision_id=decision_id,
                 report=OutcomeReport(
                     status=ACTION_STATUS_NAMES[request.status],
                     result=struct_value(request.result, "result", self._max_depth),
@@ -109,6 +106,12 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             return pb.ReportOutcomeResponse(record=signed.record, log_index=signed.log_index)
 
         return answering(context, "ReportOutcome", report)
+
+
+def _required_id(decision_id: str) -> str:
+    if not decision_id:
+        raise InvalidArgument("decision_id", "is required")
+    return decision_id
 
 
 def add_service(servicer: DecisionServicer, server: grpc.Server) -> None:

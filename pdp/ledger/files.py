@@ -28,14 +28,18 @@ def frame(payload: bytes) -> bytes:
     return head + payload + _HEAD.pack(zlib.crc32(head + payload))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Frame:
+    """One whole, CRC-checked frame: where it starts in its file, and its payload."""
+
     offset: int
     payload: bytes
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Damage:
+    """Where a file stops being whole frames, and why."""
+
     offset: int
     why: str
 
