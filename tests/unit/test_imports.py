@@ -13,12 +13,23 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def module_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The statements that run on import: the module's own, and those under its if/try blocks
+    (``if TYPE_CHECKING:`` included); not function bodies, where an import waits for a call."""
+    found: list[ast.stmt] = []
+    for node in body:
+        found.append(node)
+        if isinstance(node, ast.If | ast.Try):
+            found += module_level([*node.body, *node.orelse, *getattr(node, "finalbody", [])])
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
     files = {module_name(p): p for p in (ROOT / "pdp").rglob("*.py") if "v1" not in p.parts}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in module_level(ast.parse(path.read_text()).body):
             if isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
