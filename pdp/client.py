@@ -28,6 +28,16 @@ from pdp.schema import TYP_DECISION, DecisionRecord
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 
+__all__ = [
+    "Client",
+    "MemoryReplayCache",
+    "ReplayCache",
+    "VerificationError",
+    "VerifiedDecision",
+    "digest_of",
+    "verify",
+]
+
 
 class ReplayCache(Protocol):
     def first_use(self, jti: str, expires_at: int) -> bool:

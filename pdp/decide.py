@@ -26,6 +26,8 @@ from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, Telemetry
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Verdict, fail_closed, interpret
 
+__all__ = ["Decider", "Decision"]
+
 log = logging.getLogger(__name__)
 
 # Time kept back from the caller's deadline to record (sign, append, fsync) and send the

@@ -24,6 +24,8 @@ from pdp.ledger.files import CHECKPOINTS, read_frames, segment_name, segments
 from pdp.records import header_typ, verify
 from pdp.schema import TYP_DECISION, TYP_OUTCOME, RecordHead
 
+__all__ = ["AuditError", "AuditReport", "verify_log"]
+
 
 @dataclasses.dataclass(frozen=True)
 class AuditReport:
