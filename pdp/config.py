@@ -1,37 +1,7 @@
 """Settings: every ``PDP_*`` environment variable, read and validated once at start-up.
 
-| variable | default | meaning |
-|---|---|---|
-| ``PDP_LISTEN`` | ``127.0.0.1:50051`` | gRPC listen address (``host:port``; port 0 picks a free one) |
-| ``PDP_OPA_URL`` | ``http://127.0.0.1:8181`` | OPA's REST API: ``http://host:port`` or ``unix:///path/to/socket`` |
-| ``PDP_DECISION_PATH`` | ``pdp/decision`` | the policy document queried for every decision |
-| ``PDP_BATCH_PATH`` | ``pdp/decisions`` | the rule giving the decision for each of ``input.requests`` |
-| ``PDP_MAX_BATCH`` | ``64`` | most requests in one DecideBatch call |
-| ``PDP_OPA_TIMEOUT_MS`` | ``500`` | longest wait for OPA per decision (the caller's deadline may cut it shorter) |
-| ``PDP_HEALTH_INTERVAL_MS`` | ``1000`` | how often OPA's health and bundle are checked |
-| ``PDP_MAX_REQUEST_BYTES`` | ``1048576`` | largest accepted request message (a DecideBatch is one message) |
-| ``PDP_MAX_DEPTH`` | ``16`` | deepest nesting accepted in tool arguments and attributes |
-| ``PDP_WORKERS`` | ``16`` | gRPC worker threads |
-| ``PDP_GRACE_SECONDS`` | ``10`` | how long shutdown waits for in-flight calls |
-| ``PDP_TLS_CERT_FILE`` | unset | server certificate (PEM); with the key, turns TLS on |
-| ``PDP_TLS_KEY_FILE`` | unset | server private key (PEM) |
-| ``PDP_TLS_CLIENT_CA_FILE`` | unset | CA bundle for client certificates; when set, callers must present one (mTLS) |
-| ``PDP_LOG_LEVEL`` | ``INFO`` | level of the ``pdp`` logger |
-| ``PDP_OPA_BIN`` | ``opa`` on ``PATH`` | the ``opa`` that ``pdp dev`` starts (``make run`` sets ``.bin/opa``) |
-| ``PDP_KEY_DIR`` | required (``pdp dev``: ``.run/keys``) | signing keys (``pdp keys generate --dir``), private 0600 |
-| ``PDP_LOG_DIR`` | required (``pdp dev``: ``.run/log``) | the durable decision log (segments, checkpoints) |
-| ``PDP_LOG_ORIGIN`` | ``pdp.local/decisions`` | the log's name in its checkpoints; one per replica |
-| ``PDP_RECORD_TTL_SECONDS`` | ``300`` | how long a decision record is valid for a PEP (``exp``) |
-| ``PDP_CHECKPOINT_EVERY`` | ``1000`` | sign a checkpoint after this many entries... |
-| ``PDP_CHECKPOINT_INTERVAL_MS`` | ``1000`` | ...or after this long, whichever comes first |
-| ``PDP_SEGMENT_MAX_BYTES`` | ``67108864`` | seal a log segment (read-only, final checkpoint) at this size |
-| ``PDP_MASK_POINTERS`` | unset | comma-separated JSON pointers into the input, masked before signing |
-| ``PDP_ERASE_POINTERS`` | unset | comma-separated JSON pointers into the input removed before signing |
-| ``PDP_HTTP_LISTEN`` | off (``pdp dev``: ``127.0.0.1:8080``) | HTTP face (AuthZEN API) address; TLS as gRPC |
-| ``PDP_HTTP_BASE_URL`` | the URL the caller used | the PDP identifier in ``/.well-known/authzen-configuration`` |
-| ``PDP_HTTP_CALLERS`` | unset: any | certificate subjects/SANs (comma-separated) allowed on HTTP, else 403 |
-| ``PDP_AUTHZEN_MAPPING`` | built in | JSON file: how AuthZEN requests map onto DecideRequest (docs/authzen.md) |
-
+The defaults are the field defaults of :class:`Settings` (stated nowhere else in code); what each
+variable means is the one table in docs/configuration.md, which a test keeps equal to this class.
 ``OTEL_*`` variables are left to the OpenTelemetry SDK.
 """
 

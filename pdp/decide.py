@@ -14,41 +14,25 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pdp.config import Settings
 from pdp.context import Caller, build_input
+from pdp.decision import Decision
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.opa import OpaAnswer, OpaClient
-from pdp.recorder import Recorder, Signed, claims_of, decision_id, request_digest
-from pdp.records import digest
+from pdp.recorder import Recorder, Signed, decision_id, request_digest
+from pdp.records import digest, unverified_claims
+from pdp.schema import DecisionClaims, DecisionRecord
 from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, Telemetry
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Verdict, fail_closed, interpret
+
+__all__ = ["Decider", "Decision"]
 
 log = logging.getLogger(__name__)
 
 # Time kept back from the caller's deadline to record (sign, append, fsync) and send the
 # fail-closed answer in; fsync p99 is a few milliseconds on ordinary disks.
 _ANSWER_MARGIN_S = 0.025
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Decision:
-    """One decision, everything the caller and the record need."""
-
-    decision_id: str
-    request_id: str
-    verdict: Verdict
-    agent_id: str
-    tool: str
-    decision_path: str
-    opa_version: str = ""
-    bundle_revisions: dict[str, str] = dataclasses.field(default_factory=dict)
-    explain: int = 0
-    explanation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    total_ns: int = 0
-    opa_ns: int = 0
-    opa_eval_ns: int = 0
-    record: str = ""
-    log_index: int = 0
 
 
 class Decider:
@@ -73,7 +57,7 @@ class Decider:
         opa_timeout_s: float,
         max_depth: int,
         telemetry: Telemetry,
-        max_batch: int = 100,
+        max_batch: int = Settings.max_batch,
     ) -> None:
         self._opa = opa
         self._recorder = recorder
@@ -128,22 +112,24 @@ class Decider:
             for i, r in enumerate(requests):
                 with _naming(i if batch else None):
                     inputs.append(build_input(r, caller=caller, request_time=now, max_depth=self._max_depth))
-        dids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
-        sames = [request_digest(doc) for doc in inputs]
+        decision_ids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
+        request_digests = [request_digest(doc) for doc in inputs]
         decisions: list[Decision | None] = [None] * len(requests)
-        with self._recorder.claim([did for did, r in zip(dids, requests, strict=True) if r.request_id]):
+        retriable = [d for d, r in zip(decision_ids, requests, strict=True) if r.request_id]
+        with self._recorder.exclusive(retriable):
             for i, r in enumerate(requests):
                 with _naming(i if batch else None):
-                    earlier = self._recorder.existing(dids[i], sames[i]) if r.request_id else None
+                    earlier = self._recorder.existing(decision_ids[i], request_digests[i]) if r.request_id else None
                 if earlier is not None:
                     decisions[i] = _replayed(earlier, path=self._path)
             todo = [i for i, d in enumerate(decisions) if d is None]
             verdicts = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
-                self._decision(dids[i], requests[i], inputs[i], answer, verdict)
+                self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict)
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
-            for i, d in zip(todo, self._record(made, [inputs[i] for i in todo], [sames[i] for i in todo]), strict=True):
+            recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo])
+            for i, d in zip(todo, recorded, strict=True):
                 decisions[i] = d
         total = time.perf_counter_ns() - start
         return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]
@@ -175,10 +161,17 @@ class Decider:
         return verdicts
 
     def _decision(
-        self, did: str, request: pb.DecideRequest, input_doc: dict[str, Any], answer: OpaAnswer | None, verdict: Verdict
+        self,
+        decision_id: str,
+        request: pb.DecideRequest,
+        input_doc: dict[str, Any],
+        answer: OpaAnswer | None,
+        verdict: Verdict,
     ) -> Decision:
         return Decision(
-            decision_id=str(uuid.uuid4()) if verdict.indeterminate else did,  # a retry after an outage gets a verdict
+            decision_id=str(uuid.uuid4())
+            if verdict.indeterminate
+            else decision_id,  # a retry after an outage gets a verdict
             request_id=request.request_id,
             verdict=verdict,
             agent_id=input_doc["agent"]["id"],
@@ -192,11 +185,13 @@ class Decider:
             opa_eval_ns=answer.eval_ns if answer else 0,
         )
 
-    def _record(self, made: list[Decision], inputs: list[dict[str, Any]], sames: list[str]) -> list[Decision]:
+    def _record(self, made: list[Decision], inputs: list[dict[str, Any]], request_digests: list[str]) -> list[Decision]:
         """Signs and durably logs the decisions; if that fails, every one of them is a DENY."""
         if not made:
             return []
-        entries = [(self._claims(d, doc, same), doc) for d, doc, same in zip(made, inputs, sames, strict=True)]
+        entries = [
+            (_record_of(d, doc, digest_), doc) for d, doc, digest_ in zip(made, inputs, request_digests, strict=True)
+        ]
         try:
             with self._tracer.start_as_current_span(SPAN_RECORD):
                 signed = self._recorder.record_decisions(entries)
@@ -208,34 +203,34 @@ class Decider:
             dataclasses.replace(d, record=s.record, log_index=s.log_index) for d, s in zip(made, signed, strict=True)
         ]
 
-    def _claims(self, d: Decision, input_doc: dict[str, Any], same: str) -> dict[str, Any]:
-        v = d.verdict
-        return {
-            "decision_id": d.decision_id,
-            "path": d.decision_path,
-            "result": v.to_dict(),
-            "bundles": {name: {"revision": rev} for name, rev in d.bundle_revisions.items()},
-            "timestamp": input_doc["request_time"],
-            "metrics": {"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
-            "pdp": {
-                "type": "decision",
-                "version": 1,
-                "request_id": d.request_id,
-                "request_digest": same,
-                "caller": input_doc["caller"],
-                "agent": input_doc["agent"],
-                "tool": input_doc["action"]["tool"],
-                "principal": input_doc["principal"]["id"],
-                "action_digest": input_doc["action_digest"],
-                "outcome": v.outcome.value,
-                "reasons": [r.code for r in v.reasons],
-                "obligations": [o.to_dict() for o in v.obligations],
-                "indeterminate": v.indeterminate,
-                "error_code": v.error_code,
-                "explanation_digest": digest(d.explanation) if d.explain else "",
-                "opa_version": d.opa_version,
-            },
-        }
+
+def _record_of(d: Decision, input_doc: dict[str, Any], request_digest: str) -> DecisionRecord:
+    """The record of a decision, as far as the pipeline knows it (the recorder adds the rest)."""
+    v = d.verdict
+    return DecisionRecord(
+        decision_id=d.decision_id,
+        path=d.decision_path,
+        result=v.to_dict(),
+        bundles={name: {"revision": rev} for name, rev in d.bundle_revisions.items()},
+        timestamp=input_doc["request_time"],
+        metrics={"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
+        pdp=DecisionClaims(
+            request_id=d.request_id,
+            request_digest=request_digest,
+            caller=input_doc["caller"],
+            agent=input_doc["agent"],
+            tool=input_doc["action"]["tool"],
+            principal=input_doc["principal"]["id"],
+            action_digest=input_doc["action_digest"],
+            outcome=v.outcome.value,
+            reasons=tuple(r.code for r in v.reasons),
+            obligations=tuple(o.to_dict() for o in v.obligations),
+            indeterminate=v.indeterminate,
+            error_code=v.error_code,
+            explanation_digest=digest(d.explanation) if d.explain else "",
+            opa_version=d.opa_version,
+        ),
+    )
 
 
 @contextlib.contextmanager
@@ -251,17 +246,16 @@ def _naming(i: int | None) -> Iterator[None]:
 
 def _replayed(earlier: Signed, *, path: str) -> Decision:
     """The answer to a retry: the first answer's verdict, with its record (no explanation)."""
-    claims = claims_of(earlier.record.encode())
-    verdict = interpret(claims["result"])
+    record = DecisionRecord.from_dict(unverified_claims(earlier.record))
     return Decision(
-        decision_id=claims["decision_id"],
-        request_id=claims["pdp"]["request_id"],
-        verdict=verdict,
-        agent_id=claims["pdp"]["agent"]["id"],
-        tool=claims["pdp"]["tool"],
+        decision_id=record.decision_id,
+        request_id=record.pdp.request_id,
+        verdict=interpret(record.result),
+        agent_id=record.pdp.agent["id"],
+        tool=record.pdp.tool,
         decision_path=path,
-        opa_version=claims["pdp"]["opa_version"],
-        bundle_revisions={name: b["revision"] for name, b in claims["bundles"].items()},
+        opa_version=record.pdp.opa_version,
+        bundle_revisions={name: b["revision"] for name, b in record.bundles.items()},
         record=earlier.record,
         log_index=earlier.log_index,
     )

@@ -10,11 +10,9 @@ for verification (the action digest inside it is RFC 8785: other languages recom
 
 from __future__ import annotations
 
-import base64
 import binascii
 import copy
 import functools
-import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -22,15 +20,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pdp.keys import ALG, KeyRing, b64url
+from pdp.encoding import b64url, b64url_decode, sha256_digest
+from pdp.errors import RecordError
+from pdp.keys import ALG, KeyRing
+from pdp.schema import TYP_DECISION, TYP_OUTCOME, Record
 
-TYP_DECISION = "pdp-decision+jws"
-TYP_OUTCOME = "pdp-outcome+jws"
+__all__ = ["TYP_DECISION", "TYP_OUTCOME", "RecordError", "sign", "sign_record", "unverified_claims", "verify"]
+
 MASK = "**masked**"
-
-
-class RecordError(Exception):
-    """A record does not verify: malformed, unknown key, wrong type, or a bad signature."""
 
 
 def sign(claims: dict[str, Any], ring: KeyRing, *, typ: str) -> str:
@@ -39,6 +36,11 @@ def sign(claims: dict[str, Any], ring: KeyRing, *, typ: str) -> str:
     payload = b64url(compact(claims))
     signing_input = f"{header}.{payload}"
     return f"{signing_input}.{b64url(ring.private.sign(signing_input.encode()))}"
+
+
+def sign_record(record: Record, ring: KeyRing) -> str:
+    """JWS compact serialization of a typed record (its ``to_dict``), with the record's ``typ``."""
+    return sign(record.to_dict(), ring, typ=record.TYP)
 
 
 @functools.lru_cache(maxsize=64)
@@ -57,9 +59,9 @@ def verify(token: str, keys: dict[str, Ed25519PublicKey], *, typ: str) -> dict[s
     if len(parts) != 3:
         raise RecordError("not a JWS compact serialization")
     try:
-        header = json.loads(_unb64(parts[0]))
-        claims = json.loads(_unb64(parts[1]))
-        signature = _unb64(parts[2])
+        header = json.loads(b64url_decode(parts[0]))
+        claims = json.loads(b64url_decode(parts[1]))
+        signature = b64url_decode(parts[2])
     except (ValueError, binascii.Error):
         raise RecordError("the JWS is not base64url JSON") from None
     if not isinstance(header, dict) or header.get("alg") != ALG:
@@ -80,10 +82,22 @@ def verify(token: str, keys: dict[str, Ed25519PublicKey], *, typ: str) -> dict[s
     return claims
 
 
-def _unb64(s: str) -> bytes:
-    if "=" in s or not s.isascii():
-        raise ValueError("padding or non-ASCII in base64url")
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+def unverified_claims(token: str | bytes) -> dict[str, Any]:
+    """The claims of a JWS without verifying it: only for records this PDP logged itself
+    (verified when they were written)."""
+    raw = token.encode() if isinstance(token, str) else token
+    claims: dict[str, Any] = json.loads(b64url_decode(raw.split(b".")[1]))
+    return claims
+
+
+def header_typ(token: str | bytes) -> str:
+    """The ``typ`` of a JWS's protected header, unverified ("" when it cannot be read)."""
+    raw = token.encode() if isinstance(token, str) else token
+    try:
+        header = json.loads(b64url_decode(raw.split(b".", 1)[0]))
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return str(header.get("typ", "")) if isinstance(header, dict) else ""
 
 
 def compact(value: Any) -> bytes:
@@ -94,7 +108,7 @@ def compact(value: Any) -> bytes:
 
 def digest(value: Any) -> str:
     """``sha256:<hex>`` of :func:`compact` JSON (for the PDP's own bookkeeping, not for PEPs)."""
-    return "sha256:" + hashlib.sha256(compact(value)).hexdigest()
+    return sha256_digest(compact(value))
 
 
 def redact(

@@ -7,8 +7,6 @@ import json
 import os
 import resource
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from pdp.ledger import audit
 from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, serve_env, wait_for
+from tests.helpers import load_request, serve_env, start_child, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,15 +48,7 @@ class Proc:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-        self.out = (home / "pdp.out").open("a")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pdp", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=self.out,
-            stderr=self.out,
-            preexec_fn=limit,  # noqa: PLW1509  (only limits, set before exec)
-        )
+        self.process = start_child("serve", env=env, log=home / "pdp.out", preexec_fn=limit)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb_grpc.DecisionServiceStub(self.channel)
         wait_for(self.serving, timeout_s=20, what="PDP serving")
@@ -76,7 +66,6 @@ class Proc:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        self.out.close()
 
 
 @pytest.fixture

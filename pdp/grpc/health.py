@@ -1,0 +1,80 @@
+"""grpc.health.v1: SERVING only while OPA evaluates the decision document under a bundle and the log is writable."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from grpc_health.v1 import health, health_pb2
+
+from pdp.errors import NoVerdict
+from pdp.opa import OpaClient
+from pdp.recorder import Recorder
+from pdp.v1 import decision_pb2 as pb
+from pdp.verdict import interpret
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+
+
+class OpaHealthMonitor:
+    """Polls OPA and reports SERVING only while the decision document evaluates under a bundle.
+
+    Args:
+        opa: a client of its own (its connection lives on the monitor's thread).
+        recorder: the decision log; a log that cannot be written means not serving.
+        health_servicer: the grpc.health.v1 servicer to update.
+        interval_s: time between checks.
+        timeout_s: longest wait for one check.
+    """
+
+    def __init__(
+        self,
+        *,
+        opa: OpaClient,
+        recorder: Recorder,
+        health_servicer: health.HealthServicer,
+        interval_s: float,
+        timeout_s: float,
+    ) -> None:
+        self._opa, self._recorder, self._health = opa, recorder, health_servicer
+        self._interval, self._timeout = interval_s, timeout_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="opa-health", daemon=True)
+        self._serving: bool | None = None
+
+    def start(self) -> None:
+        self.check()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval + self._timeout + 1)
+        self._opa.close()
+
+    def check(self) -> bool:
+        """Checks OPA once, updates the health status, and returns whether it is serving."""
+        try:
+            answer = self._opa.query({}, timeout_s=self._timeout)
+            interpret(answer.result, defined=answer.defined)
+            problem = "" if answer.bundle_revisions else "OPA has no bundle loaded"
+        except NoVerdict as e:
+            problem = f"{e.error_code}: {e}"
+        if not problem and not self._recorder.healthy:
+            problem = "the decision log cannot be written"
+        serving = not problem
+        if serving != self._serving:
+            if serving:
+                log.info("OPA healthy; serving")
+            else:
+                log.warning("not serving: %s", problem)
+            self._serving = serving
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, status)
+        return serving
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()
