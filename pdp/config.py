@@ -54,6 +54,21 @@ class Settings:
     http_base_url: str = ""
     http_callers: tuple[str, ...] = ()
     authzen_mapping: Path | None = None
+    # Shared state (escalations, consumed approvals, budgets, suspensions): PostgreSQL, else SQLite
+    state_url: str = ""
+    state_dir: Path | None = None
+
+    @property
+    def state_location(self) -> str | Path:
+        """Where the state store lives: ``PDP_STATE_URL``, else ``PDP_STATE_DIR``, else ``state``
+        beside the log directory (the embedded default)."""
+        if self.state_url:
+            return self.state_url
+        if self.state_dir is not None:
+            return self.state_dir
+        if self.log_dir is None:
+            raise ConfigError("PDP_STATE_URL or PDP_STATE_DIR is required when PDP_LOG_DIR is not set")
+        return self.log_dir.parent / "state"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -110,7 +125,7 @@ class Settings:
             kw["opa_bin"] = v
         if (v := env.get("PDP_RECORD_TTL_SECONDS")) is not None:
             kw["record_ttl_s"] = float(_int("PDP_RECORD_TTL_SECONDS", v, 1, 30 * 86400))
-        for name, field in (("PDP_KEY_DIR", "key_dir"), ("PDP_LOG_DIR", "log_dir")):
+        for name, field in (("PDP_KEY_DIR", "key_dir"), ("PDP_LOG_DIR", "log_dir"), ("PDP_STATE_DIR", "state_dir")):
             if v := env.get(name):
                 kw[field] = Path(v)
         if v := env.get("PDP_LOG_ORIGIN"):
@@ -123,6 +138,12 @@ class Settings:
                 if bad := [p for p in pointers if not p.startswith("/")]:
                     raise ConfigError(f"{name}: {bad[0]!r} is not a JSON pointer (like /action/arguments/card)")
                 kw[field] = pointers
+        if v := env.get("PDP_STATE_URL"):
+            if not re.match(r"^postgres(ql)?://\S+$", v):
+                raise ConfigError(
+                    "PDP_STATE_URL: must be a postgresql:// URL (PDP_STATE_DIR is the embedded SQLite store)"
+                )
+            kw["state_url"] = v
         kw.update(_http(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()

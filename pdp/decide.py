@@ -22,6 +22,7 @@ from pdp.opa import OpaAnswer, OpaClient
 from pdp.recorder import Recorder, Signed, decision_id, request_digest
 from pdp.records import digest, unverified_claims
 from pdp.schema import DecisionClaims, DecisionRecord
+from pdp.state import StateStore
 from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, Telemetry
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Verdict, fail_closed, interpret
@@ -46,6 +47,7 @@ class Decider:
         max_depth: deepest nesting accepted in Struct fields.
         telemetry: where the pipeline's spans go.
         max_batch: most requests one DecideBatch call may carry.
+        store: the shared state store (escalations, consumed approvals, budgets, suspensions).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class Decider:
         max_depth: int,
         telemetry: Telemetry,
         max_batch: int = Settings.max_batch,
+        store: StateStore | None = None,
     ) -> None:
         self._opa = opa
         self._recorder = recorder
@@ -66,6 +69,7 @@ class Decider:
         self._timeout = opa_timeout_s
         self._max_depth = max_depth
         self._max_batch = max_batch
+        self._store = store
 
     def decide(self, request: pb.DecideRequest, *, caller: Caller, time_remaining_s: float | None) -> Decision:
         """Decides one request. Never raises for a missing verdict or record: that is a DENY.

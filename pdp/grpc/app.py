@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pdp.config import Settings
 from pdp.decide import Decider
-from pdp.errors import ConfigError
+from pdp.errors import ConfigError, PdpError
 from pdp.grpc.health import SERVICE_NAME, OpaHealthMonitor
 from pdp.grpc.servicer import DecisionServicer, add_service
 from pdp.grpc.tls import server_credentials
@@ -20,6 +20,7 @@ from pdp.http.face import HttpFace
 from pdp.keys import KeyRing
 from pdp.opa import OpaClient
 from pdp.recorder import Recorder, open_recorder
+from pdp.state import StateStore, open_store
 from pdp.telemetry import Telemetry
 
 
@@ -31,6 +32,7 @@ class PdpServer:
     monitor: OpaHealthMonitor
     health: health.HealthServicer
     recorder: Recorder
+    store: StateStore
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
 
@@ -48,6 +50,7 @@ class PdpServer:
         self.grpc_server.stop(grace_s).wait()
         self.monitor.stop()
         self.recorder.close()
+        self.store.close()
         self.telemetry.shutdown()
 
     def wait(self) -> None:
@@ -80,6 +83,11 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         segment_max_bytes=settings.segment_max_bytes,
         on_sync=telemetry.ledger_sync_duration.record,
     )
+    try:
+        store = open_store(settings.state_location)
+    except PdpError:
+        recorder.close()
+        raise
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pdp-rpc"),
         options=[
@@ -97,6 +105,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_depth=settings.max_depth,
         telemetry=telemetry,
         max_batch=settings.max_batch,
+        store=store,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -106,10 +115,12 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         port = _bind(server, settings)
     except ConfigError:
         recorder.close()
+        store.close()
         raise
     monitor = OpaHealthMonitor(
         opa=OpaClient(settings.opa_url, settings.decision_path),
         recorder=recorder,
+        store=store,
         health_servicer=health_servicer,
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
@@ -118,7 +129,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
         http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry)
     server_ = PdpServer(
-        grpc_server=server, monitor=monitor, health=health_servicer, recorder=recorder, telemetry=telemetry, http=http
+        grpc_server=server,
+        monitor=monitor,
+        health=health_servicer,
+        recorder=recorder,
+        store=store,
+        telemetry=telemetry,
+        http=http,
     )
     return server_, port
 

@@ -1,4 +1,5 @@
-"""grpc.health.v1: SERVING only while OPA evaluates the decision document under a bundle and the log is writable."""
+"""grpc.health.v1: SERVING only while OPA evaluates the decision document under a bundle, the log is
+writable and the state store answers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from grpc_health.v1 import health, health_pb2
 from pdp.errors import NoVerdict
 from pdp.opa import OpaClient
 from pdp.recorder import Recorder
+from pdp.state import StateStore
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import interpret
 
@@ -24,6 +26,7 @@ class OpaHealthMonitor:
     Args:
         opa: a client of its own (its connection lives on the monitor's thread).
         recorder: the decision log; a log that cannot be written means not serving.
+        store: the shared state store; one that does not answer means not serving.
         health_servicer: the grpc.health.v1 servicer to update.
         interval_s: time between checks.
         timeout_s: longest wait for one check.
@@ -34,11 +37,12 @@ class OpaHealthMonitor:
         *,
         opa: OpaClient,
         recorder: Recorder,
+        store: StateStore,
         health_servicer: health.HealthServicer,
         interval_s: float,
         timeout_s: float,
     ) -> None:
-        self._opa, self._recorder, self._health = opa, recorder, health_servicer
+        self._opa, self._recorder, self._store, self._health = opa, recorder, store, health_servicer
         self._interval, self._timeout = interval_s, timeout_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="opa-health", daemon=True)
@@ -63,6 +67,8 @@ class OpaHealthMonitor:
             problem = f"{e.error_code}: {e}"
         if not problem and not self._recorder.healthy:
             problem = "the decision log cannot be written"
+        if not problem and not self._store.healthy():
+            problem = "pdp.state_unavailable: the state store does not answer"
         serving = not problem
         if serving != self._serving:
             if serving:
