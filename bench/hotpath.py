@@ -30,10 +30,11 @@ from run import BIN, ROOT, requests_mix
 
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    with tempfile.TemporaryDirectory(prefix="pdp-profile-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="pdp-profile-") as tmp,
+        OpaSidecar(opa_bin=str(BIN / "opa"), bundle=ROOT / "rego", addr=f"127.0.0.1:{free_port()}") as opa,
+    ):
         work = Path(tmp)
-        opa = OpaSidecar(opa_bin=str(BIN / "opa"), bundle=ROOT / "rego", addr=f"127.0.0.1:{free_port()}")
-        opa.start()
         ring = keys.ensure(work / "keys")
         recorder = open_recorder(
             ring=ring,
@@ -69,7 +70,6 @@ def main() -> int:
             decider.decide(mix[i % 3], caller=caller, time_remaining_s=None)
         prof.disable()
         recorder.close()
-        opa.stop()
     stats = pstats.Stats(prof)
     total = stats.total_tt  # type: ignore[attr-defined]
     print(f"{n} decisions, {cpu * 1000:.3f} ms of PDP CPU each, unprofiled, one at a time (no gRPC)")

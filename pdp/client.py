@@ -21,15 +21,22 @@ from typing import Any, Protocol
 import grpc
 
 from pdp.context import Caller, build_input
+from pdp.errors import RecordError, VerificationError
 from pdp.keys import public_keys
-from pdp.records import TYP_DECISION, RecordError
 from pdp.records import verify as verify_jws
+from pdp.schema import TYP_DECISION, DecisionRecord
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 
-
-class VerificationError(Exception):
-    """The record must not be acted on; the message says why."""
+__all__ = [
+    "Client",
+    "MemoryReplayCache",
+    "ReplayCache",
+    "VerificationError",
+    "VerifiedDecision",
+    "digest_of",
+    "verify",
+]
 
 
 class ReplayCache(Protocol):
@@ -89,22 +96,22 @@ def verify(
         raise VerificationError("no record: the decision was not recorded, so it must not be acted on")
     try:
         claims = verify_jws(record, public_keys(jwks), typ=TYP_DECISION)
+        pdp = DecisionRecord.from_dict(claims).pdp
     except RecordError as e:
         raise VerificationError(str(e)) from None
-    pdp = claims.get("pdp", {})
     t = int(time.time() if now is None else now)
-    if not isinstance(pdp.get("exp"), int) or t > pdp["exp"] + leeway_s:
+    if t > pdp.exp + leeway_s:
         raise VerificationError("the record has expired")
-    if pdp.get("action_digest") != digest_of(action):
+    if pdp.action_digest != digest_of(action):
         raise VerificationError("the record is for a different action")
-    if not replay.first_use(str(pdp.get("jti")), pdp["exp"] + leeway_s):
+    if not replay.first_use(pdp.jti, pdp.exp + leeway_s):
         raise VerificationError("the record was already used (replay)")
     return VerifiedDecision(
         decision_id=claims["decision_id"],
-        outcome=pdp["outcome"],
-        reasons=list(pdp.get("reasons", [])),
-        obligations=list(pdp.get("obligations", [])),
-        log_index=int(pdp["log_index"]),
+        outcome=pdp.outcome,
+        reasons=list(pdp.reasons),
+        obligations=list(pdp.obligations),
+        log_index=int(pdp.log_index),
         claims=claims,
     )
 

@@ -1,41 +1,7 @@
 """Settings: every ``PDP_*`` environment variable, read and validated once at start-up.
 
-| variable | default | meaning |
-|---|---|---|
-| ``PDP_LISTEN`` | ``127.0.0.1:50051`` | gRPC listen address (``host:port``; port 0 picks a free one) |
-| ``PDP_OPA_URL`` | ``http://127.0.0.1:8181`` | OPA's REST API: ``http://host:port`` or ``unix:///path/to/socket`` |
-| ``PDP_DECISION_PATH`` | ``pdp/decision`` | the policy document queried for every decision |
-| ``PDP_BATCH_PATH`` | ``pdp/decisions`` | the rule giving the decision for each of ``input.requests`` |
-| ``PDP_MAX_BATCH`` | ``64`` | most requests in one DecideBatch call |
-| ``PDP_OPA_TIMEOUT_MS`` | ``500`` | longest wait for OPA per decision (the caller's deadline may cut it shorter) |
-| ``PDP_HEALTH_INTERVAL_MS`` | ``1000`` | how often OPA's health and bundle are checked |
-| ``PDP_MAX_REQUEST_BYTES`` | ``1048576`` | largest accepted request message (a DecideBatch is one message) |
-| ``PDP_MAX_DEPTH`` | ``16`` | deepest nesting accepted in tool arguments and attributes |
-| ``PDP_WORKERS`` | ``16`` | gRPC worker threads |
-| ``PDP_GRACE_SECONDS`` | ``10`` | how long shutdown waits for in-flight calls |
-| ``PDP_TLS_CERT_FILE`` | unset | server certificate (PEM); with the key, turns TLS on |
-| ``PDP_TLS_KEY_FILE`` | unset | server private key (PEM) |
-| ``PDP_TLS_CLIENT_CA_FILE`` | unset | CA bundle for client certificates; when set, callers must present one (mTLS) |
-| ``PDP_LOG_LEVEL`` | ``INFO`` | level of the ``pdp`` logger |
-| ``PDP_OPA_BIN`` | ``opa`` on ``PATH`` | the ``opa`` that ``pdp dev`` starts (``make run`` sets ``.bin/opa``) |
-| ``PDP_KEY_DIR`` | required (``pdp dev``: ``.run/keys``) | signing keys (``pdp keys generate --dir``), private 0600 |
-| ``PDP_LOG_DIR`` | required (``pdp dev``: ``.run/log``) | the durable decision log (segments, checkpoints) |
-| ``PDP_LOG_ORIGIN`` | ``pdp.local/decisions`` | the log's name in its checkpoints; one per replica |
-| ``PDP_RECORD_TTL_SECONDS`` | ``300`` | how long a decision record is valid for a PEP (``exp``) |
-| ``PDP_CHECKPOINT_EVERY`` | ``1000`` | sign a checkpoint after this many entries... |
-| ``PDP_CHECKPOINT_INTERVAL_MS`` | ``1000`` | ...or after this long, whichever comes first |
-| ``PDP_SEGMENT_MAX_BYTES`` | ``67108864`` | seal a log segment (read-only, final checkpoint) at this size |
-| ``PDP_MASK_POINTERS`` | unset | comma-separated JSON pointers into the input, masked before signing |
-| ``PDP_ERASE_POINTERS`` | unset | comma-separated JSON pointers into the input removed before signing |
-| ``PDP_MASK_PATH`` | ``pdp/mask/answer`` | rule answering the decision and what its record hides; empty: static only |
-| ``PDP_MASK_BATCH_PATH`` | ``pdp/mask/answers`` | the same for each of ``input.requests`` (DecideBatch) |
-| ``PDP_SHADOW_OPA_URL`` | unset | an OPA serving a shadow candidate bundle, evaluated beside the live one (LOG_ONLY) |
-| ``PDP_SHADOW_SAMPLE`` | ``1`` | share of decisions evaluated on the shadow candidate, 0..1 |
-| ``PDP_HTTP_LISTEN`` | off (``pdp dev``: ``127.0.0.1:8080``) | HTTP face (AuthZEN API) address; TLS as gRPC |
-| ``PDP_HTTP_BASE_URL`` | the URL the caller used | the PDP identifier in ``/.well-known/authzen-configuration`` |
-| ``PDP_HTTP_CALLERS`` | unset: any | certificate subjects/SANs (comma-separated) allowed on HTTP, else 403 |
-| ``PDP_AUTHZEN_MAPPING`` | built in | JSON file: how AuthZEN requests map onto DecideRequest (docs/authzen.md) |
-
+The defaults are the field defaults of :class:`Settings` (stated nowhere else in code); what each
+variable means is the one table in docs/configuration.md, which a test keeps equal to this class.
 ``OTEL_*`` variables are left to the OpenTelemetry SDK.
 """
 
@@ -83,15 +49,31 @@ class Settings:
     segment_max_bytes: int = 64 << 20
     mask_pointers: tuple[str, ...] = ()
     erase_pointers: tuple[str, ...] = ()
-    mask_path: str = "pdp/mask/answer"
-    mask_batch_path: str = "pdp/mask/answers"
-    shadow_opa_url: str | None = None
-    shadow_sample: float = 1.0
     # HTTP face (AuthZEN)
     http_listen: str = ""
     http_base_url: str = ""
     http_callers: tuple[str, ...] = ()
     authzen_mapping: Path | None = None
+    # Policy lifecycle (docs/policy-lifecycle.md): policy-driven masking, shadow candidate
+    mask_path: str = "pdp/mask/answer"
+    mask_batch_path: str = "pdp/mask/answers"
+    shadow_opa_url: str | None = None
+    shadow_sample: float = 1.0
+    # Shared state (escalations, consumed approvals, budgets, suspensions): PostgreSQL, else SQLite
+    state_url: str = ""
+    state_dir: Path | None = None
+
+    @property
+    def state_location(self) -> str | Path:
+        """Where the state store lives: ``PDP_STATE_URL``, else ``PDP_STATE_DIR``, else ``state``
+        beside the log directory (the embedded default)."""
+        if self.state_url:
+            return self.state_url
+        if self.state_dir is not None:
+            return self.state_dir
+        if self.log_dir is None:
+            raise ConfigError("PDP_STATE_URL or PDP_STATE_DIR is required when PDP_LOG_DIR is not set")
+        return self.log_dir.parent / "state"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -106,14 +88,8 @@ class Settings:
             kw["listen"] = _listen("PDP_LISTEN", v)
         if (v := env.get("PDP_OPA_URL")) is not None:
             kw["opa_url"] = _opa_url("PDP_OPA_URL", v)
-        kw["mask_path"] = env.get("PDP_MASK_PATH", cls.mask_path)  # empty: policy-driven masking off
-        for name, field in (
-            ("PDP_DECISION_PATH", "decision_path"),
-            ("PDP_BATCH_PATH", "batch_path"),
-            ("PDP_MASK_PATH", "mask_path"),
-            ("PDP_MASK_BATCH_PATH", "mask_batch_path"),
-        ):
-            if (v := env.get(name)) is not None and (v or name != "PDP_MASK_PATH"):
+        for name, field in (("PDP_DECISION_PATH", "decision_path"), ("PDP_BATCH_PATH", "batch_path")):
+            if (v := env.get(name)) is not None:
                 if not _PATH.match(v):
                     raise ConfigError(f"{name}: {v!r} is not a slash-separated rule path like pdp/decision")
                 kw[field] = v
@@ -154,7 +130,7 @@ class Settings:
             kw["opa_bin"] = v
         if (v := env.get("PDP_RECORD_TTL_SECONDS")) is not None:
             kw["record_ttl_s"] = float(_int("PDP_RECORD_TTL_SECONDS", v, 1, 30 * 86400))
-        for name, field in (("PDP_KEY_DIR", "key_dir"), ("PDP_LOG_DIR", "log_dir")):
+        for name, field in (("PDP_KEY_DIR", "key_dir"), ("PDP_LOG_DIR", "log_dir"), ("PDP_STATE_DIR", "state_dir")):
             if v := env.get(name):
                 kw[field] = Path(v)
         if v := env.get("PDP_LOG_ORIGIN"):
@@ -167,11 +143,14 @@ class Settings:
                 if bad := [p for p in pointers if not p.startswith("/")]:
                     raise ConfigError(f"{name}: {bad[0]!r} is not a JSON pointer (like /action/arguments/card)")
                 kw[field] = pointers
-        if v := env.get("PDP_SHADOW_OPA_URL"):
-            kw["shadow_opa_url"] = _opa_url("PDP_SHADOW_OPA_URL", v)
-        if (v := env.get("PDP_SHADOW_SAMPLE")) is not None:
-            kw["shadow_sample"] = _fraction("PDP_SHADOW_SAMPLE", v)
+        if v := env.get("PDP_STATE_URL"):
+            if not re.match(r"^postgres(ql)?://\S+$", v):
+                raise ConfigError(
+                    "PDP_STATE_URL: must be a postgresql:// URL (PDP_STATE_DIR is the embedded SQLite store)"
+                )
+            kw["state_url"] = v
         kw.update(_http(env))
+        kw.update(_lifecycle(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -190,6 +169,26 @@ class Settings:
             raise ConfigError("PDP_HTTP_CALLERS needs PDP_TLS_CLIENT_CA_FILE (callers are named by their certificates)")
 
 
+def _lifecycle(env: Mapping[str, str]) -> dict[str, object]:
+    """``PDP_MASK_PATH`` (empty: policy masking off), ``PDP_MASK_BATCH_PATH``, ``PDP_SHADOW_*``."""
+    kw: dict[str, object] = {}
+    for name, field in (("PDP_MASK_PATH", "mask_path"), ("PDP_MASK_BATCH_PATH", "mask_batch_path")):
+        if (v := env.get(name)) is not None:
+            if v and not _PATH.match(v):
+                raise ConfigError(f"{name}: {v!r} is not a slash-separated rule path like pdp/mask/answer")
+            kw[field] = v
+    if v := env.get("PDP_SHADOW_OPA_URL"):
+        kw["shadow_opa_url"] = _opa_url("PDP_SHADOW_OPA_URL", v)
+    if (v := env.get("PDP_SHADOW_SAMPLE")) is not None:
+        try:
+            kw["shadow_sample"] = x = float(v)
+        except ValueError:
+            x = -1.0
+        if not 0.0 <= x <= 1.0:
+            raise ConfigError(f"PDP_SHADOW_SAMPLE: {v!r} is not a number between 0 and 1")
+    return kw
+
+
 def _int(name: str, value: str, lo: int, hi: int) -> int:
     try:
         n = int(value)
@@ -198,16 +197,6 @@ def _int(name: str, value: str, lo: int, hi: int) -> int:
     if not lo <= n <= hi:
         raise ConfigError(f"{name}: {n} is outside {lo}..{hi}")
     return n
-
-
-def _fraction(name: str, value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        x = -1.0
-    if not 0.0 <= x <= 1.0:
-        raise ConfigError(f"{name}: {value!r} is not a number between 0 and 1")
-    return x
 
 
 def _listen(name: str, value: str) -> str:

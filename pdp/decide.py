@@ -14,44 +14,29 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pdp.config import Settings
 from pdp.context import Caller, build_input
+from pdp.decision import Decision
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.opa import OpaAnswer, OpaClient
 from pdp.policy.masking import Pointers
 from pdp.policy.pipeline import Lifecycle
 from pdp.policy.shadow import Live
-from pdp.recorder import Recorder, Signed, claims_of, decision_id, request_digest
-from pdp.records import digest
+from pdp.recorder import Recorder, Signed, decision_id, request_digest
+from pdp.records import digest, unverified_claims
+from pdp.schema import DecisionClaims, DecisionRecord
+from pdp.state import StateStore
 from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, Telemetry
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Verdict, fail_closed, interpret
+
+__all__ = ["Decider", "Decision"]
 
 log = logging.getLogger(__name__)
 
 # Time kept back from the caller's deadline to record (sign, append, fsync) and send the
 # fail-closed answer in; fsync p99 is a few milliseconds on ordinary disks.
 _ANSWER_MARGIN_S = 0.025
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Decision:
-    """One decision, everything the caller and the record need."""
-
-    decision_id: str
-    request_id: str
-    verdict: Verdict
-    agent_id: str
-    tool: str
-    decision_path: str
-    opa_version: str = ""
-    bundle_revisions: dict[str, str] = dataclasses.field(default_factory=dict)
-    explain: int = 0
-    explanation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    total_ns: int = 0
-    opa_ns: int = 0
-    opa_eval_ns: int = 0
-    record: str = ""
-    log_index: int = 0
 
 
 class Decider:
@@ -65,6 +50,7 @@ class Decider:
         max_depth: deepest nesting accepted in Struct fields.
         telemetry: where the pipeline's spans go.
         max_batch: most requests one DecideBatch call may carry.
+        store: the shared state store (escalations, consumed approvals, budgets, suspensions).
         lifecycle: bundle key ids, policy-driven masks and the shadow candidate (:mod:`pdp.policy.pipeline`).
     """
 
@@ -77,7 +63,8 @@ class Decider:
         opa_timeout_s: float,
         max_depth: int,
         telemetry: Telemetry,
-        max_batch: int = 100,
+        max_batch: int = Settings.max_batch,
+        store: StateStore | None = None,
         lifecycle: Lifecycle | None = None,
     ) -> None:
         self._lifecycle = lifecycle or Lifecycle()
@@ -88,6 +75,7 @@ class Decider:
         self._timeout = opa_timeout_s
         self._max_depth = max_depth
         self._max_batch = max_batch
+        self._store = store
 
     def decide(self, request: pb.DecideRequest, *, caller: Caller, time_remaining_s: float | None) -> Decision:
         """Decides one request. Never raises for a missing verdict or record: that is a DENY.
@@ -134,30 +122,27 @@ class Decider:
             for i, r in enumerate(requests):
                 with _naming(i if batch else None):
                     inputs.append(build_input(r, caller=caller, request_time=now, max_depth=self._max_depth))
-        dids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
-        sames = [request_digest(doc) for doc in inputs]
+        decision_ids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
+        request_digests = [request_digest(doc) for doc in inputs]
         decisions: list[Decision | None] = [None] * len(requests)
-        with self._recorder.claim([did for did, r in zip(dids, requests, strict=True) if r.request_id]):
+        retriable = [d for d, r in zip(decision_ids, requests, strict=True) if r.request_id]
+        with self._recorder.exclusive(retriable):
             for i, r in enumerate(requests):
                 with _naming(i if batch else None):
-                    earlier = self._recorder.existing(dids[i], sames[i]) if r.request_id else None
+                    earlier = self._recorder.existing(decision_ids[i], request_digests[i]) if r.request_id else None
                 if earlier is not None:
                     decisions[i] = _replayed(earlier, path=self._path)
             todo = [i for i, d in enumerate(decisions) if d is None]
             verdicts, hide = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
-                self._decision(dids[i], requests[i], inputs[i], answer, verdict)
+                self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict)
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
-            recorded = self._record(made, [inputs[i] for i in todo], [sames[i] for i in todo], hide)
+            recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo], hide)
             for i, d in zip(todo, recorded, strict=True):
                 decisions[i] = d
         self._lifecycle.after(
-            [
-                _live(d, inputs[i])
-                for i, d in zip(todo, recorded, strict=True)
-                if d.record and not d.verdict.indeterminate
-            ]
+            [_live(d, inputs[i]) for i, d in zip(todo, recorded, strict=True) if not d.verdict.indeterminate]
         )
         total = time.perf_counter_ns() - start
         return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]
@@ -166,7 +151,7 @@ class Decider:
         self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
     ) -> tuple[list[tuple[OpaAnswer | None, Verdict]], list[Pointers]]:
         """One policy evaluation for all of ``inputs``: a verdict for each, or fail-closed for each,
-        and what each one's record must hide (everything but who asked, when nobody can say)."""
+        and what each one's record must hide (all but who asked, when nobody can say)."""
         if not inputs:
             return [], []
         timeout = self._timeout
@@ -191,10 +176,17 @@ class Decider:
         return verdicts, hide
 
     def _decision(
-        self, did: str, request: pb.DecideRequest, input_doc: dict[str, Any], answer: OpaAnswer | None, verdict: Verdict
+        self,
+        decision_id: str,
+        request: pb.DecideRequest,
+        input_doc: dict[str, Any],
+        answer: OpaAnswer | None,
+        verdict: Verdict,
     ) -> Decision:
         return Decision(
-            decision_id=str(uuid.uuid4()) if verdict.indeterminate else did,  # a retry after an outage gets a verdict
+            decision_id=str(uuid.uuid4())
+            if verdict.indeterminate
+            else decision_id,  # a retry after an outage gets a verdict
             request_id=request.request_id,
             verdict=verdict,
             agent_id=input_doc["agent"]["id"],
@@ -209,12 +201,15 @@ class Decider:
         )
 
     def _record(
-        self, made: list[Decision], inputs: list[dict[str, Any]], sames: list[str], hide: list[Pointers]
+        self, made: list[Decision], inputs: list[dict[str, Any]], request_digests: list[str], hide: list[Pointers]
     ) -> list[Decision]:
         """Signs and durably logs the decisions; if that fails, every one of them is a DENY."""
         if not made:
             return []
-        entries = [(self._claims(d, doc, same), doc) for d, doc, same in zip(made, inputs, sames, strict=True)]
+        entries = [
+            (_record_of(d, doc, digest_, self._lifecycle.bundles(d.bundle_revisions)), doc)
+            for d, doc, digest_ in zip(made, inputs, request_digests, strict=True)
+        ]
         try:
             with self._tracer.start_as_current_span(SPAN_RECORD):
                 signed = self._recorder.record_decisions(entries, hide=hide)
@@ -226,34 +221,36 @@ class Decider:
             dataclasses.replace(d, record=s.record, log_index=s.log_index) for d, s in zip(made, signed, strict=True)
         ]
 
-    def _claims(self, d: Decision, input_doc: dict[str, Any], same: str) -> dict[str, Any]:
-        v = d.verdict
-        return {
-            "decision_id": d.decision_id,
-            "path": d.decision_path,
-            "result": v.to_dict(),
-            "bundles": self._lifecycle.bundles(d.bundle_revisions),
-            "timestamp": input_doc["request_time"],
-            "metrics": {"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
-            "pdp": {
-                "type": "decision",
-                "version": 1,
-                "request_id": d.request_id,
-                "request_digest": same,
-                "caller": input_doc["caller"],
-                "agent": input_doc["agent"],
-                "tool": input_doc["action"]["tool"],
-                "principal": input_doc["principal"]["id"],
-                "action_digest": input_doc["action_digest"],
-                "outcome": v.outcome.value,
-                "reasons": [r.code for r in v.reasons],
-                "obligations": [o.to_dict() for o in v.obligations],
-                "indeterminate": v.indeterminate,
-                "error_code": v.error_code,
-                "explanation_digest": digest(d.explanation) if d.explain else "",
-                "opa_version": d.opa_version,
-            },
-        }
+
+def _record_of(
+    d: Decision, input_doc: dict[str, Any], request_digest: str, bundles: dict[str, dict[str, str]]
+) -> DecisionRecord:
+    """The record of a decision, as far as the pipeline knows it (the recorder adds the rest)."""
+    v = d.verdict
+    return DecisionRecord(
+        decision_id=d.decision_id,
+        path=d.decision_path,
+        result=v.to_dict(),
+        bundles=bundles,  # revisions, and the key each bundle was verified with
+        timestamp=input_doc["request_time"],
+        metrics={"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
+        pdp=DecisionClaims(
+            request_id=d.request_id,
+            request_digest=request_digest,
+            caller=input_doc["caller"],
+            agent=input_doc["agent"],
+            tool=input_doc["action"]["tool"],
+            principal=input_doc["principal"]["id"],
+            action_digest=input_doc["action_digest"],
+            outcome=v.outcome.value,
+            reasons=tuple(r.code for r in v.reasons),
+            obligations=tuple(o.to_dict() for o in v.obligations),
+            indeterminate=v.indeterminate,
+            error_code=v.error_code,
+            explanation_digest=digest(d.explanation) if d.explain else "",
+            opa_version=d.opa_version,
+        ),
+    )
 
 
 @contextlib.contextmanager
@@ -282,17 +279,16 @@ def _live(d: Decision, input_doc: dict[str, Any]) -> Live:
 
 def _replayed(earlier: Signed, *, path: str) -> Decision:
     """The answer to a retry: the first answer's verdict, with its record (no explanation)."""
-    claims = claims_of(earlier.record.encode())
-    verdict = interpret(claims["result"])
+    record = DecisionRecord.from_dict(unverified_claims(earlier.record))
     return Decision(
-        decision_id=claims["decision_id"],
-        request_id=claims["pdp"]["request_id"],
-        verdict=verdict,
-        agent_id=claims["pdp"]["agent"]["id"],
-        tool=claims["pdp"]["tool"],
+        decision_id=record.decision_id,
+        request_id=record.pdp.request_id,
+        verdict=interpret(record.result),
+        agent_id=record.pdp.agent["id"],
+        tool=record.pdp.tool,
         decision_path=path,
-        opa_version=claims["pdp"]["opa_version"],
-        bundle_revisions={name: b["revision"] for name, b in claims["bundles"].items()},
+        opa_version=record.pdp.opa_version,
+        bundle_revisions={name: b["revision"] for name, b in record.bundles.items()},
         record=earlier.record,
         log_index=earlier.log_index,
     )

@@ -18,12 +18,11 @@ decision. The recipe, for a PEP in any language:
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import rfc8785
 
-PREFIX = "sha256:"
+from pdp.encoding import sha256_digest
 
 
 def action_digest(input_doc: dict[str, Any]) -> str:
@@ -38,4 +37,4 @@ def action_digest(input_doc: dict[str, Any]) -> str:
         "resource": {"type": resource["type"], "id": resource["id"]},
         "destination": {"kind": action["destination"]["kind"], "address": action["destination"]["address"]},
     }
-    return PREFIX + hashlib.sha256(rfc8785.dumps(subject)).hexdigest()
+    return sha256_digest(rfc8785.dumps(subject))

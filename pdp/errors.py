@@ -1,29 +1,30 @@
-"""The PDP's errors.
+"""Every error the PDP raises on purpose, in one tree under :class:`PdpError`.
 
-Two families, and nothing else is raised on purpose:
-
-* :class:`PdpError` subclasses are problems with a request or the service; each carries the
-  gRPC status code the caller receives (mapped in one place, the servicer).
 * :class:`NoVerdict` subclasses mean the policy gave no usable verdict. They never reach the
   caller as an error: the decision pipeline turns them into DENY + indeterminate with their
   ``error_code``. That is how the PDP fails closed.
+* :class:`InvalidArgument`, :class:`NotFound`, :class:`ConfigError`, :class:`LedgerCorrupt` are
+  problems with a request or the service. The gRPC face maps them to status codes
+  (``pdp.grpc.status``); nothing here knows about gRPC.
+* :class:`RecordError`, :class:`VerificationError`, :class:`CheckpointError`, :class:`ProofError`,
+  :class:`AuditError` say that something signed or proven does not verify.
+
+The ``pdp`` command catches :class:`PdpError` and prints one line: the message (what failed) and
+the class's :attr:`PdpError.hint` (what to do).
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class PdpError(Exception):
-    """Base of every error the PDP reports to a caller as a gRPC status."""
+    """Base of every exception the PDP raises on purpose."""
 
-    status = grpc.StatusCode.INTERNAL
+    hint = ""
+    """What to do about it, said once per kind of error (the CLI prints it after the message)."""
 
 
 class InvalidArgument(PdpError):
     """The request is malformed; the message names the field."""
-
-    status = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -32,12 +33,22 @@ class InvalidArgument(PdpError):
 
 
 class ConfigError(PdpError):
-    """A setting is invalid; raised at start-up and names the variable."""
+    """A setting is invalid, or the service cannot start with it; names the variable or file."""
 
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    hint = "fix it and start again; docs/configuration.md lists every setting"
 
 
-class NoVerdict(Exception):
+class NotFound(PdpError):
+    """No such decision in this PDP's log."""
+
+
+class LedgerCorrupt(PdpError):
+    """The decision log on disk is damaged before its last checkpoint: tampering or disk failure."""
+
+    hint = "restore the log directory from a copy; `pdp audit verify` names the first damaged entry"
+
+
+class NoVerdict(PdpError):
     """No policy verdict was reached; ``error_code`` says why (a ``pdp.*`` code)."""
 
     error_code = "pdp.no_verdict"
@@ -77,15 +88,31 @@ class LedgerUnavailable(NoVerdict):
     """The decision could not be recorded durably (disk full, I/O error, log closed): no ALLOW."""
 
     error_code = "pdp.ledger_unavailable"
+    hint = "check the disk under PDP_LOG_DIR (space, permissions) and restart"
 
 
-class LedgerCorrupt(PdpError):
-    """The decision log on disk is damaged before its last checkpoint: tampering or disk failure."""
-
-    status = grpc.StatusCode.FAILED_PRECONDITION
+class RecordError(PdpError):
+    """A record does not verify: malformed, unknown key, wrong type, or a bad signature."""
 
 
-class NotFound(PdpError):
-    """No such decision in this PDP's log."""
+class VerificationError(PdpError):
+    """A PEP must not act on the record; the message says why."""
 
-    status = grpc.StatusCode.NOT_FOUND
+
+class CheckpointError(PdpError):
+    """A signed checkpoint (C2SP signed note) is malformed or does not verify."""
+
+
+class ProofError(PdpError):
+    """A Merkle inclusion or consistency proof does not verify, or cannot be made."""
+
+
+class AuditError(PdpError):
+    """The log does not verify; ``index`` is the first bad entry (None: not an entry)."""
+
+    hint = "the log was altered or damaged at that place; keep a copy for investigation"
+
+    def __init__(self, why: str, *, index: int | None = None, where: str = "") -> None:
+        at = " ".join(x for x in (f"entry {index}" if index is not None else "", where) if x)
+        super().__init__(f"{at}: {why}" if at else why)
+        self.index = index

@@ -8,7 +8,6 @@ A retired key's private file is deleted at rotation. The ``kid`` is the RFC 7638
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import json
@@ -26,13 +25,10 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from pdp.encoding import b64url, b64url_decode
 from pdp.errors import ConfigError
 
 ALG = "EdDSA"  # the JWS alg (RFC 8037); the JWKS carries the same, see FACTS on interop
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def jwk(public: Ed25519PublicKey) -> dict[str, str]:
@@ -47,7 +43,7 @@ def public_keys(jwks: dict[str, Any]) -> dict[str, Ed25519PublicKey]:
     keys = {}
     for k in jwks.get("keys", []):
         if k.get("kty") == "OKP" and k.get("crv") == "Ed25519" and isinstance(k.get("kid"), str):
-            raw = base64.urlsafe_b64decode(k["x"] + "=" * (-len(k["x"]) % 4))
+            raw = b64url_decode(k["x"])
             keys[k["kid"]] = Ed25519PublicKey.from_public_bytes(raw)
     return keys
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import threading
 import time
 import uuid
@@ -16,11 +13,13 @@ from typing import Any
 
 from opentelemetry import trace
 
+from pdp.encoding import sha256_digest
 from pdp.errors import InvalidArgument, NotFound
 from pdp.keys import KeyRing, public_keys
 from pdp.ledger.log import Log
-from pdp.policy.masking import Pointers, redact
-from pdp.records import TYP_DECISION, TYP_OUTCOME, TYP_SHADOW, digest, sign
+from pdp.policy.masking import NONE, Pointers
+from pdp.records import digest, redact, sign_record, unverified_claims
+from pdp.schema import DecisionRecord, OutcomeRecord, OutcomeReport, Record, RecordHead, ShadowRecord
 
 _ID_SPACE = uuid.UUID("6f1d2a52-4d0b-4e8e-9a43-3c1bd6c1a7e2")  # namespace of deterministic decision ids
 
@@ -77,12 +76,12 @@ class Recorder:
         self._mask, self._erase = tuple(mask), tuple(erase)
         self._index: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._claimed: set[str] = set()
+        self._in_use: set[str] = set()
         self._released = threading.Condition()
         for i, entry in log.entries():
-            claims = claims_of(entry)
-            if claims.get("pdp", {}).get("type") == "decision":
-                self._index[claims["decision_id"]] = i
+            head = RecordHead.from_dict(unverified_claims(entry))
+            if head.kind == DecisionRecord.KIND:
+                self._index[head.decision_id] = i
 
     @property
     def healthy(self) -> bool:
@@ -92,7 +91,7 @@ class Recorder:
         return self.ring.jwks
 
     @contextlib.contextmanager
-    def claim(self, decision_ids: Sequence[str]) -> Iterator[None]:
+    def exclusive(self, decision_ids: Sequence[str]) -> Iterator[None]:
         """Serialises work on these decision ids (a retry racing its original).
 
         All of them are taken at once or none is, so two batches never deadlock, and only
@@ -100,17 +99,17 @@ class Recorder:
         """
         ids = set(decision_ids)
         with self._released:
-            while ids & self._claimed:
+            while ids & self._in_use:
                 self._released.wait()
-            self._claimed |= ids
+            self._in_use |= ids
         try:
             yield
         finally:
             with self._released:
-                self._claimed -= ids
+                self._in_use -= ids
                 self._released.notify_all()
 
-    def existing(self, decision_id: str, request: str) -> Signed | None:
+    def existing(self, decision_id: str, request_digest: str) -> Signed | None:
         """The logged record of a retried request, or None.
 
         Raises:
@@ -120,16 +119,16 @@ class Recorder:
         if index is None:
             return None
         entry = self.log.entry(index)
-        if claims_of(entry)["pdp"]["request_digest"] != request:
+        if unverified_claims(entry)["pdp"]["request_digest"] != request_digest:
             raise InvalidArgument("request_id", "was already used for a different request")
         return Signed(entry.decode(), index)
 
     def record_decisions(
-        self, decisions: Sequence[tuple[dict[str, Any], dict[str, Any]]], *, hide: Sequence[Pointers] = ()
+        self, decisions: Sequence[tuple[DecisionRecord, dict[str, Any]]], *, hide: Sequence[Pointers] = ()
     ) -> list[Signed]:
-        """For each ``(claims, input_doc)``: masks the input (the static pointers, and the policy's
-        ``hide`` for that decision), signs the record with its own log index, and appends it;
-        returns once all of them are durable (one group commit).
+        """For each ``(record, input_doc)``: masks the input into the record (the static pointers,
+        and the policy's ``hide`` for that decision), signs it with its own log index, and appends
+        it; returns once all of them are durable (one group commit).
 
         Raises:
             LedgerUnavailable: not durable; the caller must not answer ALLOW.
@@ -138,34 +137,33 @@ class Recorder:
         span = trace.get_current_span().get_span_context()
         made: list[str] = []
         makers = []
-        static = Pointers(mask=self._mask, erase=self._erase)
         for i, (given, input_doc) in enumerate(decisions):
-            shown, masked, erased = redact(input_doc, static + hide[i] if hide else static)
-            claims = {
-                **given,
-                "input": shown,
-                "masked": masked,
-                "erased": erased,
-                "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
-                "span_id": format(span.span_id, "016x") if span.is_valid else "",
-                "requested_by": input_doc["caller"]["subject"] or input_doc["caller"]["peer"],
-            }
-            claims["pdp"] = {**claims["pdp"], "iat": now, "exp": now + int(self._ttl), "jti": str(uuid.uuid4())}
-            makers.append(functools.partial(self._sign_at, claims, TYP_DECISION, made))
+            extra = hide[i] if hide else NONE
+            shown, masked, erased = redact(input_doc, mask=self._mask + extra.mask, erase=self._erase + extra.erase)
+            record = dataclasses.replace(
+                given,
+                input=shown,
+                masked=tuple(masked),
+                erased=tuple(erased),
+                trace_id=format(span.trace_id, "032x") if span.is_valid else "",
+                span_id=format(span.span_id, "016x") if span.is_valid else "",
+                requested_by=input_doc["caller"]["subject"] or input_doc["caller"]["peer"],
+                pdp=dataclasses.replace(given.pdp, iat=now, exp=now + int(self._ttl), jti=str(uuid.uuid4())),
+            )
+            makers.append(functools.partial(self._sign_at, record, made))
 
         indexes = self.log.append_all(makers)
         with self._lock:
-            for (claims, _), index in zip(decisions, indexes, strict=True):
-                self._index[claims["decision_id"]] = index
+            for (record, _), index in zip(decisions, indexes, strict=True):
+                self._index[record.decision_id] = index
         return [Signed(record, index) for record, index in zip(made, indexes, strict=True)]
 
-    def _sign_at(self, claims: dict[str, Any], typ: str, made: list[str], index: int) -> bytes:
-        """The entry for log index ``index``: the claims, with that index, signed (kept in ``made``)."""
-        claims["pdp"]["log_index"] = str(index)  # large integers travel as strings
-        made.append(sign(claims, self.ring, typ=typ))
+    def _sign_at(self, record: Record, made: list[str], index: int) -> bytes:
+        """The entry for log index ``index``: the record, with that index, signed (kept in ``made``)."""
+        made.append(sign_record(record.at(index), self.ring))
         return made[-1].encode()
 
-    def record_outcome(self, *, decision_id: str, report: dict[str, Any], reporter: str) -> Signed:
+    def record_outcome(self, *, decision_id: str, report: OutcomeReport, reporter: str) -> Signed:
         """Appends a PEP's report of what it did, linked to the decision and its record's digest.
 
         Raises:
@@ -175,34 +173,29 @@ class Recorder:
         index = self._index.get(decision_id)
         if index is None:
             raise NotFound(f"no decision {decision_id} in this PDP's log")
-        linked = self.log.entry(index)
         now = int(time.time())
-        claims: dict[str, Any] = {
-            "decision_id": decision_id,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "outcome": report,
-            "requested_by": reporter,
-            "pdp": {
-                "type": "outcome",
-                "decision_log_index": str(index),
-                "decision_record_digest": "sha256:" + hashlib.sha256(linked).hexdigest(),
-                "iat": now,
-                "jti": str(uuid.uuid4()),
-            },
-        }
-
+        record = OutcomeRecord(
+            decision_id=decision_id,
+            timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            outcome=report,
+            requested_by=reporter,
+            decision_log_index=str(index),
+            decision_record_digest=sha256_digest(self.log.entry(index)),
+            iat=now,
+            jti=str(uuid.uuid4()),
+        )
         made: list[str] = []
-        i = self.log.append(functools.partial(self._sign_at, claims, TYP_OUTCOME, made))
+        i = self.log.append(functools.partial(self._sign_at, record, made))
         return Signed(made[-1], i)
 
-    def record_shadow(self, claims: dict[str, Any]) -> Signed:
+    def record_shadow(self, record: ShadowRecord) -> Signed:
         """Appends a shadow candidate's divergence (:mod:`pdp.policy.shadow`), linked to its decision.
 
         Raises:
             LedgerUnavailable: not durable.
         """
         made: list[str] = []
-        i = self.log.append(functools.partial(self._sign_at, claims, TYP_SHADOW, made))
+        i = self.log.append(functools.partial(self._sign_at, record, made))
         return Signed(made[-1], i)
 
     def prove(self, decision_id: str) -> Proven:
@@ -222,13 +215,6 @@ class Recorder:
 
     def close(self) -> None:
         self.log.close()
-
-
-def claims_of(entry: bytes) -> dict[str, Any]:
-    """The claims of a record this PDP logged itself (already verified when it was written)."""
-    payload = entry.split(b".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
-    return claims
 
 
 def open_recorder(

@@ -10,11 +10,9 @@ for verification (the action digest inside it is RFC 8785: other languages recom
 
 from __future__ import annotations
 
-import base64
 import binascii
 import copy
 import functools
-import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -22,16 +20,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pdp.keys import ALG, KeyRing, b64url
+from pdp.encoding import b64url, b64url_decode, sha256_digest
+from pdp.errors import RecordError
+from pdp.keys import ALG, KeyRing
+from pdp.schema import TYP_DECISION, TYP_OUTCOME, Record
 
-TYP_DECISION = "pdp-decision+jws"
-TYP_OUTCOME = "pdp-outcome+jws"
-TYP_SHADOW = "pdp-shadow+jws"  # a shadow candidate's divergence (pdp.policy.shadow); never a decision
+__all__ = ["TYP_DECISION", "TYP_OUTCOME", "RecordError", "sign", "sign_record", "unverified_claims", "verify"]
+
 MASK = "**masked**"
-
-
-class RecordError(Exception):
-    """A record does not verify: malformed, unknown key, wrong type, or a bad signature."""
 
 
 def sign(claims: dict[str, Any], ring: KeyRing, *, typ: str) -> str:
@@ -40,6 +36,11 @@ def sign(claims: dict[str, Any], ring: KeyRing, *, typ: str) -> str:
     payload = b64url(compact(claims))
     signing_input = f"{header}.{payload}"
     return f"{signing_input}.{b64url(ring.private.sign(signing_input.encode()))}"
+
+
+def sign_record(record: Record, ring: KeyRing) -> str:
+    """JWS compact serialization of a typed record (its ``to_dict``), with the record's ``typ``."""
+    return sign(record.to_dict(), ring, typ=record.TYP)
 
 
 @functools.lru_cache(maxsize=64)
@@ -58,9 +59,9 @@ def verify(token: str, keys: dict[str, Ed25519PublicKey], *, typ: str) -> dict[s
     if len(parts) != 3:
         raise RecordError("not a JWS compact serialization")
     try:
-        header = json.loads(_unb64(parts[0]))
-        claims = json.loads(_unb64(parts[1]))
-        signature = _unb64(parts[2])
+        header = json.loads(b64url_decode(parts[0]))
+        claims = json.loads(b64url_decode(parts[1]))
+        signature = b64url_decode(parts[2])
     except (ValueError, binascii.Error):
         raise RecordError("the JWS is not base64url JSON") from None
     if not isinstance(header, dict) or header.get("alg") != ALG:
@@ -81,10 +82,22 @@ def verify(token: str, keys: dict[str, Ed25519PublicKey], *, typ: str) -> dict[s
     return claims
 
 
-def _unb64(s: str) -> bytes:
-    if "=" in s or not s.isascii():
-        raise ValueError("padding or non-ASCII in base64url")
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+def unverified_claims(token: str | bytes) -> dict[str, Any]:
+    """The claims of a JWS without verifying it: only for records this PDP logged itself
+    (verified when they were written)."""
+    raw = token.encode() if isinstance(token, str) else token
+    claims: dict[str, Any] = json.loads(b64url_decode(raw.split(b".")[1]))
+    return claims
+
+
+def header_typ(token: str | bytes) -> str:
+    """The ``typ`` of a JWS's protected header, unverified ("" when it cannot be read)."""
+    raw = token.encode() if isinstance(token, str) else token
+    try:
+        header = json.loads(b64url_decode(raw.split(b".", 1)[0]))
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return str(header.get("typ", "")) if isinstance(header, dict) else ""
 
 
 def compact(value: Any) -> bytes:
@@ -95,30 +108,53 @@ def compact(value: Any) -> bytes:
 
 def digest(value: Any) -> str:
     """``sha256:<hex>`` of :func:`compact` JSON (for the PDP's own bookkeeping, not for PEPs)."""
-    return "sha256:" + hashlib.sha256(compact(value)).hexdigest()
+    return sha256_digest(compact(value))
 
 
 def redact(
     input_doc: dict[str, Any], *, mask: Sequence[str], erase: Sequence[str]
 ) -> tuple[dict[str, Any], list[str], list[str]]:
-    """A copy of the input with JSON pointers masked or erased, and the pointers that applied."""
+    """A copy of the input with JSON pointers masked or erased (through objects and arrays), and
+    the pointers that applied."""
     if not mask and not erase:
         return input_doc, [], []
     doc = copy.deepcopy(input_doc)
-    masked = [p for p in mask if _apply(doc, p, erase=False)]
-    erased = [p for p in erase if _apply(doc, p, erase=True)]
-    return doc, masked, erased
+    masked = [p for p in dict.fromkeys(mask) if _apply(doc, p, erase=False)]
+    # Later array elements first, so that erasing one does not move the next one named.
+    erased = [p for p in sorted(set(erase), key=_order, reverse=True) if _apply(doc, p, erase=True)]
+    return doc, masked, sorted(erased)
 
 
-def _apply(doc: dict[str, Any], pointer: str, *, erase: bool) -> bool:
-    parts = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
-    node: Any = doc
-    for t in parts[:-1]:
-        node = node.get(t) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or not parts or parts[-1] not in node:
+def _order(pointer: str) -> list[tuple[int, int | str]]:
+    return [(0, int(t)) if t.isdigit() else (1, t) for t in pointer.split("/")]
+
+
+def _apply(doc: Any, pointer: str, *, erase: bool) -> bool:
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
+    if not tokens:
+        return False
+    node = doc
+    for t in tokens[:-1]:
+        node = _child(node, t)
+        if node is None:
+            return False
+    last = tokens[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        key: int | str = int(last)
+    elif isinstance(node, dict) and last in node:
+        key = last
+    else:
         return False
     if erase:
-        del node[parts[-1]]
+        del node[key]
     else:
-        node[parts[-1]] = MASK
+        node[key] = MASK
     return True
+
+
+def _child(node: Any, token: str) -> Any:
+    if isinstance(node, dict):
+        return node.get(token)
+    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+        return node[int(token)]
+    return None

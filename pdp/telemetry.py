@@ -19,15 +19,14 @@ import logging
 import os
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.instrumentation.grpc import filters, server_interceptor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-if TYPE_CHECKING:
-    from pdp.decide import Decision
+from pdp.decision import Decision
 
 log = logging.getLogger(__name__)
 

@@ -6,67 +6,33 @@ import dataclasses
 import json
 import os
 import shutil
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import json_format
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from pdp import keys
 from pdp.config import Settings
-from pdp.server import PdpServer, create_server
+from pdp.server import create_server
 from pdp.sidecar import OpaSidecar, free_port
-from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
+from tests.helpers import (
+    BUNDLE,
+    EXAMPLES,
+    ROOT,
+    Pdp,
+    load_request,
+    request,
+    serve_env,
+    wait_for,
+)
 
 pytest_plugins = ["tests.postgres"]
-ROOT = Path(__file__).resolve().parent.parent
-BUNDLE = ROOT / "rego"
-EXAMPLES = ROOT / "examples"
 
-
-def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0, what: str = "condition") -> None:
-    """Polls ``condition`` until it is true; fails the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def serve_env(home: Path, *, port: int, opa_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a ``pdp serve`` child on ``port``: its signing key (made here) and its
-    log under ``home``, asking the OPA at ``opa_url``; ``extra`` adds or overrides variables."""
-    keys.ensure(home / "keys")
-    return {
-        **os.environ,
-        "PDP_LISTEN": f"127.0.0.1:{port}",
-        "PDP_OPA_URL": opa_url,
-        "PDP_KEY_DIR": str(home / "keys"),
-        "PDP_LOG_DIR": str(home / "log"),
-        **extra,
-    }
-
-
-def load_request(name: str) -> pb.DecideRequest:
-    """An example request from examples/ (proto3 JSON), with a request id of its own.
-
-    Each call is a new request: the PDP answers a repeated request id with its first record.
-    """
-    req = json_format.Parse((EXAMPLES / name).read_text(), pb.DecideRequest())
-    req.request_id = f"{req.request_id}-{uuid.uuid4().hex[:12]}"
-    return req
-
-
-def request(**context: Any) -> pb.DecideRequest:
-    """A DecideRequest from a dict in proto3 JSON form of ActionContext."""
-    return json_format.ParseDict({"context": context}, pb.DecideRequest())
+__all__ = ["BUNDLE", "EXAMPLES", "ROOT", "Pdp", "load_request", "request", "serve_env", "wait_for"]
 
 
 @pytest.fixture(scope="session")
@@ -108,18 +74,6 @@ def start_opa(opa_bin: str, tmp_path: Path) -> Iterator[Callable[..., OpaSidecar
 def opa(start_opa: Callable[..., OpaSidecar]) -> OpaSidecar:
     """A real OPA serving the project's bundle."""
     return start_opa()
-
-
-@dataclasses.dataclass
-class Pdp:
-    server: PdpServer
-    port: int
-    channel: grpc.Channel
-    stub: pb_grpc.DecisionServiceStub
-    health: health_pb2_grpc.HealthStub
-
-    def health_status(self, service: str = "") -> int:
-        return int(self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status)
 
 
 @pytest.fixture

@@ -25,8 +25,6 @@ import dataclasses
 import secrets
 from typing import Any
 
-import grpc
-
 from pdp.errors import PdpError
 from pdp.keys import KeyRing, public_keys
 from pdp.records import RecordError, sign, verify
@@ -38,8 +36,6 @@ CONSUMED_PREFIX = "pdp-approval:"  # the single-use key of a token in the state 
 class ApprovalError(PdpError):
     """An approval token fails a check; ``check`` names it (``jws``, ``claims``, ``expired``,
     ``action_digest``, ``agent_id``, ``principal_id``)."""
-
-    status = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, check: str, problem: str) -> None:
         super().__init__(f"approval token: {check}: {problem}")

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pdp.context import Caller
 from pdp.decide import Decider
-from pdp.errors import InvalidArgument
+from pdp.errors import InvalidArgument, PdpError
 from pdp.http import authzen
 from pdp.recorder import Recorder
 from pdp.telemetry import Telemetry
@@ -46,7 +46,7 @@ _WRAPPING = 4
 PeerNames = Mapping[tuple[str, int], tuple[str, tuple[str, ...]]]
 
 
-class HttpError(Exception):
+class HttpError(PdpError):
     """An answer other than 200: the status and a message for the caller (no Python repr)."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -30,7 +30,7 @@ from google.protobuf import descriptor, json_format
 
 from pdp.decide import Decision
 from pdp.errors import ConfigError, InvalidArgument
-from pdp.recorder import claims_of
+from pdp.records import unverified_claims as claims_of
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Outcome
 

@@ -2,35 +2,30 @@
 
 Checks, in order, and stops at the first problem, naming the entry, file and offset:
 every frame's length and CRC; every entry's JWS signature (by a key in the JWKS, ``typ`` a
-decision or outcome record) and that its signed ``log_index`` is its position (so an entry moved,
-dropped or inserted is caught where it happens); every outcome report links to an earlier
-decision record by digest; every checkpoint's signature, origin and root against the root
+decision, outcome or shadow record) and that its signed ``log_index`` is its position (so an entry
+moved, dropped or inserted is caught where it happens); every outcome report and shadow record
+links to an earlier decision record by digest; every checkpoint's signature, origin and root against the root
 re-derived at its size, and consistency proofs between successive checkpoints.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pdp.encoding import sha256_digest
+from pdp.errors import AuditError, CheckpointError, ProofError, RecordError
 from pdp.keys import public_keys
 from pdp.ledger import checkpoint, merkle
-from pdp.ledger.log import CHECKPOINTS, note_verifiers, read_frames, segments
-from pdp.records import TYP_DECISION, TYP_OUTCOME, TYP_SHADOW, RecordError, verify
+from pdp.ledger.checkpoint import note_verifiers
+from pdp.ledger.files import CHECKPOINTS, read_frames, segment_name, segments
+from pdp.records import header_typ, verify
+from pdp.schema import TYP_DECISION, TYP_OUTCOME, TYP_SHADOW, RecordHead
 
-
-class AuditError(Exception):
-    """The log does not verify; ``index`` is the first bad entry (None: not an entry)."""
-
-    def __init__(self, why: str, *, index: int | None = None, where: str = "") -> None:
-        at = " ".join(x for x in (f"entry {index}" if index is not None else "", where) if x)
-        super().__init__(f"{at}: {why}" if at else why)
-        self.index = index
+__all__ = ["AuditError", "AuditReport", "verify_log"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +63,7 @@ def verify_log(
     counts = {"decision": 0, "outcome": 0, "shadow": 0}
     files = segments(directory)
     for no, path in enumerate(files):
-        if path.name != f"segment-{no:06d}.log":
+        if path.name != segment_name(no):
             raise AuditError(f"segment {no} is missing", index=len(tree), where=path.name)
         frames, damage = read_frames(path.read_bytes())
         for f in frames:
@@ -95,41 +90,32 @@ def verify_log(
             try:
                 proof = merkle.consistency_proof(tree.leaves[: new.size], old.size)
                 merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
-            except merkle.ProofError as e:
+            except ProofError as e:
                 raise AuditError(f"checkpoints {old.size} → {new.size} are not consistent: {e}") from None
     return AuditReport(origin, len(tree), counts["decision"], counts["outcome"], len(notes), tree.root())
 
 
 def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str, str], where: str) -> str:
     token = payload.decode(errors="replace")
-    header = _header(token)
-    typ = next((t for t in (TYP_OUTCOME, TYP_SHADOW) if f'"{t}"' in header), TYP_DECISION)
+    typ = next((t for t in (TYP_OUTCOME, TYP_SHADOW) if header_typ(token) == t), TYP_DECISION)
     try:
-        claims = verify(token, keys, typ=typ)
+        head = RecordHead.from_dict(verify(token, keys, typ=typ))
     except RecordError as e:
         raise AuditError(f"the record does not verify: {e}", index=index, where=where) from None
-    pdp = claims.get("pdp", {})
-    if pdp.get("log_index") != str(index):
+    if head.log_index != str(index):
         raise AuditError(
-            f"the record was signed for log index {pdp.get('log_index')}: entries were moved, dropped or inserted",
+            f"the record was signed for log index {head.log_index}: entries were moved, dropped or inserted",
             index=index,
             where=where,
         )
     if typ == TYP_DECISION:
-        decisions[claims["decision_id"]] = "sha256:" + hashlib.sha256(payload).hexdigest()
+        decisions[head.decision_id] = sha256_digest(payload)
         return "decision"
     kind = "outcome" if typ == TYP_OUTCOME else "shadow"
-    if decisions.get(claims.get("decision_id", "")) != pdp.get("decision_record_digest"):
-        raise AuditError(f"the {kind} record does not link to an earlier decision record", index=index, where=where)
+    if decisions.get(head.decision_id) != head.decision_record_digest:
+        what = "outcome report" if kind == "outcome" else "shadow record"
+        raise AuditError(f"the {what} does not link to an earlier decision record", index=index, where=where)
     return kind
-
-
-def _header(token: str) -> str:
-    head = token.split(".", 1)[0]
-    try:
-        return base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode()
-    except ValueError:
-        return ""
 
 
 def _checkpoints(directory: Path, keys: dict[str, Any]) -> list[checkpoint.Checkpoint]:
@@ -144,7 +130,7 @@ def _checkpoints(directory: Path, keys: dict[str, Any]) -> list[checkpoint.Check
         origin = f.payload.split(b"\n", 1)[0].decode(errors="replace")
         try:
             cp = checkpoint.open_note(f.payload, note_verifiers(origin, keys))
-        except checkpoint.CheckpointError as e:
+        except CheckpointError as e:
             raise AuditError(f"checkpoint: {e}", where=f"({CHECKPOINTS} offset {f.offset})") from None
         if notes and (cp.origin != notes[0].origin or cp.size < notes[-1].size):
             raise AuditError("a checkpoint of another log, or out of order", where=f"({CHECKPOINTS} offset {f.offset})")

@@ -18,13 +18,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from pdp.errors import CheckpointError
+
 _ALG_ED25519 = b"\x01"
 _DASH = "\u2014"
 _NAME = re.compile(r"^[^\s+]+$")
-
-
-class CheckpointError(Exception):
-    """A checkpoint is malformed or its signature does not verify."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,3 +109,8 @@ def _parse_body(body: str) -> Checkpoint:
     if len(root) != 32:
         raise CheckpointError("the root hash is not 32 bytes")
     return Checkpoint(origin=lines[0], size=int(lines[1]), root=root)
+
+
+def note_verifiers(origin: str, keys: dict[str, Ed25519PublicKey]) -> dict[tuple[str, bytes], Ed25519PublicKey]:
+    """Checkpoint verifiers for every public key (rotation keeps old checkpoints verifiable)."""
+    return {(origin, key_hash(origin, k)): k for k in keys.values()}

@@ -1,12 +1,8 @@
-"""The append-only, durable decision log: segment files, framing, group commit, checkpoints, recovery.
+"""The append-only, durable decision log: group commit, sealing segments, checkpoints, recovery.
 
-Files in the log directory:
-
-* ``segment-NNNNNN.log``: entries, each framed as 4-byte big-endian length ‖ payload ‖ 4-byte
-  big-endian CRC-32 (zlib) of length ‖ payload. The payload is the exact bytes handed in (a JWS).
-  A full segment is sealed: a checkpoint at its last entry, fsync, then mode 0444.
-* ``checkpoints.log``: signed checkpoints (C2SP signed notes), framed the same way.
-* ``*.torn-<time>``: bytes cut from a torn tail at start-up, kept for inspection.
+The files and their framing are :mod:`pdp.ledger.files` (shared with the auditor). A full
+segment is sealed: a checkpoint at its last entry, fsync, then mode 0444. Bytes cut from a torn
+tail at start-up are kept aside as ``*.torn-<time>`` for inspection.
 
 Leaf i of the RFC 6962 tree is entry i across the segments in order. :meth:`Log.append` returns
 only after the entry is fsynced; concurrent appends share one fsync (group commit).
@@ -15,73 +11,24 @@ only after the entry is fsynced; concurrent appends share one fsync (group commi
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-import re
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pdp.errors import LedgerCorrupt, LedgerUnavailable
+from pdp.errors import CheckpointError, LedgerCorrupt, LedgerUnavailable
 from pdp.ledger import checkpoint, merkle
+from pdp.ledger.checkpoint import note_verifiers
+from pdp.ledger.files import CHECKPOINTS, Damage, Frame, frame, read_frames, read_payload_at, segment_name, segments
+
+__all__ = ["CHECKPOINTS", "Damage", "Frame", "Log", "frame", "note_verifiers", "read_frames", "segments"]
 
 log = logging.getLogger(__name__)
-
-_HEAD = struct.Struct(">I")
-_SEGMENT = re.compile(r"^segment-(\d{6})\.log$")
-CHECKPOINTS = "checkpoints.log"
-MAX_ENTRY = 16 << 20
-
-
-def frame(payload: bytes) -> bytes:
-    head = _HEAD.pack(len(payload))
-    return head + payload + _HEAD.pack(zlib.crc32(head + payload))
-
-
-@dataclasses.dataclass(frozen=True)
-class Frame:
-    offset: int
-    payload: bytes
-
-
-@dataclasses.dataclass(frozen=True)
-class Damage:
-    offset: int
-    why: str
-
-
-def read_frames(data: bytes) -> tuple[list[Frame], Damage | None]:
-    """Every whole, CRC-checked frame of a file, and where the first bad one starts."""
-    frames: list[Frame] = []
-    pos = 0
-    while pos < len(data):
-        if pos + 8 > len(data):
-            return frames, Damage(pos, "a frame is cut short")
-        (n,) = _HEAD.unpack_from(data, pos)
-        if n > MAX_ENTRY or pos + 8 + n > len(data):
-            return frames, Damage(pos, "a frame is cut short or its length is corrupt")
-        payload = data[pos + 4 : pos + 4 + n]
-        (crc,) = _HEAD.unpack_from(data, pos + 4 + n)
-        if zlib.crc32(data[pos : pos + 4 + n]) != crc:
-            return frames, Damage(pos, "a frame's CRC does not match its bytes")
-        frames.append(Frame(pos, payload))
-        pos += 8 + n
-    return frames, None
-
-
-def segments(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if _SEGMENT.match(p.name))
-
-
-def note_verifiers(origin: str, keys: dict[str, Ed25519PublicKey]) -> dict[tuple[str, bytes], Ed25519PublicKey]:
-    """Checkpoint verifiers for every public key (rotation keeps old checkpoints verifiable)."""
-    return {(origin, checkpoint.key_hash(origin, k)): k for k in keys.values()}
 
 
 class Log:
@@ -171,7 +118,7 @@ class Log:
         last = notes[-1][0] if notes else None
         files = segments(self.directory)
         for no, path in enumerate(files):
-            if path.name != f"segment-{no:06d}.log":
+            if path.name != segment_name(no):
                 raise LedgerCorrupt(f"{path.name}: segment {no} is missing (entries deleted?)")
             frames, damage = read_frames(path.read_bytes())
             for f in frames:
@@ -215,7 +162,7 @@ class Log:
         for f in frames:
             try:
                 cp = checkpoint.open_note(f.payload, self._verifiers)
-            except checkpoint.CheckpointError as e:
+            except CheckpointError as e:
                 raise LedgerCorrupt(f"{CHECKPOINTS} offset {f.offset}: {e}") from None
             if cp.origin != self.origin or (notes and cp.size < notes[-1][0].size):
                 raise LedgerCorrupt(f"{CHECKPOINTS} offset {f.offset}: a checkpoint of another log or out of order")
@@ -242,7 +189,7 @@ class Log:
         )
 
     def _open_segment(self) -> None:
-        path = self.directory / f"segment-{self._segment_no:06d}.log"
+        path = self.directory / segment_name(self._segment_no)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._segment_bytes = os.fstat(self._fd).st_size
 
@@ -299,13 +246,17 @@ class Log:
         if self._failure is not None:
             raise LedgerUnavailable(f"the decision log is not writable: {self._failure}")
 
-    def _fail(self, why: str) -> None:
-        with self._cond:
+    def _fail(self, why: str) -> NoReturn:
+        self._mark_failed(why)
+        raise LedgerUnavailable(f"the decision log is not writable: {why}")
+
+    def _mark_failed(self, why: str) -> None:
+        """The log takes nothing more until restart; said once, and every waiter is woken to see it."""
+        with self._cond:  # re-entrant: callers may already hold it
             if self._failure is None:
                 log.error("decision log failed, no decision can be recorded until restart: %s", why)
                 self._failure = why
             self._cond.notify_all()
-        raise LedgerUnavailable(f"the decision log is not writable: {why}")
 
     def _sync_until(self, n: int) -> None:
         with self._cond:
@@ -329,11 +280,10 @@ class Log:
                     self._cond.acquire()
                     self._syncing = False
                 if error is not None:
-                    self._failure = self._failure or f"fsync failed: {error}"
-                    log.error("decision log failed: %s", self._failure)
+                    self._mark_failed(f"fsync failed: {error}")
                 else:
                     self._synced = max(self._synced, target)
-                self._cond.notify_all()
+                    self._cond.notify_all()
 
     def _quiesce(self) -> None:
         """Makes everything written durable; called with ``_lock`` held."""
@@ -343,16 +293,14 @@ class Log:
             try:
                 os.fdatasync(self._fd)
             except OSError as e:
-                self._failure = self._failure or f"fsync failed: {e}"
-                self._cond.notify_all()
-                raise LedgerUnavailable(self._failure) from None
+                self._fail(f"fsync failed: {e}")
             self._synced = self._written
             self._cond.notify_all()
 
     def _rotate(self) -> None:
         self._quiesce()
         self._write_checkpoint()
-        path = self.directory / f"segment-{self._segment_no:06d}.log"
+        path = self.directory / segment_name(self._segment_no)
         try:
             os.close(self._fd)
             self._fd = -1
@@ -395,24 +343,21 @@ class Log:
         self._notes.append(note)
         self._checkpointed = cp.size
 
-    def latest_checkpoint(self) -> bytes:
-        with self._lock:
-            if not self._notes:
-                raise LedgerUnavailable("no checkpoint yet")
-            return self._notes[-1]
-
     # -- reading and proofs ---------------------------------------------------------------
 
     def entry(self, index: int) -> bytes:
         no, offset = self._where[index]
-        with (self.directory / f"segment-{no:06d}.log").open("rb") as f:
-            f.seek(offset)
-            (n,) = _HEAD.unpack(f.read(4))
-            return f.read(n)
+        return read_payload_at(self.directory / segment_name(no), offset)
 
     def entries(self) -> Iterator[tuple[int, bytes]]:
-        for i in range(self._synced):
-            yield i, self.entry(i)
+        """Every durable entry with its index, reading each segment once."""
+        index = 0
+        for path in segments(self.directory):
+            for f in read_frames(path.read_bytes())[0]:
+                if index >= self._synced:
+                    return
+                yield index, f.payload
+                index += 1
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         return merkle.inclusion_proof(self.tree.leaves[:tree_size], index)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from pdp.errors import ProofError
+
 EMPTY_ROOT = hashlib.sha256(b"").digest()
-
-
-class ProofError(Exception):
-    """A proof does not verify, or asks for sizes or indexes that cannot exist."""
 
 
 def leaf_hash(entry: bytes) -> bytes:

@@ -23,6 +23,7 @@ import grpc
 import rfc8785
 
 from pdp.client import Client, MemoryReplayCache, ReplayCache, VerificationError, VerifiedDecision, verify
+from pdp.errors import PdpError
 from pdp.pep import obligations
 from pdp.pep.mapping import Mapping, MappingError
 from pdp.v1 import decision_pb2 as pb
@@ -35,7 +36,7 @@ META_KEY = "io.github.pdp/decision"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Refusal(Exception):
+class Refusal(PdpError):
     """A call that is not forwarded: the JSON-RPC error the client gets."""
 
     code: int

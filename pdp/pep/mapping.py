@@ -22,10 +22,11 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from pdp.errors import PdpError
 from pdp.v1 import decision_pb2 as pb
 
 
-class MappingError(Exception):
+class MappingError(PdpError):
     """The mapping file is not valid; the message names the field."""
 
 

@@ -18,10 +18,12 @@ import dataclasses
 import json
 from typing import Any
 
+from pdp.errors import PdpError
+
 REDACTED = "[REDACTED]"
 
 
-class UnsupportedObligation(Exception):
+class UnsupportedObligation(PdpError):
     """An obligation the proxy cannot carry out; the message names it."""
 
 

@@ -16,10 +16,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from pdp.errors import PdpError
+
 _PACKAGE_ROOT = ("pdp",)
 
 
-class CatalogError(Exception):
+class CatalogError(PdpError):
     """The bundle cannot be read (no such directory, OPA failed, or a rule lacks its code)."""
 
 

@@ -14,7 +14,6 @@ the static pointers.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -24,8 +23,6 @@ from pdp.errors import PolicyMalformed, PolicyUndefined
 from pdp.opa import OpaAnswer, OpaClient
 
 log = logging.getLogger(__name__)
-
-MASK = "**masked**"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,52 +108,3 @@ class PolicyMasks:
 
     def close(self) -> None:
         self._plain.close()
-
-
-def redact(input_doc: dict[str, Any], pointers: Pointers) -> tuple[dict[str, Any], list[str], list[str]]:
-    """A copy of the input with the pointers masked or erased (through objects and arrays), and
-    the pointers that applied."""
-    if not pointers.mask and not pointers.erase:
-        return input_doc, [], []
-    doc = copy.deepcopy(input_doc)
-    masked = [p for p in pointers.mask if _apply(doc, p, erase=False)]
-    # Later array elements first, so that erasing one does not move the next one named.
-    erased = [p for p in sorted(pointers.erase, key=_order, reverse=True) if _apply(doc, p, erase=True)]
-    return doc, masked, sorted(erased)
-
-
-def _order(pointer: str) -> list[tuple[int, int | str]]:
-    return [(0, int(t)) if t.isdigit() else (1, t) for t in pointer.split("/")]
-
-
-def _apply(doc: Any, pointer: str, *, erase: bool) -> bool:
-    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
-    if not tokens:
-        return False
-    node = doc
-    for t in tokens[:-1]:
-        node = _child(node, t)
-        if node is None:
-            return False
-    last = tokens[-1]
-    if isinstance(node, dict) and last in node:
-        if erase:
-            del node[last]
-        else:
-            node[last] = MASK
-        return True
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        if erase:
-            del node[int(last)]
-        else:
-            node[int(last)] = MASK
-        return True
-    return False
-
-
-def _child(node: Any, token: str) -> Any:
-    if isinstance(node, dict):
-        return node.get(token)
-    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
-        return node[int(token)]
-    return None

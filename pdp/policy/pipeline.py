@@ -22,6 +22,7 @@ from pdp.opa import OpaAnswer
 from pdp.policy.masking import NONE, Pointers, PolicyMasks
 from pdp.policy.shadow import Live, Shadow
 from pdp.policy.watch import BundleWatch
+from pdp.schema import ShadowRecord
 
 if TYPE_CHECKING:
     from pdp.config import Settings
@@ -92,7 +93,7 @@ def fail_safe(input_doc: dict[str, Any]) -> Pointers:
 
 
 def policy_lifecycle(
-    settings: Settings, meter_provider: metrics.MeterProvider, record_shadow: Callable[[dict[str, Any]], Any]
+    settings: Settings, meter_provider: metrics.MeterProvider, record_shadow: Callable[[ShadowRecord], Any]
 ) -> Lifecycle:
     """The hooks the settings ask for: the bundle watch always (it reads OPA's status and
     config), policy masks unless ``PDP_MASK_PATH`` is empty, the shadow with ``PDP_SHADOW_OPA_URL``."""

@@ -25,10 +25,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from pdp.errors import NoVerdict
+from pdp.errors import NoVerdict, PdpError
 from pdp.ledger.audit import verify_log
 from pdp.opa import OpaClient
-from pdp.recorder import claims_of
+from pdp.records import unverified_claims
 from pdp.verdict import Verdict, fail_closed, interpret
 
 ARROW = "->"
@@ -162,8 +162,8 @@ class Impact:
         }
 
 
-class ReplayError(Exception):
-    """The replay could not run (a log without decisions in the period, a candidate OPA that fails)."""
+class ReplayError(PdpError):
+    """The replay could not run: the candidate OPA could not evaluate a batch."""
 
 
 def read_log(
@@ -179,7 +179,7 @@ def read_log(
     verify_log(log_dir, jwks=jwks, on_entry=lambda _, entry: entries.append(entry))  # one read of the files
     decisions: list[Recorded] = []
     skipped = 0
-    for claims in map(claims_of, entries):
+    for claims in map(unverified_claims, entries):
         pdp = claims.get("pdp", {})
         if pdp.get("type") != "decision" or not _within(claims.get("timestamp", ""), since, until):
             continue

@@ -17,7 +17,6 @@ shadow never slows down or fails a live answer.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import queue
 import random
@@ -29,8 +28,10 @@ from typing import Any
 
 from opentelemetry import metrics
 
+from pdp.encoding import sha256_digest
 from pdp.errors import NoVerdict
 from pdp.opa import OpaClient
+from pdp.schema import ShadowRecord
 from pdp.verdict import Verdict, fail_closed, interpret
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Shadow:
         opa_url: the OPA serving the candidate bundle.
         decision_path, batch_path: the rules queried (as for the live policy).
         sample: share of decisions evaluated, 0..1.
-        record: signs and appends a shadow record's claims (``typ`` :data:`TYP_SHADOW`) durably.
+        record: signs and appends a :class:`~pdp.schema.ShadowRecord` durably.
         meter_provider: where the ``pdp.shadow.*`` counters go.
         queue_max: most decisions waiting; more are dropped (and counted).
         timeout_s: longest wait for the candidate per batch.
@@ -81,14 +82,14 @@ class Shadow:
         decision_path: str,
         batch_path: str,
         sample: float,
-        record: Callable[[dict[str, Any]], Any],
+        record: Callable[[ShadowRecord], Any],
         meter_provider: metrics.MeterProvider | None = None,
         queue_max: int = 4096,
         timeout_s: float = 5.0,
     ) -> None:
         self._opa = OpaClient(opa_url, decision_path, batch_path=batch_path)
         self._sample = sample
-        self._record = record
+        self._append = record
         self._timeout = timeout_s
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_max)
         meter = (meter_provider or metrics.NoOpMeterProvider()).get_meter("pdp")
@@ -180,31 +181,28 @@ class Shadow:
             k = kind(live.outcome, live.reasons, verdict)
             if k is None:
                 continue
-            self._record(_claims(live, verdict, k, answer.bundle_revisions))
+            self._append(_record(live, verdict, k, answer.bundle_revisions))
             self.divergences.add(1, {"kind": k})
         self.evaluated.add(len(batch))  # after the records: a reader who sees the count sees them
 
 
-def _claims(live: Live, candidate: Verdict, k: str, revisions: dict[str, str]) -> dict[str, Any]:
+def _record(live: Live, candidate: Verdict, divergence: str, revisions: dict[str, str]) -> ShadowRecord:
     now = int(time.time())
-    return {
-        "decision_id": live.decision_id,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        "bundles": {name: {"revision": rev} for name, rev in revisions.items()},
-        "result": candidate.to_dict(),
-        "pdp": {
-            "type": "shadow",
-            "kind": k,
-            "decision_log_index": str(live.log_index),
-            "decision_record_digest": "sha256:" + hashlib.sha256(live.record.encode()).hexdigest(),
-            "live": {"outcome": live.outcome, "reasons": list(live.reasons)},
-            "candidate": {
-                "outcome": candidate.outcome.value,
-                "reasons": [r.code for r in candidate.reasons],
-                "indeterminate": candidate.indeterminate,
-                "error_code": candidate.error_code,
-            },
-            "iat": now,
-            "jti": str(uuid.uuid4()),
+    return ShadowRecord(
+        decision_id=live.decision_id,
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        bundles={name: {"revision": rev} for name, rev in revisions.items()},
+        result=candidate.to_dict(),
+        divergence=divergence,
+        live={"outcome": live.outcome, "reasons": list(live.reasons)},
+        candidate={
+            "outcome": candidate.outcome.value,
+            "reasons": [r.code for r in candidate.reasons],
+            "indeterminate": candidate.indeterminate,
+            "error_code": candidate.error_code,
         },
-    }
+        decision_log_index=str(live.log_index),
+        decision_record_digest=sha256_digest(live.record.encode()),
+        iat=now,
+        jti=str(uuid.uuid4()),
+    )

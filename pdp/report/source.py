@@ -17,17 +17,18 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pdp.errors import CheckpointError, PdpError
 from pdp.keys import public_keys
 from pdp.ledger import checkpoint, merkle
 from pdp.ledger.audit import verify_log
 from pdp.ledger.log import CHECKPOINTS, note_verifiers, read_frames
-from pdp.recorder import claims_of
+from pdp.records import unverified_claims as claims_of
 from pdp.report.entries import Entry, entry_of
 
 PROGRESS_FROM = 10_000  # entries; smaller logs verify in well under a second
 
 
-class ReportError(Exception):
+class ReportError(PdpError):
     """The log cannot be reported on (no checkpoint, or it changed while it was read)."""
 
 
@@ -112,5 +113,5 @@ def _latest_checkpoint(log_dir: Path, keys: dict[str, Any]) -> tuple[checkpoint.
     origin = note.split(b"\n", 1)[0].decode(errors="replace")
     try:
         return checkpoint.open_note(note, note_verifiers(origin, keys)), note
-    except checkpoint.CheckpointError as e:
+    except CheckpointError as e:
         raise ReportError(f"the latest checkpoint does not verify: {e}") from None

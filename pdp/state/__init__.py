@@ -54,18 +54,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import grpc
-
-from pdp.errors import PdpError
+from pdp.errors import NoVerdict, PdpError
 
 ESCALATION_STATUSES = ("open", "approved", "rejected", "expired", "consumed")
 SUSPENSION_KINDS = ("agent", "principal", "tool")
 
 
-class StateUnavailable(PdpError):
+class StateUnavailable(NoVerdict):
     """The state store cannot be used (down, unreadable, timed out): fail closed."""
 
-    status = grpc.StatusCode.UNAVAILABLE
     error_code = "pdp.state_unavailable"
 
 
@@ -73,8 +70,6 @@ class EscalationError(PdpError):
     """A step on an escalation is refused; ``reason`` is one of ``not_found``, ``exists``,
     ``expired``, ``decided`` (already approved/rejected/expired/consumed), ``duplicate_approver``,
     ``not_approved``."""
-
-    status = grpc.StatusCode.FAILED_PRECONDITION
 
     def __init__(self, escalation_id: str, reason: str, message: str) -> None:
         super().__init__(f"escalation {escalation_id}: {message}")

@@ -8,18 +8,20 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pdp import keys, records
+from pdp.config import Settings
+from pdp.ledger.log import Log
 from pdp.sidecar import free_port
-from tests.conftest import EXAMPLES, ROOT, wait_for
+from tests.helpers import EXAMPLES, PDP_COMMAND, ROOT, dev_env, serve_env, start_child, wait_for
 
 pytestmark = pytest.mark.e2e
 
-PDP = [sys.executable, "-m", "pdp"]
+PDP = PDP_COMMAND
 GRPCURL = ROOT / ".bin" / "grpcurl"
 OUTCOMES = {
     "allow-crm-lookup.json": "OUTCOME_ALLOW",
@@ -37,26 +39,9 @@ class DevStack:
 def dev_stack(opa_bin: str, tmp_path: Path) -> Iterator[DevStack]:
     port, opa_port = free_port(), free_port()
     log = tmp_path / "dev.log"
-    env = {
-        **os.environ,
-        "PDP_OPA_BIN": opa_bin,
-        "PDP_LISTEN": f"127.0.0.1:{port}",
-        "PDP_HTTP_LISTEN": f"127.0.0.1:{free_port()}",  # pdp dev's default, 8080, may be taken
-        "PDP_KEY_DIR": str(tmp_path / "keys"),
-        "PDP_LOG_DIR": str(tmp_path / "log"),
-    }
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*PDP, "dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{opa_port}"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    env = dev_env(tmp_path, port=port, opa_bin=opa_bin)
+    process = start_child("dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{opa_port}", env=env, log=log)
     stack = DevStack(process, f"127.0.0.1:{port}", opa_port, log)
-    wait_for(lambda: "PDP gRPC on" in log.read_text() or process.poll() is not None, timeout_s=30, what="pdp dev")
-    assert process.poll() is None, log.read_text()
     yield stack
     if process.poll() is None:
         process.kill()
@@ -229,3 +214,56 @@ def test_keys_and_audit_commands(dev_stack: DevStack, tmp_path: Path) -> None:
         subprocess.run([*PDP, "keys", "jwks", "--dir", str(other)], check=True, capture_output=True, text=True).stdout
     )
     assert len(printed["keys"]) == 2
+
+
+def serve_fails(env: dict[str, str]) -> str:
+    """Runs ``pdp serve`` expecting it to refuse to start; returns its one line of standard error."""
+    out = subprocess.run([*PDP, "serve"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def test_serve_without_a_key_directory_says_how_to_make_one(tmp_path: Path) -> None:
+    env = {**os.environ, "PDP_KEY_DIR": str(tmp_path / "no-keys"), "PDP_LOG_DIR": str(tmp_path / "log")}
+    line = serve_fails(env)
+    assert line.startswith("pdp serve: configuration error: no signing key in")
+    assert "pdp keys generate" in line
+
+
+def test_serve_on_a_taken_port_names_the_address(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = serve_env(tmp_path, port=port, opa_url="http://127.0.0.1:1")
+        line = serve_fails(env)
+    assert line.startswith(f"pdp serve: configuration error: PDP_LISTEN: cannot listen on 127.0.0.1:{port}")
+
+
+def test_serve_on_a_damaged_log_says_what_to_do(tmp_path: Path) -> None:
+    env = serve_env(tmp_path, port=free_port(), opa_url="http://127.0.0.1:1")
+    ring = keys.KeyRing.load(tmp_path / "keys")
+    log = Log.open(
+        tmp_path / "log",
+        signing_key=ring.private,
+        public_keys=keys.public_keys(ring.jwks),
+        origin=Settings().log_origin,
+        checkpoint_interval_s=3600,
+    )
+
+    def entry(index: int) -> bytes:
+        return records.sign({"pdp": {"log_index": str(index)}}, ring, typ=records.TYP_DECISION).encode()
+
+    for _ in range(3):
+        log.append(entry)
+    log.close()  # the final checkpoint covers all three
+    segment = tmp_path / "log" / "segment-000000.log"
+    data = bytearray(segment.read_bytes())
+    data[10] ^= 1
+    segment.write_bytes(bytes(data))
+    line = serve_fails(env)
+    assert line.startswith("pdp serve: ")
+    assert "pdp audit verify" in line

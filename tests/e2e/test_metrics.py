@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, serve_env, wait_for
+from tests.helpers import load_request, serve_env, start_child
 
 pytestmark = pytest.mark.e2e
 
@@ -45,12 +44,8 @@ def test_decisions_fail_closed_and_durations_are_counted(opa: OpaSidecar, tmp_pa
         OTEL_METRIC_EXPORT_INTERVAL="60000",  # one export, at shutdown: the totals
     )
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    err = (tmp_path / "pdp.log").open("w")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "pdp", "serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True
-    )
+    serve = start_child("serve", env=env, log=tmp_path / "pdp.log", stdout=subprocess.PIPE)
     try:
-        wait_for(lambda: "PDP gRPC on" in (tmp_path / "pdp.log").read_text(), timeout_s=30, what="pdp serve")
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.DecisionServiceStub(channel)
             stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)

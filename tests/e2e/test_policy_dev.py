@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +12,13 @@ import pytest
 
 from pdp.policy import bundles
 from pdp.sidecar import free_port
-from tests.conftest import ROOT, wait_for
+from tests.helpers import ROOT, claims_of, dev_env, start_child, wait_for
 
 pytestmark = pytest.mark.e2e
 
 V1 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v1"
 V2 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v2"
 PDP = [sys.executable, "-m", "pdp"]
-
-
-def claims(record: str) -> dict:
-    payload = record.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def decide(addr: str, example: str) -> dict:
@@ -38,40 +32,19 @@ def test_pdp_dev_serves_a_signed_bundle_and_shadows_a_candidate(opa_bin: str, tm
     bundle = tmp_path / "policy"
     subprocess.run(["cp", "-r", str(V1), str(bundle)], check=True)
     port = free_port()
-    env = {
-        **os.environ,
-        "PDP_OPA_BIN": opa_bin,
-        "PDP_LISTEN": f"127.0.0.1:{port}",
-        "PDP_KEY_DIR": str(tmp_path / "run" / "keys"),
-        "PDP_LOG_DIR": str(tmp_path / "run" / "log"),
-    }
+    env = dev_env(tmp_path / "run", port=port, opa_bin=opa_bin)
+    args = ["--bundle", str(bundle), "--opa-addr", f"127.0.0.1:{free_port()}", "--shadow-bundle", str(V2)]
+    dev = start_child("dev", *args, env=env, log=tmp_path / "dev.log")
     log = tmp_path / "dev.log"
-    with log.open("w") as out:
-        dev = subprocess.Popen(
-            [
-                *PDP,
-                "dev",
-                "--bundle",
-                str(bundle),
-                "--opa-addr",
-                f"127.0.0.1:{free_port()}",
-                "--shadow-bundle",
-                str(V2),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        wait_for(lambda: "PDP gRPC on" in log.read_text() or dev.poll() is not None, timeout_s=30, what="pdp dev")
-        assert dev.poll() is None, log.read_text()
         key = bundles.SigningKey.load(tmp_path / "run" / "bundle-key")
         assert "signed by key " + key.key_id in log.read_text()
         addr = f"127.0.0.1:{port}"
         answer = decide(addr, "allow-crm-lookup.json")
         assert answer["outcome"] == "OUTCOME_ALLOW"
-        assert claims(answer["record"])["bundles"] == {"rego": {"revision": "lifecycle-1", "signing_key": key.key_id}}
+        assert claims_of(answer["record"])["bundles"] == {
+            "rego": {"revision": "lifecycle-1", "signing_key": key.key_id}
+        }
         # The candidate (v2) denies crm.lookup: a shadow record joins the log; the answer stayed ALLOW.
         segment = tmp_path / "run" / "log" / "segment-000000.log"
         wait_for(lambda: b"pdp-shadow" in _headers(segment), timeout_s=10, what="a shadow record")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ import pytest
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, request, serve_env, wait_for
+from tests.helpers import ROOT, assert_fail_closed, dev_env, load_request, request, serve_env, start_child, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -116,30 +114,19 @@ def attr(span: dict[str, Any], key: str) -> Any:
 
 def test_one_trace_holds_caller_pdp_and_opa(jaeger: Jaeger, opa_bin: str, tmp_path: Path) -> None:
     port = free_port()
-    log = tmp_path / "pdp.log"
-    env = {
-        **os.environ,
-        "PDP_OPA_BIN": opa_bin,
-        "PDP_LISTEN": f"127.0.0.1:{port}",
-        "PDP_HTTP_LISTEN": f"127.0.0.1:{free_port()}",  # pdp dev's default, 8080, may be taken
-        "PDP_KEY_DIR": str(tmp_path / "keys"),
-        "PDP_LOG_DIR": str(tmp_path / "log"),
-        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp,
-        "OTEL_SERVICE_NAME": "pdp",
-        "OTEL_METRICS_EXPORTER": "none",  # Jaeger takes traces only
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
-    with log.open("w") as out:
-        dev = subprocess.Popen(
-            [sys.executable, "-m", "pdp", "dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{free_port()}"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    env = dev_env(
+        tmp_path,
+        port=port,
+        opa_bin=opa_bin,
+        OTEL_EXPORTER_OTLP_ENDPOINT=jaeger.otlp,
+        OTEL_SERVICE_NAME="pdp",
+        OTEL_METRICS_EXPORTER="none",  # Jaeger takes traces only
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    dev = start_child(
+        "dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{free_port()}", env=env, log=tmp_path / "pdp.log"
+    )
     try:
-        wait_for(lambda: "PDP gRPC on" in log.read_text() or dev.poll() is not None, timeout_s=30, what="pdp dev")
-        assert dev.poll() is None, log.read_text()
         trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.DecisionServiceStub(channel)
@@ -187,11 +174,8 @@ def test_a_fail_closed_decision_is_an_error_span(jaeger: Jaeger, tmp_path: Path)
         OTEL_METRICS_EXPORTER="none",
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
-    log = tmp_path / "pdp.log"
-    with log.open("w") as out:
-        serve = subprocess.Popen([sys.executable, "-m", "pdp", "serve"], cwd=ROOT, env=env, stdout=out, stderr=out)
+    serve = start_child("serve", env=env, log=tmp_path / "pdp.log")
     try:
-        wait_for(lambda: "PDP gRPC on" in log.read_text() or serve.poll() is not None, timeout_s=30, what="pdp")
         trace_id = "0af7651916cd43dd8448eb211c80319c"
         batch_trace_id = "0af7651916cd43dd8448eb211c80319d"
         ask = request(agent={"id": "support-bot"}, action={"tool": "crm.lookup"})
@@ -203,7 +187,7 @@ def test_a_fail_closed_decision_is_an_error_span(jaeger: Jaeger, tmp_path: Path)
                 timeout=5,
                 metadata=[("traceparent", f"00-{batch_trace_id}-b7ad6b7169203331-01")],
             ).responses
-        assert resp.indeterminate and resp.outcome == pb.OUTCOME_DENY
+        assert_fail_closed(resp, "pdp.opa_unavailable")
         assert [a.outcome for a in answers] == [pb.OUTCOME_DENY] * 2
     finally:
         serve.send_signal(signal.SIGINT)

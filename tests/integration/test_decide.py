@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import BUNDLE, ROOT, Pdp, load_request, request
+from tests.helpers import BUNDLE, ROOT, Pdp, load_request, request
 
 pytestmark = pytest.mark.integration
 

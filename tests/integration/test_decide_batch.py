@@ -12,7 +12,7 @@ import pytest
 from pdp import client
 from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import ROOT, Pdp, load_request
+from tests.helpers import ROOT, Pdp, assert_fail_closed, load_request
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +112,7 @@ def test_empty_and_oversized_batches_are_refused(opa: OpaSidecar, start_pdp: Cal
 def _assert_all_fail_closed(answers: list[pb.DecideResponse], error_code: str) -> None:
     assert answers
     for a in answers:
-        assert (a.outcome, a.indeterminate, a.error_code) == (pb.OUTCOME_DENY, True, error_code)
+        assert_fail_closed(a, error_code)
         assert a.record  # the denial is recorded too
 
 

@@ -7,8 +7,6 @@ import json
 import os
 import resource
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pdp.ledger import audit
 from pdp.sidecar import OpaSidecar, free_port
+from pdp.state import open_store
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, serve_env, wait_for
+from tests.helpers import load_request, serve_env, start_child, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,15 +49,7 @@ class Proc:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-        self.out = (home / "pdp.out").open("a")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pdp", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=self.out,
-            stderr=self.out,
-            preexec_fn=limit,  # noqa: PLW1509  (only limits, set before exec)
-        )
+        self.process = start_child("serve", env=env, log=home / "pdp.out", preexec_fn=limit)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb_grpc.DecisionServiceStub(self.channel)
         wait_for(self.serving, timeout_s=20, what="PDP serving")
@@ -76,7 +67,6 @@ class Proc:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        self.out.close()
 
 
 @pytest.fixture
@@ -124,10 +114,11 @@ def test_sigkill_under_load_loses_no_answered_decision(opa: OpaSidecar, tmp_path
 
 
 def test_a_log_that_cannot_be_written_never_yields_allow(opa: OpaSidecar, tmp_path: Path, procs: list[Proc]) -> None:
-    pdp = Proc(opa, tmp_path, fsize=20_000)
+    open_store(tmp_path / "state").close()  # the state store (~50 kB) exists before the log fills the disk
+    pdp = Proc(opa, tmp_path, fsize=64_000)
     procs.append(pdp)
     outcomes = []
-    for _ in range(40):  # enough records to pass the file size limit
+    for _ in range(120):  # enough records to pass the file size limit
         resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
         outcomes.append((resp.outcome, resp.error_code, bool(resp.record)))
     assert outcomes[0] == (pb.OUTCOME_ALLOW, "", True)

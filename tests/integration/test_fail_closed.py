@@ -15,20 +15,13 @@ from grpc_health.v1 import health_pb2
 
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import ROOT, Pdp, load_request, wait_for
+from tests.helpers import ROOT, Pdp, assert_fail_closed, load_request, wait_for
 
 pytestmark = pytest.mark.integration
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 BUNDLES = ROOT / "tests" / "data" / "bundles"
-
-
-def assert_fail_closed(resp: pb.DecideResponse, error_code: str) -> None:
-    assert resp.outcome == pb.OUTCOME_DENY
-    assert resp.indeterminate
-    assert resp.error_code == error_code
-    assert [r.code for r in resp.reasons] == [error_code]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, Pdp, request
+from tests.helpers import ROOT, Pdp, request
 
 pytestmark = pytest.mark.integration
 

@@ -25,10 +25,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from pdp.policy import bundles
 from pdp.policy.watch import BundleWatch
-from pdp.recorder import claims_of
 from pdp.sidecar import OpaSidecar, free_port
 from tests.bundle_server import BundleServer
-from tests.conftest import BUNDLE, ROOT, Pdp, load_request, wait_for
+from tests.conftest import BUNDLE, ROOT, Pdp
+from tests.helpers import claims_of, load_request, wait_for
 
 V1 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v1"
 V2 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v2"
@@ -134,7 +134,7 @@ def polling(nginx: BundleServer, key: bundles.SigningKey) -> dict[str, Any]:
 
 
 def revision_of(record: str) -> str:
-    return str(claims_of(record.encode())["bundles"]["rego"]["revision"])
+    return str(claims_of(record)["bundles"]["rego"]["revision"])
 
 
 def test_built_bundle_is_signed_by_the_key_it_names(key: bundles.SigningKey, opa_bin: str, tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_signed_bundle_is_served_and_named_in_records(
     resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
     assert resp.outcome == 1 and not resp.indeterminate  # OUTCOME_ALLOW
     assert list(resp.provenance.bundle_revisions.values()) == ["signed-1"]  # a file bundle is named by its path
-    assert [b["revision"] for b in claims_of(resp.record.encode())["bundles"].values()] == ["signed-1"]
+    assert [b["revision"] for b in claims_of(resp.record)["bundles"].values()] == ["signed-1"]
 
 
 def test_tampered_or_unsigned_bundle_file_is_never_served(
@@ -238,7 +238,7 @@ def test_refused_reload_keeps_the_old_policy_and_is_reported(
     wait_for(lambda: pdp.health_status("pdp.policy") == SERVING, what="the PDP's policy health")
     first = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
     signed_by = {"rego": {"revision": "lifecycle-1", "signing_key": key.key_id}}
-    assert claims_of(first.record.encode())["bundles"] == signed_by, "the record names the key that signed its policy"
+    assert claims_of(first.record)["bundles"] == signed_by, "the record names the key that signed its policy"
 
     polled.publish(V2, tampered=True)
     with caplog.at_level(logging.WARNING, logger="pdp.policy.watch"):

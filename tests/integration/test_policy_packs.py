@@ -6,9 +6,9 @@ import datetime
 
 import pytest
 
-from pdp.context import Caller, build_input
+from pdp.client import digest_of
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import Pdp, load_request
+from tests.helpers import Pdp, load_request
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +44,8 @@ def test_minimum_necessary_names_the_fields_to_drop(pdp: Pdp) -> None:
     assert "diagnoses" in kept.params["keep"]
 
 
-def digest_of(req: pb.DecideRequest) -> str:
-    """The action digest the PDP computes for a request (what an approver signs off)."""
-    doc = build_input(req, caller=Caller(authenticated=False, peer=""), request_time="", max_depth=16)
-    return str(doc["action_digest"])
-
-
 def approve(req: pb.DecideRequest, approver: str, *, digest: str | None = None, minutes: int = 30) -> None:
-    approval = req.context.approvals.add(approver_id=approver, action_digest=digest or digest_of(req))
+    approval = req.context.approvals.add(approver_id=approver, action_digest=digest or digest_of(req.context))
     approval.expires_at.FromDatetime(datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=minutes))
 
 
@@ -83,7 +77,7 @@ def test_invalid_approvals_do_not_allow(pdp: Pdp, approver: str, kwargs: dict[st
 
 def test_approval_for_a_different_amount_does_not_allow(pdp: Pdp) -> None:
     approved = load_request("require-approval-high-risk.json")
-    digest = digest_of(approved)
+    digest = digest_of(approved.context)
     bigger = load_request("require-approval-high-risk.json")
     bigger.context.action.arguments["amount"] = 450000
     approve(bigger, "rita.okafor@bank.example", digest=digest)

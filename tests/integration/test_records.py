@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,13 @@ from pdp.ledger import checkpoint, merkle
 from pdp.ledger.log import note_verifiers
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import ROOT, Pdp, load_request
+from tests.helpers import PDP_COMMAND, ROOT, Pdp, claims_of, load_request
 
 pytestmark = pytest.mark.integration
 
 
 def jwks_of(pdp: Pdp) -> dict[str, Any]:
     return json.loads(pdp.stub.GetJwks(pb.GetJwksRequest(), timeout=5).jwks)
-
-
-def claims_of(record: str) -> dict[str, Any]:
-    payload = record.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 @pytest.mark.parametrize("example", ["allow-crm-lookup.json", "deny-tool-not-granted.json"])
@@ -130,7 +124,7 @@ def test_checkpoints_verify_with_gos_reference_signed_note_implementation(pdp: P
     resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
     note = pdp.stub.GetDecision(pb.GetDecisionRequest(decision_id=resp.decision_id), timeout=5).checkpoint
     (tmp_path / "jwks.json").write_text(json.dumps(jwks_of(pdp)))
-    cli = [sys.executable, "-m", "pdp", "keys", "note-keys", "--dir", str(tmp_path)]
+    cli = [*PDP_COMMAND, "keys", "note-keys", "--dir", str(tmp_path)]
     verifier_keys = subprocess.run(cli, check=True, capture_output=True, text=True).stdout.split()
 
     ok = subprocess.run([notecheck, *verifier_keys], input=note, capture_output=True, text=True, check=False)

@@ -16,9 +16,9 @@ from google.protobuf import json_format
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pdp.context import Caller, build_input
+from pdp.client import digest_of
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import BUNDLE, Pdp
+from tests.helpers import BUNDLE, Pdp
 
 pytestmark = pytest.mark.integration
 
@@ -93,17 +93,11 @@ def approve_all(req: pb.DecideRequest, *, digest: str) -> None:
         a.expires_at.FromDatetime(expires)
 
 
-def digest_of(req: pb.DecideRequest) -> str:
-    return str(
-        build_input(req, caller=Caller(authenticated=False, peer=""), request_time="", max_depth=16)["action_digest"]
-    )
-
-
 @SETTINGS
 @given(context=contexts(agent="retired-bot"))
 def test_disabled_agent_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> None:
     req = to_request(context)
-    approve_all(req, digest=digest_of(req))
+    approve_all(req, digest=digest_of(req.context))
     resp = pdp.stub.Decide(req, timeout=5)
     assert resp.outcome == pb.OUTCOME_DENY
     assert "agent.disabled" in {r.code for r in resp.reasons}
@@ -113,7 +107,7 @@ def test_disabled_agent_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> N
 @given(context=contexts(risk=(90, 100)))
 def test_critical_risk_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> None:
     req = to_request(context)
-    approve_all(req, digest=digest_of(req))
+    approve_all(req, digest=digest_of(req.context))
     assert pdp.stub.Decide(req, timeout=5).outcome == pb.OUTCOME_DENY
 
 
@@ -123,9 +117,9 @@ def test_approval_for_another_action_never_allows(pdp: Pdp, context: dict[str, A
     req = to_request(context)
     other = to_request(context)
     other.context.action.arguments["amount"] = other_amount
-    if digest_of(other) == digest_of(req):
+    if digest_of(other.context) == digest_of(req.context):
         other.context.resource.id += "-other"
-    approve_all(req, digest=digest_of(other))
+    approve_all(req, digest=digest_of(other.context))
     assert pdp.stub.Decide(req, timeout=5).outcome != pb.OUTCOME_ALLOW
 
 
@@ -140,7 +134,7 @@ def test_a_batch_answers_each_request_exactly_as_decide(pdp: Pdp, batch: list[tu
     for context, approved in batch:
         req = to_request(context)
         if approved:  # reach the allow and obligation paths too, not only denials
-            approve_all(req, digest=digest_of(req))
+            approve_all(req, digest=digest_of(req.context))
         requests.append(req)
     together = pdp.stub.DecideBatch(pb.DecideBatchRequest(requests=requests), timeout=10).responses
     alone = [pdp.stub.Decide(req, timeout=5) for req in requests]

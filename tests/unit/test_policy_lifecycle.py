@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pdp.policy import bundles, masking, replay, shadow
+from pdp.records import redact
 from pdp.verdict import Outcome, Reason, Verdict
 
 
@@ -22,7 +23,7 @@ def test_redact_masks_and_erases_through_objects_and_arrays() -> None:
         mask=("/action/arguments/patient_id", "/action/arguments/contacts/1/phone", "/missing/x"),
         erase=("/action/arguments/n/0", "/action/arguments/n/2"),
     )
-    shown, masked, erased = masking.redact(doc, pointers)
+    shown, masked, erased = redact(doc, mask=pointers.mask, erase=pointers.erase)
     assert shown["action"]["arguments"] == {
         "patient_id": "**masked**",
         "contacts": [{"phone": "1"}, {"phone": "**masked**"}],

@@ -1,4 +1,4 @@
-"""``pdp policy keygen|build`` and ``pdp replay``: the policy lifecycle commands.
+"""``pdp policy keygen|build|ci`` and ``pdp replay``: the policy lifecycle commands (docs/policy-lifecycle.md).
 
 Both read and write files and start their own OPA when they need one; neither talks to a PDP.
 """
@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pdp.cli.base import Subcommands
 from pdp.config import Settings
-from pdp.ledger.audit import AuditError
+from pdp.errors import AuditError
 from pdp.policy import bundles, ci, replay
 from pdp.sidecar import OpaSidecar, free_port
 
@@ -29,7 +30,7 @@ EXIT_TAMPERED = 3
 """``pdp replay``: the log does not verify; nothing was replayed."""
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     """Adds ``policy keygen``, ``policy build`` and ``replay`` to the ``pdp`` command's subparsers."""
     actions = policy_actions(sub)
     k = actions.add_parser("keygen", help="make a bundle signing key pair (ES256) in a directory")
@@ -91,7 +92,7 @@ def register(sub: Any) -> None:
     r.set_defaults(func=_replay)
 
 
-def policy_actions(sub: Any) -> Any:
+def policy_actions(sub: Subcommands) -> Subcommands:
     """The subparsers of ``pdp policy``, made here unless another command group made them first."""
     existing = sub.choices.get("policy")
     if existing is None:

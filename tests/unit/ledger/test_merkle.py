@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pdp.ledger import merkle
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 V = json.loads((ROOT / "tests/data/rfc6962/vectors.json").read_text())
 LEAVES = [merkle.leaf_hash(bytes.fromhex(x)) for x in V["leaves"]]

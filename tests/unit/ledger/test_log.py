@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from collections.abc import Callable
@@ -222,12 +221,3 @@ def test_a_write_that_fails_fails_the_log_for_good(tmp_path: Path, ring: KeyRing
     assert not log.healthy
     with pytest.raises(LedgerUnavailable):
         append(log, ring, 1)
-
-
-def test_private_keys_are_0600_and_a_readable_one_is_refused(tmp_path: Path, ring: KeyRing) -> None:
-    pem = tmp_path / "keys" / f"{ring.kid}.pem"
-    assert pem.stat().st_mode & 0o777 == 0o600
-    assert "PRIVATE" not in json.dumps(ring.jwks) and "d" not in ring.jwks["keys"][0]
-    pem.chmod(0o644)
-    with pytest.raises(Exception, match="readable by others"):
-        KeyRing.load(tmp_path / "keys")

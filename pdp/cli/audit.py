@@ -1,0 +1,53 @@
+"""``pdp audit verify``: verify a decision log from its files and the public keys alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pdp.cli.base import Subcommands, env_path
+from pdp.errors import AuditError
+from pdp.ledger.audit import verify_log
+
+
+def register(sub: Subcommands) -> None:
+    a = sub.add_parser("audit", help="verify a decision log from its files and the public keys alone")
+    checks = a.add_subparsers(required=True, metavar="CHECK", dest="check")
+    v = checks.add_parser("verify", help="verify every frame, signature, link, checkpoint and consistency proof")
+    log_dir = env_path("PDP_LOG_DIR")
+    key_dir = env_path("PDP_KEY_DIR")
+    v.add_argument(
+        "log_dir",
+        type=Path,
+        nargs="?" if log_dir else None,
+        default=log_dir,
+        help="the log directory (default: $PDP_LOG_DIR)",
+    )
+    jwks = key_dir / "jwks.json" if key_dir else None
+    v.add_argument(
+        "--jwks",
+        type=Path,
+        default=jwks,
+        required=jwks is None,
+        help="the JWKS file (GetJwks, or the key directory's jwks.json; default: $PDP_KEY_DIR/jwks.json)",
+    )
+    v.set_defaults(func=_verify)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        jwks = json.loads(args.jwks.read_text())
+        report = verify_log(args.log_dir, jwks=jwks)
+    except (OSError, ValueError) as e:
+        print(f"pdp audit: cannot read {e}", file=sys.stderr)
+        return 2
+    except AuditError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"OK: {report.entries} entries ({report.decisions} decisions, {report.outcomes} outcome reports), "
+        f"{report.checkpoints} checkpoints of {report.origin or '(none yet)'}, root {report.root.hex()}"
+    )
+    return 0

@@ -1,0 +1,29 @@
+"""A decision as the pipeline hands it to the faces (gRPC, telemetry): a leaf module, imported by all."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pdp.verdict import Verdict
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Decision:
+    """One decision, everything the caller and the record need."""
+
+    decision_id: str
+    request_id: str
+    verdict: Verdict
+    agent_id: str
+    tool: str
+    decision_path: str
+    opa_version: str = ""
+    bundle_revisions: dict[str, str] = dataclasses.field(default_factory=dict)
+    explain: int = 0
+    explanation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    total_ns: int = 0
+    opa_ns: int = 0
+    opa_eval_ns: int = 0
+    record: str = ""
+    log_index: int = 0

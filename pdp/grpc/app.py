@@ -1,0 +1,182 @@
+"""Assembly: settings → key ring, recorder, decider, services, bound port → a :class:`PdpServer`."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pdp.config import Settings
+from pdp.decide import Decider
+from pdp.errors import ConfigError, PdpError
+from pdp.grpc.health import SERVICE_NAME, OpaHealthMonitor
+from pdp.grpc.servicer import DecisionServicer, add_service
+from pdp.grpc.tls import server_credentials
+from pdp.http.face import HttpFace
+from pdp.keys import KeyRing
+from pdp.opa import OpaClient
+from pdp.policy.pipeline import Lifecycle, policy_lifecycle
+from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
+from pdp.recorder import Recorder, open_recorder
+from pdp.state import StateStore, open_store
+from pdp.telemetry import Telemetry
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PdpServer:
+    """A started-or-not PDP: the gRPC server plus the OPA health monitor, and what stops with them."""
+
+    grpc_server: grpc.Server
+    monitor: OpaHealthMonitor
+    health: health.HealthServicer
+    recorder: Recorder
+    store: StateStore
+    telemetry: Telemetry
+    http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
+    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)  # bundle watch, policy masks, shadow
+
+    def start(self) -> None:
+        self.grpc_server.start()
+        if self.http is not None:
+            self.http.start()
+        self.monitor.start()
+
+    def stop(self, grace_s: float) -> None:
+        """Stops taking calls, lets in-flight calls finish for up to ``grace_s``, then stops."""
+        self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop(grace_s)
+        self.grpc_server.stop(grace_s).wait()
+        self.monitor.stop()
+        self.lifecycle.close()  # the shadow's queue drains into the log before it closes
+        self.recorder.close()
+        self.store.close()
+        self.telemetry.shutdown()
+
+    def wait(self) -> None:
+        self.grpc_server.wait_for_termination()
+
+
+def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tuple[PdpServer, int]:
+    """Builds the server and binds its port (``PDP_LISTEN``; port 0 picks a free one).
+
+    Args:
+        settings: the configuration.
+        telemetry: tracing and metrics; by default from the ``OTEL_*`` environment.
+
+    Returns:
+        The server (not yet started) and the port it is bound to.
+    """
+    if settings.key_dir is None or settings.log_dir is None:
+        raise ConfigError("PDP_KEY_DIR and PDP_LOG_DIR are required: a decision that cannot be recorded is not made")
+    ring = KeyRing.load(settings.key_dir)
+    telemetry = telemetry or Telemetry()
+    recorder = open_recorder(
+        ring=ring,
+        log_dir=settings.log_dir,
+        origin=settings.log_origin,
+        ttl_s=settings.record_ttl_s,
+        mask=settings.mask_pointers,
+        erase=settings.erase_pointers,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        segment_max_bytes=settings.segment_max_bytes,
+        on_sync=telemetry.ledger_sync_duration.record,
+    )
+    try:
+        store = open_store(settings.state_location)
+    except PdpError:
+        recorder.close()
+        raise
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pdp-rpc"),
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=settings.workers * 64,
+        interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
+    )
+    lifecycle = policy_lifecycle(settings, telemetry.meter_provider, recorder.record_shadow)
+    decider = Decider(
+        # With policy masking on, one evaluation answers the decision and its masks (pdp.policy.masking).
+        opa=OpaClient(
+            settings.opa_url,
+            settings.mask_path or settings.decision_path,
+            telemetry,
+            batch_path=settings.mask_batch_path if settings.mask_path else settings.batch_path,
+        ),
+        recorder=recorder,
+        decision_path=settings.decision_path,
+        opa_timeout_s=settings.opa_timeout_s,
+        max_depth=settings.max_depth,
+        telemetry=telemetry,
+        max_batch=settings.max_batch,
+        store=store,
+        lifecycle=lifecycle,
+    )
+    add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    health_servicer.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        port = _bind(server, settings)
+    except ConfigError:
+        recorder.close()
+        store.close()
+        raise
+    monitor = OpaHealthMonitor(
+        opa=OpaClient(settings.opa_url, settings.decision_path),
+        recorder=recorder,
+        store=store,
+        health_servicer=health_servicer,
+        interval_s=settings.health_interval_s,
+        timeout_s=settings.opa_timeout_s,
+        bundles=lifecycle.watch,
+    )
+    http = None
+    if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
+        http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry)
+    server_ = PdpServer(
+        grpc_server=server,
+        monitor=monitor,
+        health=health_servicer,
+        recorder=recorder,
+        store=store,
+        telemetry=telemetry,
+        http=http,
+        lifecycle=lifecycle,
+    )
+    return server_, port
+
+
+def _bind(server: grpc.Server, settings: Settings) -> int:
+    """Binds ``PDP_LISTEN`` (TLS when a certificate is set) and returns the port.
+
+    Raises:
+        ConfigError: the address cannot be bound (the port is taken, or the host is not this machine's).
+    """
+    problem = f"PDP_LISTEN: cannot listen on {settings.listen}: the port is taken or the host is not local"
+    host, port = settings.listen.rsplit(":", 1)
+    if port != "0":  # asked first, so that the answer is this one line and not gRPC's own log of it
+        try:
+            with socket.socket(socket.AF_INET6 if host.startswith("[") else socket.AF_INET) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host.strip("[]"), int(port)))
+        except OSError:
+            raise ConfigError(problem) from None
+    try:
+        if settings.tls_cert_file:
+            bound = server.add_secure_port(settings.listen, server_credentials(settings))
+        else:
+            bound = server.add_insecure_port(settings.listen)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise ConfigError(problem)
+    return bound

@@ -1,0 +1,147 @@
+"""What tests share, in one module: paths, waiting, requests, the one way to start a ``pdp``
+child process, reading a record's claims, and the one fail-closed assertion.
+
+Fixtures live in ``tests/conftest.py``; it re-exports these names for the tests that import them
+from there.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pdp import keys
+from pdp.server import PdpServer
+from pdp.sidecar import free_port
+from pdp.v1 import decision_pb2 as pb
+from pdp.v1 import decision_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+PDP_COMMAND = [sys.executable, "-m", "pdp"]
+BUNDLE = ROOT / "rego"
+EXAMPLES = ROOT / "examples"
+
+
+def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0, what: str = "condition") -> None:
+    """Polls ``condition`` until it is true; fails the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def serve_env(home: Path, *, port: int, opa_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``pdp serve`` child on ``port``: its signing key (made here) and its
+    log under ``home``, asking the OPA at ``opa_url``; ``extra`` adds or overrides variables."""
+    keys.ensure(home / "keys")
+    return {
+        **os.environ,
+        "PDP_LISTEN": f"127.0.0.1:{port}",
+        "PDP_OPA_URL": opa_url,
+        "PDP_KEY_DIR": str(home / "keys"),
+        "PDP_LOG_DIR": str(home / "log"),
+        **extra,
+    }
+
+
+def dev_env(home: Path, *, port: int, opa_bin: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``pdp dev`` child on ``port``: its key (``pdp dev`` makes it) and log
+    under ``home``, starting the ``opa`` at ``opa_bin``; ``extra`` adds or overrides variables."""
+    return {
+        **os.environ,
+        "PDP_OPA_BIN": opa_bin,
+        "PDP_LISTEN": f"127.0.0.1:{port}",
+        "PDP_HTTP_LISTEN": f"127.0.0.1:{free_port()}",  # pdp dev's default, 8080, may be taken
+        "PDP_KEY_DIR": str(home / "keys"),
+        "PDP_LOG_DIR": str(home / "log"),
+        **extra,
+    }
+
+
+def load_request(name: str) -> pb.DecideRequest:
+    """An example request from examples/ (proto3 JSON), with a request id of its own.
+
+    Each call is a new request: the PDP answers a repeated request id with its first record.
+    """
+    req = json_format.Parse((EXAMPLES / name).read_text(), pb.DecideRequest())
+    req.request_id = f"{req.request_id}-{uuid.uuid4().hex[:12]}"
+    return req
+
+
+def request(**context: Any) -> pb.DecideRequest:
+    """A DecideRequest from a dict in proto3 JSON form of ActionContext."""
+    return json_format.ParseDict({"context": context}, pb.DecideRequest())
+
+
+def start_child(
+    command: str,
+    *args: str,
+    env: dict[str, str],
+    log: Path,
+    stdout: int | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen[str]:
+    """Starts ``pdp serve`` or ``pdp dev`` (``command``) as a child with its output appended to ``log``
+    (standard output too, unless ``stdout`` says otherwise); returns once it listens, or fails the test."""
+    log.touch()
+    before = log.stat().st_size
+    with log.open("a") as out:
+        process = subprocess.Popen(
+            [*PDP_COMMAND, command, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out if stdout is None else stdout,
+            stderr=out,
+            text=True,
+            preexec_fn=preexec_fn,  # noqa: PLW1509  (only limits, set before exec)
+        )
+
+    def started() -> bool:
+        return "PDP gRPC on" in log.read_bytes()[before:].decode(errors="replace") or process.poll() is not None
+
+    wait_for(started, timeout_s=30, what=f"pdp {command}")
+    assert process.poll() is None, log.read_text()
+    return process
+
+
+def claims_of(record: str) -> dict[str, Any]:
+    """The claims of a record (its JWS payload), decoded without the PDP's code."""
+    payload = record.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
+
+
+def assert_fail_closed(resp: pb.DecideResponse, error_code: str) -> None:
+    """No policy verdict: DENY, indeterminate, the ``pdp.*`` code, and that code as the only reason."""
+    assert resp.outcome == pb.OUTCOME_DENY
+    assert resp.indeterminate
+    assert resp.error_code == error_code
+    assert [r.code for r in resp.reasons] == [error_code]
+
+
+@dataclasses.dataclass
+class Pdp:
+    server: PdpServer
+    port: int
+    channel: grpc.Channel
+    stub: pb_grpc.DecisionServiceStub
+    health: health_pb2_grpc.HealthStub
+
+    def health_status(self, service: str = "") -> int:
+        return int(self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status)
