@@ -223,6 +223,28 @@ class OutcomeReport:
         )
 
 
+def _link_to_dict(record: OutcomeRecord | ShadowRecord) -> dict[str, Any]:
+    """The ``pdp`` fields that link a record to its decision record, and its own place in the log."""
+    return {
+        "decision_log_index": record.decision_log_index,
+        "decision_record_digest": record.decision_record_digest,
+        "iat": record.iat,
+        "jti": record.jti,
+        "log_index": record.log_index,
+    }
+
+
+def _link_from_dict(pdp: Mapping[str, Any]) -> dict[str, Any]:
+    w = "pdp."
+    return {
+        "decision_log_index": _field(pdp, "decision_log_index", str, w),
+        "decision_record_digest": _field(pdp, "decision_record_digest", str, w),
+        "iat": _field(pdp, "iat", int, w),
+        "jti": _field(pdp, "jti", str, w),
+        "log_index": _field(pdp, "log_index", str, w),
+    }
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OutcomeRecord:
     """An outcome report as logged, linked to its decision record by index and digest."""
@@ -252,11 +274,7 @@ class OutcomeRecord:
             "requested_by": self.requested_by,
             "pdp": {
                 "type": self.KIND,
-                "decision_log_index": self.decision_log_index,
-                "decision_record_digest": self.decision_record_digest,
-                "iat": self.iat,
-                "jti": self.jti,
-                "log_index": self.log_index,
+                **_link_to_dict(self),
             },
         }
 
@@ -268,17 +286,12 @@ class OutcomeRecord:
             RecordError: a field is missing or of the wrong type (the message names it).
         """
         pdp = _object(claims, "pdp")
-        w = "pdp."
         return cls(
             decision_id=_field(claims, "decision_id", str),
             timestamp=_field(claims, "timestamp", str),
             outcome=OutcomeReport.from_dict(_object(claims, "outcome")),
             requested_by=_field(claims, "requested_by", str),
-            decision_log_index=_field(pdp, "decision_log_index", str, w),
-            decision_record_digest=_field(pdp, "decision_record_digest", str, w),
-            iat=_field(pdp, "iat", int, w),
-            jti=_field(pdp, "jti", str, w),
-            log_index=_field(pdp, "log_index", str, w),
+            **_link_from_dict(pdp),
         )
 
 
@@ -319,11 +332,7 @@ class ShadowRecord:
                 "kind": self.divergence,
                 "live": self.live,
                 "candidate": self.candidate,
-                "decision_log_index": self.decision_log_index,
-                "decision_record_digest": self.decision_record_digest,
-                "iat": self.iat,
-                "jti": self.jti,
-                "log_index": self.log_index,
+                **_link_to_dict(self),
             },
         }
 
@@ -344,11 +353,7 @@ class ShadowRecord:
             divergence=_field(pdp, "kind", str, w),
             live=_object(pdp, "live", w),
             candidate=_object(pdp, "candidate", w),
-            decision_log_index=_field(pdp, "decision_log_index", str, w),
-            decision_record_digest=_field(pdp, "decision_record_digest", str, w),
-            iat=_field(pdp, "iat", int, w),
-            jti=_field(pdp, "jti", str, w),
-            log_index=_field(pdp, "log_index", str, w),
+            **_link_from_dict(pdp),
         )
 
 

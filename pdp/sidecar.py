@@ -41,6 +41,18 @@ def _die_with_parent() -> None:
         _prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Stops a child process if it runs: SIGTERM, then SIGKILL after 5 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class OpaSidecar:
     """One OPA server process serving a bundle directory or a signed bundle file.
 
@@ -134,14 +146,7 @@ class OpaSidecar:
 
     def stop(self) -> None:
         """Stops OPA: SIGTERM, then SIGKILL after 5 s."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> OpaSidecar:
         self.start()

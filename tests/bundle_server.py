@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pdp.sidecar import free_port
+from pdp.sidecar import free_port, stop_process
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -102,11 +102,5 @@ http {{
         return log.read_text().splitlines() if log.exists() else []
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.home, ignore_errors=True)

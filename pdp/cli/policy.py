@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pdp.cli.base import Subcommands
 from pdp.config import Settings
 from pdp.errors import AuditError
 from pdp.policy import bundles, ci, replay
+from pdp.report.cli import time_arg
 from pdp.sidecar import OpaSidecar, free_port
 
 EXIT_GATE = 1
@@ -70,8 +70,8 @@ def register(sub: Subcommands) -> None:
     r.add_argument("--bundle", type=Path, required=True, help="the candidate: a bundle directory or signed tarball")
     r.add_argument("--jwks", type=Path, required=True, help="the log's public keys (PDP_KEY_DIR/jwks.json, GetJwks)")
     r.add_argument("--verification-key", type=Path, help="the candidate tarball must be signed by this key")
-    r.add_argument("--since", type=_time, help="first decision time replayed (RFC 3339 or a date; UTC)")
-    r.add_argument("--until", type=_time, help="end of the period, exclusive (RFC 3339 or a date; UTC)")
+    r.add_argument("--since", type=time_arg, help="first decision time replayed (RFC 3339 or a date; UTC)")
+    r.add_argument("--until", type=time_arg, help="end of the period, exclusive (RFC 3339 or a date; UTC)")
     r.add_argument(
         "--fail-on",
         type=_kinds,
@@ -99,14 +99,6 @@ def policy_actions(sub: Subcommands) -> Subcommands:
         p = sub.add_parser("policy", help="policy bundle tools")
         return p.add_subparsers(required=True, metavar="ACTION")
     return next(a for a in existing._actions if isinstance(a, argparse._SubParsersAction))
-
-
-def _time(text: str) -> float:
-    try:
-        t = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time or a date") from None
-    return (t if t.tzinfo else t.replace(tzinfo=datetime.UTC)).timestamp()
 
 
 def _kinds(text: str) -> tuple[str, ...]:

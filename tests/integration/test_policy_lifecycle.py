@@ -25,7 +25,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from pdp.policy import bundles
 from pdp.policy.watch import BundleWatch
-from pdp.sidecar import OpaSidecar, free_port
+from pdp.sidecar import OpaSidecar
 from tests.bundle_server import BundleServer
 from tests.conftest import BUNDLE, ROOT, Pdp
 from tests.helpers import claims_of, load_request, wait_for
@@ -39,33 +39,6 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 @pytest.fixture
 def key(tmp_path: Path) -> bundles.SigningKey:
     return bundles.generate(tmp_path / "bundle-key")
-
-
-@pytest.fixture
-def sidecars(opa_bin: str, tmp_path: Path) -> Iterator[Callable[..., OpaSidecar]]:
-    """Starts real OPA processes with a bundle file and/or a config (bundle polling); stops them."""
-    started: list[OpaSidecar] = []
-
-    def start(*, bundle: Path | None = None, key: bundles.SigningKey | None = None, config: Any = None) -> OpaSidecar:
-        config_file = None
-        if config is not None:
-            config_file = tmp_path / f"opa-{len(started)}.json"
-            config_file.write_text(json.dumps(config))
-        sidecar = OpaSidecar(
-            opa_bin=opa_bin,
-            bundle=bundle,
-            addr=f"127.0.0.1:{free_port()}",
-            config_file=config_file,
-            log_file=(tmp_path / f"opa-{len(started)}.log").open("wb"),
-            verification_key=key,
-        )
-        started.append(sidecar)
-        sidecar.start()
-        return sidecar
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 @pytest.fixture
@@ -101,11 +74,11 @@ def polled(
     opa_bin: str,
     tmp_path: Path,
     nginx: BundleServer,
-    sidecars: Callable[..., OpaSidecar],
+    start_opa: Callable[..., OpaSidecar],
     start_pdp: Any,
 ) -> Polled:
     nginx.publish(build(V1, tmp_path / "first.tar.gz", key, opa_bin), "rego.tar.gz")
-    opa = sidecars(config=polling(nginx, key))
+    opa = start_opa(bundle=None, config=polling(nginx, key))
     pdp: Pdp = start_pdp(opa.url)
     wait_for(lambda: pdp.health_status() == SERVING, timeout_s=20, what="first bundle loaded")
     return Polled(nginx, opa, pdp, key, opa_bin, tmp_path)
@@ -174,9 +147,9 @@ def test_built_bundle_is_signed_by_the_key_it_names(key: bundles.SigningKey, opa
 
 
 def test_signed_bundle_is_served_and_named_in_records(
-    key: bundles.SigningKey, opa_bin: str, tmp_path: Path, sidecars: Callable[..., OpaSidecar], start_pdp: Any
+    key: bundles.SigningKey, opa_bin: str, tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Any
 ) -> None:
-    opa = sidecars(bundle=build(BUNDLE, tmp_path / "rego.tar.gz", key, opa_bin, "signed-1"), key=key)
+    opa = start_opa(bundle=build(BUNDLE, tmp_path / "rego.tar.gz", key, opa_bin, "signed-1"), key=key)
     pdp: Pdp = start_pdp(opa.url)
     wait_for(lambda: pdp.health_status() == SERVING, what="PDP serving the signed bundle")
     resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
@@ -186,11 +159,11 @@ def test_signed_bundle_is_served_and_named_in_records(
 
 
 def test_tampered_or_unsigned_bundle_file_is_never_served(
-    key: bundles.SigningKey, opa_bin: str, tmp_path: Path, sidecars: Callable[..., OpaSidecar]
+    key: bundles.SigningKey, opa_bin: str, tmp_path: Path, start_opa: Callable[..., OpaSidecar]
 ) -> None:
     signed = build(V1, tmp_path / "v1.tar.gz", key, opa_bin)
     with pytest.raises(RuntimeError, match="opa exited"):
-        sidecars(bundle=tamper(signed, tmp_path / "tampered.tar.gz"), key=key)
+        start_opa(bundle=tamper(signed, tmp_path / "tampered.tar.gz"), key=key)
     assert "digest mismatch" in (tmp_path / "opa-0.log").read_text()
     unsigned = tmp_path / "unsigned.tar.gz"
     subprocess.run(
@@ -200,11 +173,11 @@ def test_tampered_or_unsigned_bundle_file_is_never_served(
         capture_output=True,
     )
     with pytest.raises(RuntimeError, match="opa exited"):
-        sidecars(bundle=unsigned, key=key)
+        start_opa(bundle=unsigned, key=key)
     assert "bundle missing .signatures.json" in (tmp_path / "opa-1.log").read_text()
     other = bundles.generate(tmp_path / "other-key")
     with pytest.raises(RuntimeError, match="opa exited"):
-        sidecars(bundle=build(V1, tmp_path / "other.tar.gz", other, opa_bin), key=key)
+        start_opa(bundle=build(V1, tmp_path / "other.tar.gz", other, opa_bin), key=key)
     assert "invalid ECDSA signature" in (tmp_path / "opa-2.log").read_text(), "signed by another key"
 
 
@@ -213,11 +186,11 @@ def test_tampered_bundle_on_first_poll_leaves_the_pdp_not_serving(
     opa_bin: str,
     tmp_path: Path,
     nginx: BundleServer,
-    sidecars: Callable[..., OpaSidecar],
+    start_opa: Callable[..., OpaSidecar],
     start_pdp: Any,
 ) -> None:
     nginx.publish(tamper(build(V1, tmp_path / "v1.tar.gz", key, opa_bin), tmp_path / "t.tar.gz"), "rego.tar.gz")
-    opa = sidecars(config=polling(nginx, key))
+    opa = start_opa(bundle=None, config=polling(nginx, key))
     watch = BundleWatch(opa_url=opa.url, timeout_s=2)
     wait_for(lambda: bool(watch.check()), timeout_s=20, what="OPA to refuse the first bundle")
     assert "no revision loaded" in watch.detail and "digest mismatch" in watch.detail
