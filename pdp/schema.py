@@ -223,39 +223,11 @@ class OutcomeReport:
         )
 
 
-def _link_to_dict(record: OutcomeRecord | ShadowRecord) -> dict[str, Any]:
-    """The ``pdp`` fields that link a record to its decision record, and its own place in the log."""
-    return {
-        "decision_log_index": record.decision_log_index,
-        "decision_record_digest": record.decision_record_digest,
-        "iat": record.iat,
-        "jti": record.jti,
-        "log_index": record.log_index,
-    }
-
-
-def _link_from_dict(pdp: Mapping[str, Any]) -> dict[str, Any]:
-    w = "pdp."
-    return {
-        "decision_log_index": _field(pdp, "decision_log_index", str, w),
-        "decision_record_digest": _field(pdp, "decision_record_digest", str, w),
-        "iat": _field(pdp, "iat", int, w),
-        "jti": _field(pdp, "jti", str, w),
-        "log_index": _field(pdp, "log_index", str, w),
-    }
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class OutcomeRecord:
-    """An outcome report as logged, linked to its decision record by index and digest."""
+class _Linked:
+    """What an outcome report and a shadow record share: the link to their decision record by its
+    log index and the SHA-256 of its exact bytes, and their own time, token id and log index."""
 
-    TYP: ClassVar[str] = TYP_OUTCOME
-    KIND: ClassVar[str] = "outcome"
-
-    decision_id: str
-    timestamp: str
-    outcome: OutcomeReport
-    requested_by: str
     decision_log_index: str
     decision_record_digest: str
     iat: int
@@ -266,6 +238,39 @@ class OutcomeRecord:
         """This record as signed for log index ``log_index``."""
         return dataclasses.replace(self, log_index=str(log_index))
 
+    def _link(self) -> dict[str, Any]:
+        return {
+            "decision_log_index": self.decision_log_index,
+            "decision_record_digest": self.decision_record_digest,
+            "iat": self.iat,
+            "jti": self.jti,
+            "log_index": self.log_index,
+        }
+
+    @staticmethod
+    def _link_from(pdp: Mapping[str, Any]) -> dict[str, Any]:
+        w = "pdp."
+        return {
+            "decision_log_index": _field(pdp, "decision_log_index", str, w),
+            "decision_record_digest": _field(pdp, "decision_record_digest", str, w),
+            "iat": _field(pdp, "iat", int, w),
+            "jti": _field(pdp, "jti", str, w),
+            "log_index": _field(pdp, "log_index", str, w),
+        }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutcomeRecord(_Linked):
+    """An outcome report as logged, linked to its decision record by index and digest."""
+
+    TYP: ClassVar[str] = TYP_OUTCOME
+    KIND: ClassVar[str] = "outcome"
+
+    decision_id: str
+    timestamp: str
+    outcome: OutcomeReport
+    requested_by: str
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "decision_id": self.decision_id,
@@ -274,7 +279,7 @@ class OutcomeRecord:
             "requested_by": self.requested_by,
             "pdp": {
                 "type": self.KIND,
-                **_link_to_dict(self),
+                **self._link(),
             },
         }
 
@@ -291,12 +296,12 @@ class OutcomeRecord:
             timestamp=_field(claims, "timestamp", str),
             outcome=OutcomeReport.from_dict(_object(claims, "outcome")),
             requested_by=_field(claims, "requested_by", str),
-            **_link_from_dict(pdp),
+            **cls._link_from(pdp),
         )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ShadowRecord:
+class ShadowRecord(_Linked):
     """A shadow candidate's divergence from a live decision (:mod:`pdp.policy.shadow`), linked to
     the decision record by index and digest. It carries no input and is never a decision: a PEP
     that checks ``typ`` cannot mistake it for one."""
@@ -311,15 +316,6 @@ class ShadowRecord:
     divergence: str  # allow->deny, deny->allow, ..., reasons
     live: dict[str, Any]  # {outcome, reasons}
     candidate: dict[str, Any]  # {outcome, reasons, indeterminate, error_code}
-    decision_log_index: str
-    decision_record_digest: str
-    iat: int
-    jti: str
-    log_index: str = ""
-
-    def at(self, log_index: int) -> Self:
-        """This record as signed for log index ``log_index``."""
-        return dataclasses.replace(self, log_index=str(log_index))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -332,7 +328,7 @@ class ShadowRecord:
                 "kind": self.divergence,
                 "live": self.live,
                 "candidate": self.candidate,
-                **_link_to_dict(self),
+                **self._link(),
             },
         }
 
@@ -353,7 +349,7 @@ class ShadowRecord:
             divergence=_field(pdp, "kind", str, w),
             live=_object(pdp, "live", w),
             candidate=_object(pdp, "candidate", w),
-            **_link_from_dict(pdp),
+            **cls._link_from(pdp),
         )
 
 
