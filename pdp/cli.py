@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from pdp import __version__, keys
+from pdp import __version__, devissuer, keys
 from pdp.config import Settings
 from pdp.errors import ConfigError
 from pdp.keys import KeyRing
@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--addr", default="127.0.0.1:50051", help="PDP address (default: %(default)s)")
     c.add_argument("--explain", choices=sorted(_EXPLAIN), help="override the request's explain level")
     c.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
+    c.add_argument(
+        "--dev-issuer",
+        type=Path,
+        metavar="DIR",
+        help="mint a principal token, risk assertion and lineage attestations for what each request asserts, "
+        "with the dev issuers in DIR (pdp dev: .run/issuers), and forward them",
+    )
     c.set_defaults(func=_decide)
 
     k = sub.add_parser("keys", help="generate or rotate the signing key; print the JWKS or note verifier keys")
@@ -94,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("log_dir", type=Path, help="the log directory (PDP_LOG_DIR)")
     a.add_argument("--jwks", type=Path, required=True, help="the JWKS file (PDP_KEY_DIR/jwks.json, or GetJwks)")
     a.set_defaults(func=_audit)
+    devissuer.add_parser(sub)
     return p
 
 
@@ -162,6 +170,8 @@ def _dev(args: argparse.Namespace) -> int:
     # Development defaults: a generated key and a log under .run/ (ignored by git).
     os.environ.setdefault("PDP_KEY_DIR", ".run/keys")
     os.environ.setdefault("PDP_LOG_DIR", ".run/log")
+    if "PDP_TRUST_FILE" not in os.environ:  # dev issuers, so examples can forward verifiable tokens
+        os.environ["PDP_TRUST_FILE"] = str(devissuer.init(Path(".run/issuers")))
     base = Settings.from_env()
     assert base.key_dir is not None
     keys.ensure(base.key_dir)
@@ -210,6 +220,13 @@ def _decide(args: argparse.Namespace) -> int:
             print("pdp decide: --explain needs a single request (DecideBatch gives no explanations)", file=sys.stderr)
             return 2
         requests[0].explain = _EXPLAIN[args.explain]  # type: ignore[assignment]
+    if args.dev_issuer is not None:
+        try:
+            for r in requests:
+                devissuer.forward_tokens(r, args.dev_issuer)
+        except (OSError, ValueError) as e:
+            print(f"pdp decide: --dev-issuer: {e}", file=sys.stderr)
+            return 2
     with grpc.insecure_channel(args.addr) as channel:
         stub = pb_grpc.DecisionServiceStub(channel)
         try:

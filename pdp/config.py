@@ -27,6 +27,7 @@
 | ``PDP_SEGMENT_MAX_BYTES`` | ``67108864`` | seal a log segment (read-only, final checkpoint) at this size |
 | ``PDP_MASK_POINTERS`` | unset | comma-separated JSON pointers into the input, masked before signing |
 | ``PDP_ERASE_POINTERS`` | unset | comma-separated JSON pointers into the input removed before signing |
+| ``PDP_TRUST_FILE`` | unset (``pdp dev``: ``.run/issuers/trust.json``) | trusted token issuers (``docs/tokens.md``) |
 
 ``OTEL_*`` variables are left to the OpenTelemetry SDK.
 """
@@ -41,6 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pdp.errors import ConfigError
+from pdp.trust import TrustConfig
 
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -75,6 +77,7 @@ class Settings:
     segment_max_bytes: int = 64 << 20
     mask_pointers: tuple[str, ...] = ()
     erase_pointers: tuple[str, ...] = ()
+    trust: TrustConfig = dataclasses.field(default_factory=TrustConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -144,6 +147,8 @@ class Settings:
                 if bad := [p for p in pointers if not p.startswith("/")]:
                     raise ConfigError(f"{name}: {bad[0]!r} is not a JSON pointer (like /action/arguments/card)")
                 kw[field] = pointers
+        if v := env.get("PDP_TRUST_FILE"):
+            kw["trust"] = TrustConfig.load(Path(v))  # validated now: a typo must not silently trust nothing
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings

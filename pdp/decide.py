@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pdp.context import Caller, build_input
+from pdp.context import Caller, build
+from pdp.digest import request_digest
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.opa import OpaAnswer, OpaClient
-from pdp.recorder import Recorder, Signed, claims_of, decision_id, request_digest
+from pdp.recorder import Recorder, Signed, claims_of, decision_id
 from pdp.records import digest
 from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, Telemetry
+from pdp.trust import TrustVerifier, Verified
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Verdict, fail_closed, interpret
 
@@ -49,6 +51,8 @@ class Decision:
     opa_eval_ns: int = 0
     record: str = ""
     log_index: int = 0
+    verified: Verified = dataclasses.field(default_factory=Verified)
+    audience: str = ""
 
 
 class Decider:
@@ -62,6 +66,7 @@ class Decider:
         max_depth: deepest nesting accepted in Struct fields.
         telemetry: where the pipeline's spans go.
         max_batch: most requests one DecideBatch call may carry.
+        trust: verifies the tokens requests carry (default: no trusted issuer, nothing verified).
     """
 
     def __init__(
@@ -74,7 +79,9 @@ class Decider:
         max_depth: int,
         telemetry: Telemetry,
         max_batch: int = 100,
+        trust: TrustVerifier | None = None,
     ) -> None:
+        self._trust = trust or TrustVerifier()
         self._opa = opa
         self._recorder = recorder
         self._tracer = telemetry.tracer
@@ -124,12 +131,16 @@ class Decider:
         start = time.perf_counter_ns()
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         with self._tracer.start_as_current_span(SPAN_CONTEXT):
-            inputs = []
+            inputs, checked = [], []
             for i, r in enumerate(requests):
                 with _naming(i if batch else None):
-                    inputs.append(build_input(r, caller=caller, request_time=now, max_depth=self._max_depth))
+                    doc, verified = build(
+                        r, caller=caller, request_time=now, max_depth=self._max_depth, trust=self._trust
+                    )
+                inputs.append(doc)
+                checked.append(verified)
         dids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
-        sames = [request_digest(doc) for doc in inputs]
+        sames = [request_digest(r) for r in requests]  # the whole request, tokens included
         decisions: list[Decision | None] = [None] * len(requests)
         with self._recorder.claim([did for did, r in zip(dids, requests, strict=True) if r.request_id]):
             for i, r in enumerate(requests):
@@ -140,7 +151,11 @@ class Decider:
             todo = [i for i, d in enumerate(decisions) if d is None]
             verdicts = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
-                self._decision(dids[i], requests[i], inputs[i], answer, verdict)
+                dataclasses.replace(
+                    self._decision(dids[i], requests[i], inputs[i], answer, verdict),
+                    verified=checked[i],
+                    audience=caller.audience,
+                )
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
             for i, d in zip(todo, self._record(made, [inputs[i] for i in todo], [sames[i] for i in todo]), strict=True):
@@ -215,18 +230,22 @@ class Decider:
             "path": d.decision_path,
             "result": v.to_dict(),
             "bundles": {name: {"revision": rev} for name, rev in d.bundle_revisions.items()},
-            "timestamp": input_doc["request_time"],
+            "timestamp": input_doc["bound"]["time"],
             "metrics": {"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
             "pdp": {
                 "type": "decision",
                 "version": 1,
                 "request_id": d.request_id,
                 "request_digest": same,
-                "caller": input_doc["caller"],
-                "agent": input_doc["agent"],
+                "caller": input_doc["bound"]["caller"],
+                "aud": d.audience,
+                "agent": {"id": input_doc["agent"]["id"], **input_doc["asserted"]["agent"]},
                 "tool": input_doc["action"]["tool"],
-                "principal": input_doc["principal"]["id"],
-                "action_digest": input_doc["action_digest"],
+                # The verified principal; the caller's word for it stays in the input (asserted).
+                "principal": d.verified.principal["id"] if d.verified.principal else "",
+                "action_digest": input_doc["bound"]["action_digest"],
+                "trust": d.verified.summary(),
+                "facts": v.facts,
                 "outcome": v.outcome.value,
                 "reasons": [r.code for r in v.reasons],
                 "obligations": [o.to_dict() for o in v.obligations],

@@ -26,6 +26,7 @@ from pdp.ledger.merkle import ProofError
 from pdp.opa import OpaClient
 from pdp.recorder import Recorder, open_recorder
 from pdp.telemetry import Telemetry
+from pdp.trust import TrustVerifier
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 from pdp.verdict import Outcome, interpret
@@ -323,6 +324,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_depth=settings.max_depth,
         telemetry=telemetry,
         max_batch=settings.max_batch,
+        trust=TrustVerifier(settings.trust),
     )
     _add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
