@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dev", help="start an OPA sidecar with the bundle, and serve in front of it")
     d.add_argument("--bundle", type=Path, default=Path("rego"), help="policy bundle directory (default: rego)")
     d.add_argument("--opa-addr", default="127.0.0.1:8181", help="where the OPA sidecar listens (default: %(default)s)")
+    d.add_argument(
+        "--issuer-dir",
+        type=Path,
+        default=Path(".run/issuers"),
+        help="dev token issuers, made on first start and trusted unless PDP_TRUST_FILE is set (default: %(default)s)",
+    )
     d.set_defaults(func=_dev)
 
     c = sub.add_parser(
@@ -171,11 +177,16 @@ def _dev(args: argparse.Namespace) -> int:
     os.environ.setdefault("PDP_KEY_DIR", ".run/keys")
     os.environ.setdefault("PDP_LOG_DIR", ".run/log")
     if "PDP_TRUST_FILE" not in os.environ:  # dev issuers, so examples can forward verifiable tokens
-        os.environ["PDP_TRUST_FILE"] = str(devissuer.init(Path(".run/issuers")))
+        os.environ["PDP_TRUST_FILE"] = str(devissuer.init(args.issuer_dir))
     base = Settings.from_env()
     assert base.key_dir is not None
     keys.ensure(base.key_dir)
     _setup_logging(base.log_level)
+    log.info(
+        "trusting the token issuers of %s (pdp decide --dev-issuer %s forwards tokens)",
+        base.trust.source,
+        args.issuer_dir,
+    )
     if not (args.bundle / ".manifest").is_file():
         print(f"pdp dev: {args.bundle} is not a bundle directory (no .manifest)", file=sys.stderr)
         return 2

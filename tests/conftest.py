@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,10 +19,11 @@ import pytest
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pdp import keys
+from pdp import devissuer, keys
 from pdp.config import Settings
 from pdp.server import PdpServer, create_server
 from pdp.sidecar import OpaSidecar, free_port
+from pdp.trust import TrustConfig
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 
@@ -41,7 +44,8 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0, what: st
 
 def serve_env(home: Path, *, port: int, opa_url: str, **extra: str) -> dict[str, str]:
     """The environment of a ``pdp serve`` child on ``port``: its signing key (made here) and its
-    log under ``home``, asking the OPA at ``opa_url``; ``extra`` adds or overrides variables."""
+    log under ``home``, trusting the :func:`dev_issuers`, asking the OPA at ``opa_url``; ``extra``
+    adds or overrides variables."""
     keys.ensure(home / "keys")
     return {
         **os.environ,
@@ -49,17 +53,29 @@ def serve_env(home: Path, *, port: int, opa_url: str, **extra: str) -> dict[str,
         "PDP_OPA_URL": opa_url,
         "PDP_KEY_DIR": str(home / "keys"),
         "PDP_LOG_DIR": str(home / "log"),
+        "PDP_TRUST_FILE": str(dev_issuers() / "trust.json"),
         **extra,
     }
 
 
-def load_request(name: str) -> pb.DecideRequest:
-    """An example request from examples/ (proto3 JSON), with a request id of its own.
+@functools.cache
+def dev_issuers() -> Path:
+    """One set of dev token issuers (``pdp dev-issuer init``) for the whole test session; the
+    PDPs of :func:`start_pdp` trust them unless told otherwise."""
+    return devissuer.init(Path(tempfile.mkdtemp(prefix="pdp-test-issuers-"))).parent
+
+
+def load_request(name: str, *, tokens: bool = True) -> pb.DecideRequest:
+    """An example request from examples/ (proto3 JSON), with a request id of its own, and (as a
+    PEP does) the principal token, risk assertion and lineage attestations for what it asserts,
+    from :func:`dev_issuers` (``tokens=False``: the caller's word only).
 
     Each call is a new request: the PDP answers a repeated request id with its first record.
     """
     req = json_format.Parse((EXAMPLES / name).read_text(), pb.DecideRequest())
     req.request_id = f"{req.request_id}-{uuid.uuid4().hex[:12]}"
+    if tokens:
+        devissuer.forward_tokens(req, dev_issuers())
     return req
 
 
@@ -136,6 +152,7 @@ def start_pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
                 health_interval_s=0.1,
                 key_dir=home / "keys",
                 log_dir=home / "log",
+                trust=TrustConfig.load(dev_issuers() / "trust.json"),
             ),
             **overrides,
         )

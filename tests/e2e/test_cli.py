@@ -13,8 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
 
+from pdp import devissuer
 from pdp.sidecar import free_port
+from pdp.v1 import decision_pb2 as pb
 from tests.conftest import EXAMPLES, ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +32,8 @@ OUTCOMES = {
 
 
 class DevStack:
-    def __init__(self, process: subprocess.Popen[str], addr: str, opa_port: int, log: Path) -> None:
-        self.process, self.addr, self.opa_port, self.log = process, addr, opa_port, log
+    def __init__(self, process: subprocess.Popen[str], addr: str, opa_port: int, log: Path, issuers: Path) -> None:
+        self.process, self.addr, self.opa_port, self.log, self.issuers = process, addr, opa_port, log, issuers
 
 
 @pytest.fixture
@@ -46,14 +49,23 @@ def dev_stack(opa_bin: str, tmp_path: Path) -> Iterator[DevStack]:
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            [*PDP, "dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{opa_port}"],
+            [
+                *PDP,
+                "dev",
+                "--bundle",
+                "rego",
+                "--opa-addr",
+                f"127.0.0.1:{opa_port}",
+                "--issuer-dir",
+                str(tmp_path / "issuers"),
+            ],
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
         )
-    stack = DevStack(process, f"127.0.0.1:{port}", opa_port, log)
+    stack = DevStack(process, f"127.0.0.1:{port}", opa_port, log, tmp_path / "issuers")
     wait_for(lambda: "PDP gRPC on" in log.read_text() or process.poll() is not None, timeout_s=30, what="pdp dev")
     assert process.poll() is None, log.read_text()
     yield stack
@@ -98,7 +110,9 @@ def test_pdp_decide_on_each_example_gives_its_documented_outcome_and_codes(dev_s
         ]
         if name in example
     )
-    resp = decide(dev_stack.addr, str(EXAMPLES / example))
+    # As a PEP does: forward the principal token, risk assertion and lineage attestations
+    # (here minted by the dev issuers `pdp dev` set up) for what the example asserts.
+    resp = decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), str(EXAMPLES / example))
     assert resp["outcome"] == expected
     assert resp["provenance"]["bundleRevisions"]
     documented = documented_codes()
@@ -112,15 +126,23 @@ def test_explain_flag(dev_stack: DevStack, tmp_path: Path) -> None:
     req = json.loads((EXAMPLES / "allow-crm-lookup.json").read_text())
     req["requestId"] = "explain-me"
     (tmp_path / "req.json").write_text(json.dumps(req))
-    resp = decide(dev_stack.addr, "--explain", "notes", str(tmp_path / "req.json"))
+    resp = decide(
+        dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), "--explain", "notes", str(tmp_path / "req.json")
+    )
     assert resp["explanation"]["level"] == "EXPLAIN_LEVEL_NOTES"
 
 
 @pytest.mark.parametrize(("example", "outcome"), OUTCOMES.items())
-def test_the_same_files_work_with_grpcurl_through_reflection(dev_stack: DevStack, example: str, outcome: str) -> None:
+def test_the_same_files_work_with_grpcurl_through_reflection(
+    dev_stack: DevStack, example: str, outcome: str, tmp_path: Path
+) -> None:
+    # The example with its tokens, as a PEP would send it (the tokens are plain string fields).
+    req = json_format.Parse((EXAMPLES / example).read_text(), pb.DecideRequest())
+    devissuer.forward_tokens(req, dev_stack.issuers)
+    (tmp_path / example).write_text(json_format.MessageToJson(req))
     out = subprocess.run(
         [str(GRPCURL), "-plaintext", "-d", "@", dev_stack.addr, "pdp.v1.DecisionService/Decide"],
-        stdin=(EXAMPLES / example).open(),
+        stdin=(tmp_path / example).open(),
         capture_output=True,
         text=True,
         check=True,
@@ -143,7 +165,7 @@ def test_decide_reports_unreadable_input_clearly(dev_stack: DevStack, tmp_path: 
 
 def test_several_files_are_one_decide_batch(dev_stack: DevStack) -> None:
     names = list(OUTCOMES)
-    resp = decide(dev_stack.addr, *(str(EXAMPLES / n) for n in names))
+    resp = decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), *(str(EXAMPLES / n) for n in names))
     assert [r["outcome"] for r in resp["responses"]] == [OUTCOMES[n] for n in names]
     assert len({r["decisionId"] for r in resp["responses"]}) == len(names)
 

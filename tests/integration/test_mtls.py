@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pdp.recorder import claims_of
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
@@ -93,6 +94,9 @@ def test_caller_identity_comes_from_the_client_certificate(
     assert caller["authenticated"] is True
     assert caller["subject"] == "pep-gateway"
     assert "spiffe://bank.example/pep-gateway" in caller["sans"]
+    assert caller["uri_sans"] == ["spiffe://bank.example/pep-gateway"]
+    # The record is made for this PEP (its SPIFFE ID), and says so.
+    assert claims_of(resp.record)["pdp"]["aud"] == "spiffe://bank.example/pep-gateway"
 
     # A caller without a client certificate does not get an answer at all.
     no_cert = grpc.ssl_channel_credentials(pki["ca"])
