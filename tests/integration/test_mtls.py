@@ -96,7 +96,7 @@ def test_caller_identity_comes_from_the_client_certificate(
     assert "spiffe://bank.example/pep-gateway" in caller["sans"]
     assert caller["uri_sans"] == ["spiffe://bank.example/pep-gateway"]
     # The record is made for this PEP (its SPIFFE ID), and says so.
-    assert claims_of(resp.record)["pdp"]["aud"] == "spiffe://bank.example/pep-gateway"
+    assert claims_of(resp.record.encode())["pdp"]["aud"] == "spiffe://bank.example/pep-gateway"
 
     # A caller without a client certificate does not get an answer at all.
     no_cert = grpc.ssl_channel_credentials(pki["ca"])
