@@ -92,7 +92,7 @@ def test_no_bad_token_turns_a_non_allow_into_allow(pdp: Pdp, example: str) -> No
 @pytest.mark.parametrize("example", ALLOWED)
 def test_bad_tokens_are_rejected_and_recorded_on_allowed_examples_too(pdp: Pdp, example: str) -> None:
     for name, req in token_attacks(load_request(example), dev_issuers()):
-        claims = claims_of(pdp.stub.Decide(req, timeout=5).record)["pdp"]
+        claims = claims_of(pdp.stub.Decide(req, timeout=5).record.encode())["pdp"]
         problems = {r["problem"].split(" (")[0] for r in claims["trust"]["rejected"]}
         expected = {
             "forged": "bad signature",

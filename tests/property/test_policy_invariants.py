@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pdp.context import Caller, build_input
+from pdp import client
 from pdp.v1 import decision_pb2 as pb
 from tests.conftest import BUNDLE, Pdp
 
@@ -94,9 +94,7 @@ def approve_all(req: pb.DecideRequest, *, digest: str) -> None:
 
 
 def digest_of(req: pb.DecideRequest) -> str:
-    return str(
-        build_input(req, caller=Caller(authenticated=False, peer=""), request_time="", max_depth=16)["action_digest"]
-    )
+    return client.digest_of(req.context)
 
 
 @SETTINGS
