@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -250,3 +251,49 @@ def test_keys_and_audit_commands(dev_stack: DevStack, tmp_path: Path) -> None:
         subprocess.run([*PDP, "keys", "jwks", "--dir", str(other)], check=True, capture_output=True, text=True).stdout
     )
     assert len(printed["keys"]) == 2
+
+
+def test_a_pep_obtains_tokens_from_the_dev_issuers_and_forwards_them(dev_stack: DevStack, tmp_path: Path) -> None:
+    # `pdp dev` made the dev issuers and trusts them.
+    assert (dev_stack.issuers / "trust.json").is_file()
+    example = EXAMPLES / "fintech-allow-transfer.json"
+
+    def mint(*args: str) -> str:
+        out = subprocess.run(
+            [*PDP, "dev-issuer", *args, "--dir", str(dev_stack.issuers)], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    req = json.loads(example.read_text())
+    req["requestId"] = "forwarded-by-hand"
+    req["context"]["principalToken"] = mint("token", "--sub", "bob@bank.example", "--roles", "treasurer")
+    req["context"]["riskAssertion"] = mint("risk", "--request", str(example), "--score", "12")
+    req["context"]["lineageAttestations"] = [
+        mint("lineage", "--request", str(example), "--source", "core-banking", "--kind", "ledger", "--quality", "0.99")
+    ]
+    (tmp_path / "req.json").write_text(json.dumps(req))
+    resp = decide(dev_stack.addr, str(tmp_path / "req.json"))
+    assert resp["outcome"] == "OUTCOME_ALLOW"
+    assert _trust_of(resp["record"]) == {
+        "principal": {"issuer": devissuer.ISSUERS["principal"], "id": "bob@bank.example"},
+        "risk": {"issuer": devissuer.ISSUERS["risk"]},
+        "lineage": [{"issuer": devissuer.ISSUERS["lineage"], "source": "core-banking"}],
+        "rejected": [],
+    }
+    # Without the tokens the same request rests on the caller's word alone: nothing is verified.
+    bare = decide(dev_stack.addr, str(example))
+    assert _trust_of(bare["record"]) == {"principal": None, "risk": None, "lineage": [], "rejected": []}
+
+    bad = subprocess.run(
+        [*PDP, "dev-issuer", "risk", "--dir", str(tmp_path / "nowhere"), "--request", str(example), "--score", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "pdp dev-issuer init" in bad.stderr
+
+
+def _trust_of(record: str) -> dict:
+    """The provenance summary of a record (its ``pdp.trust``)."""
+    payload = record.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["pdp"]["trust"])
