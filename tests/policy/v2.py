@@ -87,7 +87,8 @@ def build(request: dict[str, Any], *, tokens: bool = True) -> dict[str, Any]:
                 "roles": principal.get("roles", []),
                 "groups": [],
                 "tenant": "",
-                "purpose_of_use": "",
+                # The right token carries the purpose of use the principal acts for.
+                "purpose_of_use": ctx.get("purposeOfUse", ""),
             }
         verified["risk"] = {**asserted["risk"], "issuer": "https://risk.example"}
         verified["lineage"] = [
