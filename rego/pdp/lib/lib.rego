@@ -53,4 +53,11 @@ _minutes(hhmm) := (to_number(parts[0]) * 60) + to_number(parts[1]) if parts := s
 #   and Greek homoglyphs), upper-cased, and every character that is not A-Z or 0-9 (spaces,
 #   punctuation, zero-width characters) removed. "vostok  maritime-holdings" and an IBAN
 #   written in lower case or in groups of four give the same key as the list entry.
-screening_key(text) := regex.replace(upper(strings.replace_n(data.pdp.lib.confusables, text)), `[^A-Z0-9]`, "")
+#   Plain ASCII text skips the (costly) look-alike table.
+screening_key(text) := _squash(_ascii_folded(text))
+
+_ascii_folded(text) := text if regex.match(`^[\x00-\x7f]*$`, text)
+
+_ascii_folded(text) := strings.replace_n(data.pdp.lib.confusables, text) if not regex.match(`^[\x00-\x7f]*$`, text)
+
+_squash(text) := regex.replace(upper(text), `[^A-Z0-9]`, "")
