@@ -80,6 +80,7 @@ policy-check: $(OPA) $(REGAL) ## opa fmt, opa check --strict, opa test with cove
 	$(OPA) test --coverage --threshold $(COVERAGE) rego > /dev/null || \
 	  { $(OPA) test rego; echo "policy coverage is below $(COVERAGE)%: see rego/README.md"; exit 1; }
 	$(REGAL) lint rego
+	python3 .regal/asserted_check.py --opa $(OPA) rego
 
 pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck
 	PDP_OPA_BIN=$(OPA) $(PY) -m pytest
