@@ -82,7 +82,9 @@ def decide(addr: str, *args: str) -> dict:
 
 def documented_codes() -> dict[str, str]:
     """Reason code → what it does (deny, allow, approval ...) from rego/README.md's table."""
-    rows = re.findall(r"^\| `([a-z_.]+)` \| (\w+)", (ROOT / "rego" / "README.md").read_text(), re.MULTILINE)
+    readme = (ROOT / "rego" / "README.md").read_text()
+    table = readme.split("\n## Reason codes", 1)[1].split("\n## ", 1)[0]  # the section's table only
+    rows = re.findall(r"^\| `([a-z_.]+)` \| (\w+)", table, re.MULTILINE)
     return dict(rows)
 
 

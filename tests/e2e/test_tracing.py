@@ -19,7 +19,7 @@ import pytest
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, request, serve_env, wait_for
+from tests.conftest import ROOT, dev_issuers, load_request, request, serve_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -123,6 +123,7 @@ def test_one_trace_holds_caller_pdp_and_opa(jaeger: Jaeger, opa_bin: str, tmp_pa
         "PDP_LISTEN": f"127.0.0.1:{port}",
         "PDP_KEY_DIR": str(tmp_path / "keys"),
         "PDP_LOG_DIR": str(tmp_path / "log"),
+        "PDP_TRUST_FILE": str(dev_issuers() / "trust.json"),  # the issuers load_request's tokens come from
         "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp,
         "OTEL_SERVICE_NAME": "pdp",
         "OTEL_METRICS_EXPORTER": "none",  # Jaeger takes traces only
