@@ -19,7 +19,7 @@ messages(inp) := result if {
 	result := {r.message | some r in fintech.deny} with input as inp
 }
 
-test_base_nothing_fires if {
+test_fintech_quiet_for_an_honest_transfer if {
 	denied(base) == set()
 	escalated(base) == set()
 }

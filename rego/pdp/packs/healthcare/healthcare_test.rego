@@ -24,7 +24,7 @@ emergency := p({
 	"asserted": {"principal": {"id": "dr.patel@hospital.example"}, "purpose_of_use": "emergency"},
 })
 
-test_base_nothing_fires if {
+test_healthcare_quiet_for_treatment_on_the_care_team if {
 	denied(base) == set()
 	escalated(base) == set()
 }
