@@ -379,3 +379,7 @@ test_lineage_incomplete_fires_for_high_risk if {
 }
 
 test_lineage_incomplete_quiet_for_low_risk_reads if not "lineage.incomplete" in denied(fx.base)
+
+test_clearance_exceeded_fires_for_an_agent_without_clearance if {
+	"data.clearance_exceeded" in denied(fx.base) with baseline.agents["support-bot"] as {"enabled": true, "tools": ["crm.lookup"]}
+}

@@ -170,3 +170,10 @@ test_deidentify_quiet_on_read if {
 		o.type != "deidentify"
 	}
 }
+
+test_minimum_necessary_with_a_malformed_field_list if {
+	# A `fields` that is not a list still gets the obligation (keep only the purpose's fields).
+	some o in obligations(p({"action": {"arguments": {"fields": "everything"}}}))
+	o.type == "minimum_necessary"
+	o.params.drop == []
+}
