@@ -57,6 +57,12 @@ test_purpose_required_uses_the_verified_purpose if {
 	denied(tokened) == set()
 }
 
+test_purpose_required_fires_for_an_asserted_purpose_when_only_tokens_count if {
+	"hipaa.purpose_required" in denied(base) with data.pdp.baseline.purpose_from_token_only as true
+	tokened := p({"verified": {"principal": {"purpose_of_use": "treatment"}}})
+	denied(tokened) == set() with data.pdp.baseline.purpose_from_token_only as true
+}
+
 # ---- purpose_mismatch ----
 
 test_purpose_mismatch_fires if {
