@@ -103,6 +103,7 @@ class Bundle:
                 [opa, "parse", "--format", "json", "--json-include", "locations,-comments", str(path)],
                 capture_output=True,
                 text=True,
+                check=False,
             )
             if out.returncode != 0:
                 raise SystemExit(f"asserted_check: cannot parse {path}: {out.stderr.strip()}")
@@ -205,8 +206,8 @@ class Bundle:
         found: list[str] = []
         for r in self.closure(ALLOW_NAMES):
             if r.key in self._tainted:
-                chain = " -> ".join(".".join(k) for k in self._tainted[r.key])
-                found.append(f"{r.file}:{r.row}: allow/relaxing rule {'.'.join(r.key)} reads input.asserted ({chain})")
+                path = " -> ".join(".".join(k) for k in self._tainted[r.key])
+                found.append(f"{r.file}:{r.row}: allow/relaxing rule {'.'.join(r.key)} reads input.asserted ({path})")
         for r in self.closure(STRICT_NAMES):
             for expr in _exprs(r.ast):
                 if expr.get("negated"):
@@ -236,9 +237,9 @@ def reads_asserted(node: Any) -> bool:
         if term["type"] == "ref":
             parts = term["value"]
             head = parts[0]
-            if head.get("type") == "var" and head.get("value") == "input":
-                if len(parts) == 1 or parts[1]["type"] != "string" or parts[1]["value"] == "asserted":
-                    return True
+            is_input = head.get("type") == "var" and head.get("value") == "input"
+            if is_input and (len(parts) == 1 or parts[1]["type"] != "string" or parts[1]["value"] == "asserted"):
+                return True
     return False
 
 

@@ -66,7 +66,11 @@ test_decision_default_deny_without_grant if {
 	codes(d) == {"tool.not_granted"}
 }
 
-test_decision_no_matching_allow_reason if {
+test_no_matching_allow_quiet_when_granted if {
+	not "policy.no_matching_allow" in codes(decide({"verified": {"risk": {"score": 0}}}))
+}
+
+test_no_matching_allow_fires if {
 	# A module that neither denies nor grants leaves the default deny, with its own reason.
 	d := pdp.decision with pdp.baseline.deny as set()
 		with pdp.baseline.allow as set()

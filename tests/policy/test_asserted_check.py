@@ -91,3 +91,16 @@ def test_make_policy_check_runs_the_check() -> None:
     makefile = (ROOT / "Makefile").read_text()
     target = makefile.split("\npolicy-check:", 1)[1].split("\n\n", 1)[0]
     assert ".regal/asserted_check.py" in target
+
+
+def test_the_regal_custom_rule_fails_a_planted_rule(tmp_path: pathlib.Path) -> None:
+    # The same rule, per file, as a Regal custom rule (.regal/rules): `regal lint rego` fails.
+    shutil.copytree(ROOT / ".regal", tmp_path / ".regal")
+    planted(tmp_path, 'allow contains "v" if input.asserted.agent.version == "1.4.1"\n')
+    regal = str(ROOT / ".bin" / "regal")
+    result = subprocess.run([regal, "lint", "rego"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "Asserted data read where it can allow or relax a decision" in result.stdout
+    assert "planted.rego" in result.stdout
+    clean = subprocess.run([regal, "lint", "rego"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert clean.returncode == 0, clean.stdout

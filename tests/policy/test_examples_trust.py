@@ -82,11 +82,7 @@ ALL_LIES = {
 
 
 def mutations(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    out = [
-        v2.mutate(doc, ("asserted", *path), value)
-        for path, values in LIES.items()
-        for value in values
-    ]
+    out = [v2.mutate(doc, ("asserted", *path), value) for path, values in LIES.items() for value in values]
     out.append({**doc, "asserted": {**doc["asserted"], **ALL_LIES}})
     return out
 
@@ -100,7 +96,9 @@ def test_no_asserted_lie_turns_a_non_allow_into_allow(tokens: bool) -> None:
     mutated = list(itertools.chain.from_iterable(mutations(doc) for doc in bases))
     after = v2.decide_many(mutated)
     allowed = [m for m, d in zip(mutated, after, strict=True) if d["outcome"] == "allow"]
-    assert allowed == [], f"{len(allowed)} of {len(mutated)} lies allowed: {[m['bound']['request_id'] for m in allowed]}"
+    assert allowed == [], (
+        f"{len(allowed)} of {len(mutated)} lies allowed: {[m['bound']['request_id'] for m in allowed]}"
+    )
 
 
 def test_a_missing_or_lowered_verified_fact_never_allows_more() -> None:

@@ -100,7 +100,7 @@ def build(request: dict[str, Any], *, tokens: bool = True) -> dict[str, Any]:
         "bound": {
             "request_id": request.get("requestId", ""),
             "time": TIME,
-            "caller": {"authenticated": False, "peer": "ipv4:127.0.0.1:5000", "subject": "", "sans": [], "uri_sans": []},
+            "caller": {"authenticated": False, "peer": "ipv4:127.0.0.1:1", "subject": "", "sans": [], "uri_sans": []},
             "action_digest": "sha256:00",
             "approvals": [],
             "usage": {},
@@ -121,7 +121,16 @@ def build(request: dict[str, Any], *, tokens: bool = True) -> dict[str, Any]:
 def decide_many(inputs: list[dict[str, Any]], bundle: pathlib.Path = REGO) -> list[dict[str, Any]]:
     """``data.pdp.decisions`` for several inputs, by the real OPA (tests not loaded)."""
     out = subprocess.run(
-        [OPA, "eval", "--format", "json", "--stdin-input", "--ignore", "*_test.rego", "-b", str(bundle), "data.pdp.decisions"],
+        [
+            OPA,
+            "eval",
+            "--format=json",
+            "--stdin-input",
+            "--ignore=*_test.rego",
+            "-b",
+            str(bundle),
+            "data.pdp.decisions",
+        ],
         input=json.dumps({"requests": inputs}),
         capture_output=True,
         text=True,

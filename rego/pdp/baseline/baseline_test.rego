@@ -23,7 +23,7 @@ obligation_types(inp) := result if {
 
 p(patch) := fx.patch(fx.base, patch)
 
-test_base_nothing_fires if {
+test_baseline_quiet_for_an_honest_request if {
 	denied(fx.base) == set()
 	escalated(fx.base) == set()
 	granted(fx.base) == {"tool.granted"}
@@ -112,7 +112,11 @@ test_tool_not_granted_fires if "tool.not_granted" in denied(p({"action": {"tool"
 
 test_tool_not_granted_quiet_for_unregistered if not "tool.not_granted" in denied(p({"agent": {"id": "stranger"}}))
 
-test_tool_granted_needs_enabled_agent if granted(retired) == set()
+test_tool_granted_fires if granted(fx.base) == {"tool.granted"}
+
+test_tool_granted_quiet_for_a_disabled_agent if granted(retired) == set()
+
+test_tool_granted_quiet_for_an_ungranted_tool if granted(p({"action": {"tool": "payments.transfer"}})) == set()
 
 test_tool_granted_ignores_the_asserted_version if {
 	# The version can only deny; the grant rests on the registry alone.
@@ -375,3 +379,7 @@ test_lineage_incomplete_fires_for_high_risk if {
 }
 
 test_lineage_incomplete_quiet_for_low_risk_reads if not "lineage.incomplete" in denied(fx.base)
+
+test_clearance_exceeded_fires_for_an_agent_without_clearance if {
+	"data.clearance_exceeded" in denied(fx.base) with baseline.agents["support-bot"] as {"enabled": true, "tools": ["crm.lookup"]}
+}

@@ -7,6 +7,9 @@ _levels := data.pdp.baseline.classification_levels
 
 _egress := data.pdp.baseline.egress
 
+# An agent without a known clearance is cleared for nothing (level 0).
+_clearance_level := object.get(_levels, object.get(agent, "clearance", ""), 0)
+
 _lineage := data.pdp.baseline.lineage
 
 # METADATA
@@ -18,8 +21,10 @@ _lineage := data.pdp.baseline.lineage
 #   code: data.clearance_exceeded
 #   severity: high
 deny contains lib.reason(rego.metadata.rule(), msg) if {
-	trust.resource_level > _levels[agent.clearance]
-	msg := sprintf("agent cleared to %s; resource at level %d", [agent.clearance, trust.resource_level])
+	agent
+	trust.resource_level > _clearance_level
+	clearance := object.get(agent, "clearance", "nothing")
+	msg := sprintf("agent cleared to %v; resource at level %d", [clearance, trust.resource_level])
 }
 
 # METADATA

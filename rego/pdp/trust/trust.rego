@@ -112,11 +112,20 @@ _verified_purpose := p if {
 # title: Purpose of use
 # scope: document
 # description: |
-#   The verified token's purpose claim when it carries one; otherwise the asserted purpose.
+#   The verified token's purpose claim when it carries one; otherwise the asserted purpose,
+#   unless data.pdp.baseline.purpose_from_token_only says only a token's purpose counts.
 #   A purpose only selects requirements, and those rest on verified and looked-up facts.
 purpose := _verified_purpose if _verified_purpose != ""
 
-purpose := _asserted_text(["purpose_of_use"]) if _verified_purpose == ""
+purpose := _asserted_text(["purpose_of_use"]) if {
+	_verified_purpose == ""
+	data.pdp.baseline.purpose_from_token_only != true
+}
+
+purpose := "" if {
+	_verified_purpose == ""
+	data.pdp.baseline.purpose_from_token_only == true
+}
 
 # METADATA
 # title: Purpose mismatch

@@ -17,7 +17,7 @@ escalated(inp) := result if {
 
 share(address) := p({"action": {"tool": "intel.share", "destination": {"address": address}}})
 
-test_base_nothing_fires if {
+test_defense_quiet_for_a_read_in_analyst if {
 	denied(base) == set()
 	escalated(base) == set()
 }

@@ -74,7 +74,7 @@ deny contains lib.reason(rego.metadata.rule(), msg) if {
 #   code: fintech.outside_market_hours
 #   severity: medium
 deny contains lib.reason(rego.metadata.rule(), msg) if {
-	trust.tool in _cfg.trading_tools
+	_trading
 	not lib.within_window(input.bound.time, _cfg.market_hours)
 	msg := sprintf("the market is closed at %s", [input.bound.time])
 }
@@ -111,7 +111,14 @@ _cfg := data.pdp.packs.fintech.config
 
 _args := input.action.arguments
 
+# A payment tool by the pack's list, or any tool the registry classes as a payment.
 _payment if trust.tool in _cfg.payment_tools
+
+_payment if data.pdp.baseline.action_class == "payment"
+
+_trading if trust.tool in _cfg.trading_tools
+
+_trading if data.pdp.baseline.action_class == "trade"
 
 _amount := _args.amount if {
 	is_number(_args.amount)

@@ -19,7 +19,7 @@ messages(inp) := result if {
 	result := {r.message | some r in fintech.deny} with input as inp
 }
 
-test_base_nothing_fires if {
+test_fintech_quiet_for_an_honest_transfer if {
 	denied(base) == set()
 	escalated(base) == set()
 }
@@ -188,3 +188,14 @@ test_outside_market_hours_fires_on_saturday if {
 }
 
 test_outside_market_hours_quiet_when_open if not "fintech.outside_market_hours" in denied(order)
+
+test_payment_invalid_fires_for_a_payment_class_tool_off_the_list if {
+	# A new payment tool in the registry is screened even before the pack lists it.
+	wire := fx.patch(base, {"action": {"tool": "payments.wire", "arguments": {"counterparty": "Kestrel Front Ltd"}}})
+	"fintech.sanctioned_counterparty" in denied(wire) with data.pdp.baseline.tools["payments.wire"] as {"class": "payment"}
+}
+
+test_outside_market_hours_fires_for_a_trade_class_tool_off_the_list if {
+	night := fx.patch(order, {"action": {"tool": "trading.block"}, "bound": {"time": "2026-11-24T23:00:00Z"}})
+	"fintech.outside_market_hours" in denied(night) with data.pdp.baseline.tools["trading.block"] as {"class": "trade"}
+}

@@ -80,7 +80,7 @@ escalate contains lib.escalation(rego.metadata.rule(), "break-glass access to PH
 # Minimum necessary: the PEP passes on only the fields the purpose needs.
 obligations contains {"type": "minimum_necessary", "params": {"keep": _purpose.fields, "drop": drop}} if {
 	_phi
-	drop := sort({f | some f in object.get(input.action.arguments, "fields", []); not f in _purpose.fields})
+	drop := sort({f | some f in _requested_fields; not f in _purpose.fields})
 }
 
 obligations contains {"type": "deidentify", "params": {"method": _cfg.deidentification}} if {
@@ -98,3 +98,11 @@ _cfg := data.pdp.packs.healthcare.config
 _phi if _cfg.phi_category in trust.data_categories
 
 _purpose := _cfg.purposes[trust.purpose]
+
+# The fields the action asks for (none when `fields` is missing or not a list).
+default _requested_fields := []
+
+_requested_fields := fields if {
+	fields := input.action.arguments.fields
+	is_array(fields)
+}

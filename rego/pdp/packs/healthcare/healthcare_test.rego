@@ -24,7 +24,7 @@ emergency := p({
 	"asserted": {"principal": {"id": "dr.patel@hospital.example"}, "purpose_of_use": "emergency"},
 })
 
-test_base_nothing_fires if {
+test_healthcare_quiet_for_treatment_on_the_care_team if {
 	denied(base) == set()
 	escalated(base) == set()
 }
@@ -55,6 +55,12 @@ test_purpose_required_uses_the_verified_purpose if {
 	# The token's purpose decides; the request need not repeat it.
 	tokened := p({"verified": {"principal": {"purpose_of_use": "treatment"}}, "asserted": {"purpose_of_use": ""}})
 	denied(tokened) == set()
+}
+
+test_purpose_required_fires_for_an_asserted_purpose_when_only_tokens_count if {
+	"hipaa.purpose_required" in denied(base) with data.pdp.baseline.purpose_from_token_only as true
+	tokened := p({"verified": {"principal": {"purpose_of_use": "treatment"}}})
+	denied(tokened) == set() with data.pdp.baseline.purpose_from_token_only as true
 }
 
 # ---- purpose_mismatch ----
@@ -169,4 +175,11 @@ test_deidentify_quiet_on_read if {
 	every o in obligations(base) {
 		o.type != "deidentify"
 	}
+}
+
+test_minimum_necessary_with_a_malformed_field_list if {
+	# A `fields` that is not a list still gets the obligation (keep only the purpose's fields).
+	some o in obligations(p({"action": {"arguments": {"fields": "everything"}}}))
+	o.type == "minimum_necessary"
+	o.params.drop == []
 }
