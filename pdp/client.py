@@ -46,9 +46,9 @@ class ReplayCache(Protocol):
     across all of them (one winner per key).
     """
 
-    def first_use(self, key: str, expires_at: int) -> bool:
+    def first_use(self, key: str, expires_at: int, /) -> bool:
         """Records ``key`` (a record's ``jti``) until ``expires_at`` (Unix seconds); False if it
-        was recorded before and has not expired."""
+        was recorded before and has not expired. Positional: implementations name them freely."""
 
 
 class MemoryReplayCache:
