@@ -49,44 +49,33 @@ class Rule:
     ast: dict[str, Any]
 
 
-def _terms(node: Any) -> Iterator[dict[str, Any]]:
-    """Every term (``{"type", "value"}``) under ``node``; of a ref, the ref and its subscripts."""
+def _nodes(node: Any, *, skip_ref_heads: bool = False) -> Iterator[dict[str, Any]]:
+    """Every object anywhere under ``node``, ``node`` included (of a ref, optionally not its head)."""
     if isinstance(node, dict):
-        if node.get("type") == "ref" and isinstance(node.get("value"), list):
-            yield node
-            yield from _terms(node["value"][1:])
-            return
-        if "type" in node and "value" in node:
-            yield node
-        for value in node.values():
-            yield from _terms(value)
+        yield node
+        children: Any = node.values()
+        if skip_ref_heads and node.get("type") == "ref" and isinstance(node.get("value"), list):
+            children = node["value"][1:]
+        for value in children:
+            yield from _nodes(value, skip_ref_heads=skip_ref_heads)
     elif isinstance(node, list):
         for value in node:
-            yield from _terms(value)
+            yield from _nodes(value, skip_ref_heads=skip_ref_heads)
+
+
+def _terms(node: Any) -> Iterator[dict[str, Any]]:
+    """Every term (``{"type", "value"}``) under ``node``; of a ref, the ref and its subscripts."""
+    return (n for n in _nodes(node, skip_ref_heads=True) if "type" in n and "value" in n)
 
 
 def _exprs(node: Any) -> Iterator[dict[str, Any]]:
     """Every expression (``{"index", "terms"}``) anywhere under ``node``, nested bodies too."""
-    if isinstance(node, dict):
-        if "terms" in node and "index" in node:
-            yield node
-        for value in node.values():
-            yield from _exprs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _exprs(value)
+    return (n for n in _nodes(node) if "terms" in n and "index" in n)
 
 
 def _everys(node: Any) -> Iterator[dict[str, Any]]:
     """Every ``every`` construct under ``node``."""
-    if isinstance(node, dict):
-        if "domain" in node and "body" in node:
-            yield node
-        for value in node.values():
-            yield from _everys(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _everys(value)
+    return (n for n in _nodes(node) if "domain" in n and "body" in n)
 
 
 class Bundle:
