@@ -19,7 +19,7 @@ from pdp import client, devissuer
 from pdp.digest import request_digest
 from pdp.recorder import claims_of
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import EXAMPLES, Pdp, dev_issuers, load_request
+from tests.conftest import EXAMPLES, ROOT, Pdp, dev_issuers, load_request
 from tests.mutations import mutated, mutations, token_attacks
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,11 @@ def test_the_record_says_what_the_decision_rested_on(pdp: Pdp) -> None:
     ((rejected),) = trust["rejected"]
     assert rejected["field"] == "lineage_attestations[1]" and rejected["problem"].startswith("malformed")
     # The policy's looked-up facts, as the decision document gave them (catalogue revision, labels).
-    assert isinstance(pdp_claims["facts"], dict)
+    catalog = json.loads((ROOT / "rego/pdp/catalog/data.json").read_text())
+    assert pdp_claims["facts"]["catalog_revision"] == catalog["revision"]
+    labels = catalog["resources"]["account"]["ACC-1001"]
+    assert pdp_claims["facts"]["resource"]["catalogued"] is True
+    assert pdp_claims["facts"]["resource"]["classification"] == labels["classification"]
     assert claims_of(resp.record.encode())["result"]["facts"] == pdp_claims["facts"]
     # The record is made for this caller (no client certificate: its peer address).
     assert pdp_claims["aud"].startswith("ipv4:127.0.0.1:")
