@@ -32,7 +32,6 @@ deny contains lib.reason(rego.metadata.rule(), msg) if {
 #   code: hipaa.purpose_mismatch
 #   severity: high
 deny contains lib.reason(rego.metadata.rule(), msg) if {
-	_phi
 	trust.purpose_mismatch
 	msg := sprintf("the principal's token says purpose %q; the request says otherwise", [trust.purpose])
 }

@@ -70,6 +70,14 @@ test_purpose_mismatch_fires if {
 	"hipaa.purpose_mismatch" in denied(claim)
 }
 
+test_purpose_mismatch_fires_without_phi_too if {
+	claim := p({
+		"resource": {"type": "customer_record", "id": "C-1042"},
+		"verified": {"principal": {"purpose_of_use": "payment"}}, "asserted": {"purpose_of_use": "treatment"},
+	})
+	"hipaa.purpose_mismatch" in denied(claim)
+}
+
 test_purpose_mismatch_quiet_when_equal if {
 	not "hipaa.purpose_mismatch" in denied(p({"verified": {"principal": {"purpose_of_use": "treatment"}}}))
 }
