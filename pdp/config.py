@@ -29,6 +29,7 @@ class Settings:
     decision_path: str = "pdp/decision"
     batch_path: str = "pdp/decisions"
     max_batch: int = 64
+    opa_coalesce: bool = True
     opa_timeout_s: float = 0.5
     health_interval_s: float = 1.0
     max_request_bytes: int = 1 << 20
@@ -145,6 +146,8 @@ class Settings:
                 )
             kw["state_url"] = v
         kw.update(_http(env))
+        if (v := env.get("PDP_OPA_COALESCE")) is not None:
+            kw["opa_coalesce"] = _bool("PDP_OPA_COALESCE", v)
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -171,6 +174,13 @@ def _int(name: str, value: str, lo: int, hi: int) -> int:
     if not lo <= n <= hi:
         raise ConfigError(f"{name}: {n} is outside {lo}..{hi}")
     return n
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v not in ("true", "false", "1", "0"):
+        raise ConfigError(f"{name}: {value!r} is not true or false")
+    return v in ("true", "1")
 
 
 def _listen(name: str, value: str) -> str:

@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pdp.coalesce import CoalescingOpaClient
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import ConfigError, PdpError
@@ -35,6 +36,7 @@ class PdpServer:
     store: StateStore
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
+    opa: OpaClient | None = None  # the decision path's OPA client (coalescing unless PDP_OPA_COALESCE=false)
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -97,8 +99,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         maximum_concurrent_rpcs=settings.workers * 64,
         interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
+    opa = _opa_client(settings, telemetry)
     decider = Decider(
-        opa=OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path),
+        opa=opa,
         recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
@@ -136,8 +139,22 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         store=store,
         telemetry=telemetry,
         http=http,
+        opa=opa,
     )
     return server_, port
+
+
+def _opa_client(settings: Settings, telemetry: Telemetry) -> OpaClient:
+    """The decision path's OPA client: coalescing concurrent Decide calls into batches (PDP_OPA_COALESCE)."""
+    if not settings.opa_coalesce:
+        return OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path)
+    return CoalescingOpaClient(
+        settings.opa_url,
+        settings.decision_path,
+        telemetry,
+        batch_path=settings.batch_path,
+        max_batch=settings.max_batch,
+    )
 
 
 def _bind(server: grpc.Server, settings: Settings) -> int:
