@@ -16,7 +16,7 @@ HTTP_PORT ?= 8080
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check bundle-check pytest clean mcp-servers
+.PHONY: help install tools protos run jaeger bench soak test lint typecheck policy-check bundle-check pytest clean mcp-servers
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ $(VENV)/.bench: $(VENV)/.installed
 bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) $(MCP_SERVERS)/.installed ## PDP vs direct OPA, side by side (BENCH_SECONDS, BENCH_CONCURRENCY; ARGS=--quick)
 	$(PY) bench/run.py $(ARGS)
 	PDP_OPA_BIN=$(OPA) $(PY) bench/mcp_bench.py
+
+soak: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) ## the PDP at half its peak for 10 minutes: errors and RSS growth (SOAK_SECONDS; not in CI)
+	$(PY) bench/soak.py $(ARGS)
 
 jaeger: $(BIN)/jaeger ## Jaeger v2, in memory: UI/API on 127.0.0.1:16686, OTLP gRPC on 127.0.0.1:4317
 	$(BIN)/jaeger
