@@ -247,20 +247,24 @@ def test_each_caller_keeps_its_own_span_linked_to_the_shared_opa_span(proxy: Cou
     assert len({w.parent.span_id for w in waits if w.parent is not None}) == 3
 
 
-def test_decide_calls_coalesced_through_the_pdp_each_get_their_own_signed_record(
-    proxy: CountingProxy, start_pdp: Callable[..., Pdp]
-) -> None:
-    pdp = start_pdp(proxy.url)
+def decide_queued_behind_first(pdp: Pdp, proxy: CountingProxy, reqs: list[pb.DecideRequest]) -> list[pb.DecideResponse]:
+    """Decide calls through the PDP: the first held at the proxy, the others queued behind it; then released."""
     client = pdp.server.opa
     assert isinstance(client, CoalescingOpaClient)
-    reqs = [load_request(EXAMPLES[i % 3]) for i in range(6)]
     proxy.gate.clear()
     futures = [pdp.stub.Decide.future(reqs[0], timeout=10)]
     wait_for(lambda: len(proxy.paths()) == 1, what="the first query at the proxy")
     futures += [pdp.stub.Decide.future(r, timeout=10) for r in reqs[1:]]
-    wait_for(lambda: client.queued() == 5, what="the other Decide calls to queue")
+    wait_for(lambda: client.queued() == len(reqs) - 1, what="the other Decide calls to queue")
     proxy.gate.set()
-    responses: list[pb.DecideResponse] = [f.result() for f in futures]
+    return [f.result() for f in futures]
+
+
+def test_decide_calls_coalesced_through_the_pdp_each_get_their_own_signed_record(
+    proxy: CountingProxy, start_pdp: Callable[..., Pdp]
+) -> None:
+    reqs = [load_request(EXAMPLES[i % 3]) for i in range(6)]
+    responses = decide_queued_behind_first(start_pdp(proxy.url), proxy, reqs)
 
     assert proxy.paths() == ["/v1/data/pdp/decision", "/v1/data/pdp/decisions"]
     assert [r.outcome for r in responses] == [pb.OUTCOME_ALLOW, pb.OUTCOME_DENY, pb.OUTCOME_REQUIRE_APPROVAL] * 2
@@ -272,18 +276,9 @@ def test_decide_calls_coalesced_through_the_pdp_each_get_their_own_signed_record
 def test_a_broken_batch_through_the_pdp_is_a_deny_for_each_caller(
     proxy: CountingProxy, start_pdp: Callable[..., Pdp]
 ) -> None:
-    pdp = start_pdp(proxy.url)
-    client = pdp.server.opa
-    assert isinstance(client, CoalescingOpaClient)
     proxy.rewrite = lambda path, raw: (200, b"not json") if "decisions" in path else (200, raw)
     reqs = [load_request(EXAMPLES[0]) for _ in range(4)]
-    proxy.gate.clear()
-    futures = [pdp.stub.Decide.future(reqs[0], timeout=10)]
-    wait_for(lambda: len(proxy.paths()) == 1, what="the first query at the proxy")
-    futures += [pdp.stub.Decide.future(r, timeout=10) for r in reqs[1:]]
-    wait_for(lambda: client.queued() == 3, what="the other Decide calls to queue")
-    proxy.gate.set()
-    responses = [f.result() for f in futures]
+    responses = decide_queued_behind_first(start_pdp(proxy.url), proxy, reqs)
     assert responses[0].outcome == pb.OUTCOME_ALLOW
     for resp in responses[1:]:
         assert_fail_closed(resp, "pdp.opa_error")
