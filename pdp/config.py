@@ -55,6 +55,11 @@ class Settings:
     http_base_url: str = ""
     http_callers: tuple[str, ...] = ()
     authzen_mapping: Path | None = None
+    # Policy lifecycle (docs/policy-lifecycle.md): policy-driven masking, shadow candidate
+    mask_path: str = "pdp/mask/answer"
+    mask_batch_path: str = "pdp/mask/answers"
+    shadow_opa_url: str | None = None
+    shadow_sample: float = 1.0
     # Shared state (escalations, consumed approvals, budgets, suspensions): PostgreSQL, else SQLite
     state_url: str = ""
     state_dir: Path | None = None
@@ -146,8 +151,8 @@ class Settings:
                 )
             kw["state_url"] = v
         kw.update(_http(env))
-        if (v := env.get("PDP_OPA_COALESCE")) is not None:
-            kw["opa_coalesce"] = _bool("PDP_OPA_COALESCE", v)
+        kw.update(_lifecycle(env))
+        kw.update(_coalescing(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -166,6 +171,26 @@ class Settings:
             raise ConfigError("PDP_HTTP_CALLERS needs PDP_TLS_CLIENT_CA_FILE (callers are named by their certificates)")
 
 
+def _lifecycle(env: Mapping[str, str]) -> dict[str, object]:
+    """``PDP_MASK_PATH`` (empty: policy masking off), ``PDP_MASK_BATCH_PATH``, ``PDP_SHADOW_*``."""
+    kw: dict[str, object] = {}
+    for name, field in (("PDP_MASK_PATH", "mask_path"), ("PDP_MASK_BATCH_PATH", "mask_batch_path")):
+        if (v := env.get(name)) is not None:
+            if v and not _PATH.match(v):
+                raise ConfigError(f"{name}: {v!r} is not a slash-separated rule path like pdp/mask/answer")
+            kw[field] = v
+    if v := env.get("PDP_SHADOW_OPA_URL"):
+        kw["shadow_opa_url"] = _opa_url("PDP_SHADOW_OPA_URL", v)
+    if (v := env.get("PDP_SHADOW_SAMPLE")) is not None:
+        try:
+            kw["shadow_sample"] = x = float(v)
+        except ValueError:
+            x = -1.0
+        if not 0.0 <= x <= 1.0:
+            raise ConfigError(f"PDP_SHADOW_SAMPLE: {v!r} is not a number between 0 and 1")
+    return kw
+
+
 def _int(name: str, value: str, lo: int, hi: int) -> int:
     try:
         n = int(value)
@@ -174,6 +199,12 @@ def _int(name: str, value: str, lo: int, hi: int) -> int:
     if not lo <= n <= hi:
         raise ConfigError(f"{name}: {n} is outside {lo}..{hi}")
     return n
+
+
+def _coalescing(env: Mapping[str, str]) -> dict[str, object]:
+    """Whether concurrent Decide calls share one batched OPA query (PDP_OPA_COALESCE)."""
+    v = env.get("PDP_OPA_COALESCE")
+    return {} if v is None else {"opa_coalesce": _bool("PDP_OPA_COALESCE", v)}
 
 
 def _bool(name: str, value: str) -> bool:

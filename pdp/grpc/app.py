@@ -7,7 +7,7 @@ import socket
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pdp.coalesce import CoalescingOpaClient
@@ -20,6 +20,8 @@ from pdp.grpc.tls import server_credentials
 from pdp.http.face import HttpFace
 from pdp.keys import KeyRing
 from pdp.opa import OpaClient
+from pdp.policy.pipeline import Lifecycle, policy_lifecycle
+from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
 from pdp.telemetry import Telemetry
@@ -36,6 +38,7 @@ class PdpServer:
     store: StateStore
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
+    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)  # bundle watch, policy masks, shadow
     opa: OpaClient | None = None  # the decision path's OPA client (coalescing unless PDP_OPA_COALESCE=false)
 
     def start(self) -> None:
@@ -51,6 +54,7 @@ class PdpServer:
             self.http.stop(grace_s)
         self.grpc_server.stop(grace_s).wait()
         self.monitor.stop()
+        self.lifecycle.close()  # the shadow's queue drains into the log before it closes
         self.recorder.close()
         self.store.close()
         self.telemetry.shutdown()
@@ -99,6 +103,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         maximum_concurrent_rpcs=settings.workers * 64,
         interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
+    lifecycle = policy_lifecycle(settings, telemetry.meter_provider, recorder.record_shadow)
     opa = _opa_client(settings, telemetry)
     decider = Decider(
         opa=opa,
@@ -109,11 +114,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         telemetry=telemetry,
         max_batch=settings.max_batch,
         store=store,
+        lifecycle=lifecycle,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    health_servicer.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         port = _bind(server, settings)
     except ConfigError:
@@ -127,6 +134,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         health_servicer=health_servicer,
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
+        bundles=lifecycle.watch,
     )
     http = None
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
@@ -139,22 +147,22 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         store=store,
         telemetry=telemetry,
         http=http,
+        lifecycle=lifecycle,
         opa=opa,
     )
     return server_, port
 
 
 def _opa_client(settings: Settings, telemetry: Telemetry) -> OpaClient:
-    """The decision path's OPA client: coalescing concurrent Decide calls into batches (PDP_OPA_COALESCE)."""
+    """The decision path's OPA client, coalescing concurrent Decide calls into batches (PDP_OPA_COALESCE).
+
+    With policy masking on, one evaluation answers the decision and its masks (pdp.policy.masking).
+    """
+    path = settings.mask_path or settings.decision_path
+    batch_path = settings.mask_batch_path if settings.mask_path else settings.batch_path
     if not settings.opa_coalesce:
-        return OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path)
-    return CoalescingOpaClient(
-        settings.opa_url,
-        settings.decision_path,
-        telemetry,
-        batch_path=settings.batch_path,
-        max_batch=settings.max_batch,
-    )
+        return OpaClient(settings.opa_url, path, telemetry, batch_path=batch_path)
+    return CoalescingOpaClient(settings.opa_url, path, telemetry, batch_path=batch_path, max_batch=settings.max_batch)
 
 
 def _bind(server: grpc.Server, settings: Settings) -> int:

@@ -76,14 +76,23 @@ class CountingProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def decisions(self) -> list[tuple[str, dict[str, Any]]]:
+        """The queries for decisions, leaving out the PDP's health probes (their input is empty)."""
+        return [(p, body) for p, body in self.queries if body["input"]]
+
     def paths(self) -> list[str]:
-        """The rule paths queried, leaving out the PDP's health probes (their input is empty)."""
-        return [p.split("?", 1)[0] for p, body in self.queries if body["input"]]
+        """The rule paths queried for decisions."""
+        return [p.split("?", 1)[0] for p, _ in self.decisions()]
 
     def close(self) -> None:
         self.gate.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def is_batch(path: str) -> bool:
+    """Whether a query goes to a batch rule (``pdp/decisions``, or ``pdp/mask/answers`` with policy masking)."""
+    return path.split("?", 1)[0].endswith(("/decisions", "/answers"))
 
 
 @pytest.fixture
@@ -266,7 +275,8 @@ def test_decide_calls_coalesced_through_the_pdp_each_get_their_own_signed_record
     reqs = [load_request(EXAMPLES[i % 3]) for i in range(6)]
     responses = decide_queued_behind_first(start_pdp(proxy.url), proxy, reqs)
 
-    assert proxy.paths() == ["/v1/data/pdp/decision", "/v1/data/pdp/decisions"]
+    # 6 calls, 2 OPA queries: the first alone, then the 5 queued behind it as one batch
+    assert [len(body["input"].get("requests", [body["input"]])) for _, body in proxy.decisions()] == [1, 5]
     assert [r.outcome for r in responses] == [pb.OUTCOME_ALLOW, pb.OUTCOME_DENY, pb.OUTCOME_REQUIRE_APPROVAL] * 2
     for req, resp in zip(reqs, responses, strict=True):
         assert claims_of(resp.record)["pdp"]["request_id"] == req.request_id
@@ -276,7 +286,7 @@ def test_decide_calls_coalesced_through_the_pdp_each_get_their_own_signed_record
 def test_a_broken_batch_through_the_pdp_is_a_deny_for_each_caller(
     proxy: CountingProxy, start_pdp: Callable[..., Pdp]
 ) -> None:
-    proxy.rewrite = lambda path, raw: (200, b"not json") if "decisions" in path else (200, raw)
+    proxy.rewrite = lambda path, raw: (200, b"not json") if is_batch(path) else (200, raw)
     reqs = [load_request(EXAMPLES[0]) for _ in range(4)]
     responses = decide_queued_behind_first(start_pdp(proxy.url), proxy, reqs)
     assert responses[0].outcome == pb.OUTCOME_ALLOW
