@@ -523,7 +523,14 @@ def main() -> int:
         pdp_peak = points[0].rps
         points += bench_pdp(args, work, BATCHED, explain=0, log_dir=work / "log-batch", sweep=False, batch=BATCH)
         points += bench_pdp(
-            args, work, NO_COALESCE, explain=0, log_dir=work / "log-nc", sweep=False, extra_env=UNCOALESCED
+            args,
+            work,
+            NO_COALESCE,
+            explain=0,
+            log_dir=work / "log-nc",
+            sweep=False,
+            extra_env=UNCOALESCED,
+            at_rates=(pdp_peak / 2,),  # the same rate as the PDP's half-peak point
         )
         points += bench_pdp(args, work, "pdp (log on tmpfs)", explain=0, log_dir=Path(shm) / "log", sweep=False)
         points += bench_pdp(
