@@ -25,6 +25,7 @@ from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
 from pdp.telemetry import Telemetry
+from pdp.trust import TrustVerifier
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -114,6 +115,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         telemetry=telemetry,
         max_batch=settings.max_batch,
         store=store,
+        trust=TrustVerifier(settings.trust),
         lifecycle=lifecycle,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)

@@ -144,8 +144,7 @@ def test_concurrent_calls_go_to_opa_as_one_batch_each_with_its_own_answer(
     alone = OpaClient(opa.url, "pdp/decision")
     for doc, answer in zip(docs, answers, strict=True):
         assert answer.result == alone.query(doc, timeout_s=5).result
-    outcomes = [interpret(a.result).outcome.value for a in answers]
-    assert outcomes == ["allow", "deny", "require_approval"] * 2 + ["allow"]
+    assert len({interpret(a.result).outcome for a in answers}) > 1  # not one answer for all
     assert (client.queries_sent, client.batches_sent) == (2, 1)
 
 
@@ -174,7 +173,7 @@ def test_a_broken_batch_fails_every_caller_of_it_closed(proxy: CountingProxy) ->
     assert {e.error_code for e in errors if isinstance(e, NoVerdict)} == {"pdp.opa_error"}
 
 
-def test_a_malformed_element_fails_only_its_own_caller(proxy: CountingProxy) -> None:
+def test_a_malformed_element_fails_only_its_own_caller(opa: OpaSidecar, proxy: CountingProxy) -> None:
     def break_third(path: str, raw: bytes) -> tuple[int, bytes]:
         if "decisions" not in path:
             return 200, raw
@@ -184,17 +183,16 @@ def test_a_malformed_element_fails_only_its_own_caller(proxy: CountingProxy) -> 
 
     proxy.rewrite = break_third
     client = CoalescingOpaClient(proxy.url, "pdp/decision")
-    futures = queued_behind_first(client, proxy, inputs(5))
+    docs = inputs(5)
+    futures = queued_behind_first(client, proxy, docs)
     proxy.gate.set()
     answers = [f.result(10) for f in futures]
     with pytest.raises(NoVerdict):
         interpret(answers[3].result)  # batch element 2 is the fourth caller's
-    assert [interpret(a.result).outcome.value for i, a in enumerate(answers) if i != 3] == [
-        "allow",
-        "deny",
-        "require_approval",
-        "deny",
-    ]
+    alone = OpaClient(opa.url, "pdp/decision")
+    for i, (doc, answer) in enumerate(zip(docs, answers, strict=True)):
+        if i != 3:
+            assert interpret(answer.result) == interpret(alone.query(doc, timeout_s=5).result)
 
 
 def test_a_queued_caller_whose_deadline_passes_fails_closed_alone(proxy: CountingProxy) -> None:
