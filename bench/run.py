@@ -38,7 +38,7 @@ from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import decision_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".bin"
+BIN = Path(os.environ.get("BENCH_BIN") or ROOT / ".bin")  # the Go tools (opa, ghz, vegeta, grpcurl)
 RESULTS = ROOT / "bench" / "results"
 MIX = ["allow-crm-lookup.json", "deny-tool-not-granted.json", "require-approval-high-risk.json"]
 QUERY = "/v1/data/pdp/decision?provenance=true&metrics=true"
