@@ -16,7 +16,7 @@ HTTP_PORT ?= 8080
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check policy-ci bundle-check pytest clean mcp-servers
+.PHONY: help install tools protos run jaeger bench soak test lint typecheck policy-check policy-ci bundle-check pytest clean mcp-servers
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) $(MCP_SERVERS)/.insta
 	$(PY) bench/run.py $(ARGS)
 	PDP_OPA_BIN=$(OPA) $(PY) bench/mcp_bench.py
 	$(PY) bench/lifecycle.py $(if $(findstring --quick,$(ARGS)),--entries 10000 --seconds 4)
+
+soak: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) ## the PDP at half its peak for 10 minutes: errors and RSS growth (SOAK_SECONDS; not in CI)
+	$(PY) bench/soak.py $(ARGS)
 
 jaeger: $(BIN)/jaeger ## Jaeger v2, in memory: UI/API on 127.0.0.1:16686, OTLP gRPC on 127.0.0.1:4317
 	$(BIN)/jaeger

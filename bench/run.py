@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,13 +38,15 @@ from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import decision_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".bin"
+BIN = Path(os.environ.get("BENCH_BIN") or ROOT / ".bin")  # the Go tools (opa, ghz, vegeta, grpcurl)
 RESULTS = ROOT / "bench" / "results"
 MIX = ["allow-crm-lookup.json", "deny-tool-not-granted.json", "require-approval-high-risk.json"]
 QUERY = "/v1/data/pdp/decision?provenance=true&metrics=true"
 TICK = os.sysconf("SC_CLK_TCK")
 BATCH = 10  # requests per DecideBatch call: e.g. the parallel tool calls of one model turn
 BATCHED = f"pdp DecideBatch x{BATCH}"
+NO_COALESCE = "pdp (no coalescing)"
+UNCOALESCED = {"PDP_OPA_COALESCE": "false"}
 
 
 @dataclasses.dataclass
@@ -213,7 +216,9 @@ def start_opa(work: Path, *, unix: bool = False) -> OpaSidecar:
     return opa
 
 
-def start_pdp(opa: OpaSidecar, work: Path, *, log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_pdp(
+    opa: OpaSidecar, work: Path, *, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     keys.ensure(work / "keys")
     env = {
@@ -224,6 +229,7 @@ def start_pdp(opa: OpaSidecar, work: Path, *, log_dir: Path) -> tuple[subprocess
         "PDP_LOG_DIR": str(log_dir),
         "PDP_LOG_LEVEL": "WARNING",
         "PDP_OPA_TIMEOUT_MS": "2000",
+        **(extra_env or {}),
     }
     for k in [k for k in env if k.startswith("OTEL_")]:
         env.pop(k)
@@ -306,9 +312,12 @@ def bench_pdp(
     rates: bool = True,
     unix: bool = False,
     batch: int = 0,
+    extra_env: dict[str, str] | None = None,
+    at_rates: tuple[float, ...] = (),
 ) -> list[Point]:
+    """Peak, then open-loop points: at fractions of this peak (``sweep``, ``rates``) or at ``at_rates``."""
     opa = start_opa(work, unix=unix)
-    proc, addr = start_pdp(opa, work, log_dir=log_dir)
+    proc, addr = start_pdp(opa, work, log_dir=log_dir, extra_env=extra_env)
     try:
         assert opa.process is not None
         pids = {"pdp": proc.pid, "opa": opa.process.pid}
@@ -319,18 +328,18 @@ def bench_pdp(
         peak = point(name, "peak", conc, 0, r, m)
         points = [peak]
         fractions = (0.25, 0.5, 0.75) if sweep else (0.5,) if rates else ()
-        for f in fractions:
+        for rate in at_rates or tuple(peak.rps * f for f in fractions):
             m = Measured(pids)
             r = ghz(
                 addr,
                 work,
                 seconds=args.seconds,
                 concurrency=max(conc, 8),
-                rate=peak.rps * f,
+                rate=rate,
                 explain=explain,
                 batch=batch,
             )
-            points.append(point(name, "rate", max(conc, 8), peak.rps * f, r, m))
+            points.append(point(name, "rate", max(conc, 8), rate, r, m))
         return points
     finally:
         proc.terminate()
@@ -396,10 +405,100 @@ def quick(args: argparse.Namespace) -> int:
         pdp += bench_pdp(
             args, work, BATCHED, explain=0, log_dir=work / "log-batch", sweep=False, rates=False, batch=BATCH
         )
+        pdp += bench_pdp(
+            args, work, NO_COALESCE, explain=0, log_dir=work / "log-nc", sweep=False, rates=False, extra_env=UNCOALESCED
+        )
         opa = bench_opa(args, work, [], half=False)
     print(table(opa + pdp))
-    print(f"PDP/OPA throughput: Decide {pdp[0].rps / opa[0].rps:.2f}, DecideBatch {pdp[1].rps / opa[0].rps:.2f}")
+    print(
+        f"PDP/OPA throughput: Decide {pdp[0].rps / opa[0].rps:.2f}, DecideBatch {pdp[1].rps / opa[0].rps:.2f}, "
+        f"Decide without coalescing {pdp[2].rps / opa[0].rps:.2f}"
+    )
     return 0
+
+
+GOALS = (  # issue 21: (figure, goal, True when at least the goal, False when at most)
+    ("single Decide throughput / direct OPA", 0.50, True),
+    (f"DecideBatch x{BATCH} decisions/s / direct OPA", 1.0, True),
+    ("p50 at half the PDP's peak / OPA's p50 at that rate (*)", 2.0, False),
+    ("p99 at half the PDP's peak / OPA's p99 at that rate (*)", 3.0, False),
+)
+
+
+def interleaved(args: argparse.Namespace, work: Path, rate: float, rounds: int = 3) -> list[tuple[Point, Point]]:
+    """Direct OPA and the PDP at the same ``rate``, in alternating slices (OPA, PDP, OPA, PDP, ...).
+
+    On a shared machine the load of others drifts over minutes; slices side by side see the same
+    drift, so the ratio of each pair is fairer than that of two runs minutes apart.
+    """
+    direct = start_opa(work)
+    sidecar = start_opa(work)
+    proc, addr = start_pdp(sidecar, work, log_dir=work / "log-interleaved")
+    pairs = []
+    try:
+        assert direct.process is not None and sidecar.process is not None
+        conc = max(args.concurrency, 8)
+        ghz(addr, work, seconds=1, concurrency=conc, rate=rate, explain=0)  # warm-up
+        vegeta(direct, work, seconds=1, concurrency=conc, rate=rate)
+        for _ in range(rounds):
+            m = Measured({"opa": direct.process.pid})
+            o = point(
+                "opa (interleaved)",
+                "rate",
+                conc,
+                rate,
+                vegeta(direct, work, seconds=args.seconds, concurrency=conc, rate=rate),
+                m,
+            )
+            m = Measured({"pdp": proc.pid, "opa": sidecar.process.pid})
+            d = point(
+                "pdp (interleaved)",
+                "rate",
+                conc,
+                rate,
+                ghz(addr, work, seconds=args.seconds, concurrency=conc, rate=rate, explain=0),
+                m,
+            )
+            pairs.append((o, d))
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        sidecar.stop()
+        direct.stop()
+    return pairs
+
+
+def goals(points: list[Point], pdp: Point, batched: Point, pairs: list[tuple[Point, Point]]) -> str:
+    """The issue's goal table from this run, each figure against its goal, and the CPU that sets them."""
+    opa = points[0]
+    measured = (
+        pdp.rps / opa.rps,
+        batched.rps / opa.rps,
+        statistics.median(d.p50_ms / o.p50_ms for o, d in pairs),
+        statistics.median(d.p99_ms / o.p99_ms for o, d in pairs),
+    )
+    rows = [f"{'figure':<56}{'measured':>10}{'goal':>9}  met", "-" * 80]
+    for (name, goal, at_least), value in zip(GOALS, measured, strict=True):
+        met = value >= goal if at_least else value <= goal
+        rows.append(
+            f"{name:<56}{value:>9.2f}x{('>= ' if at_least else '<= ') + f'{goal:.2f}':>9}  {'yes' if met else 'NO'}"
+        )
+    own = pdp.cpu_ms_per_decision
+    rows.append(
+        "CPU ms per decision at peak (all on the same 2 cores): direct OPA "
+        f"{opa.cpu_ms_per_decision['opa']:.2f} + vegeta {opa.cpu_ms_per_decision['loadgen']:.2f}; "
+        f"PDP {own['pdp']:.2f} + its OPA {own['opa']:.2f} + ghz {own['loadgen']:.2f}"
+    )
+    direct = opa.cpu_ms_per_decision["opa"] + opa.cpu_ms_per_decision["loadgen"]
+    rows.append(
+        "on a CPU-bound box the throughput ratio is about the inverse of the CPU per decision "
+        f"(load generators included): {direct / sum(own.values()):.2f}"
+    )
+    rows.append(
+        f"(*) median of {len(pairs)} pairs of slices at {pairs[0][0].rate:.0f}/s, OPA and PDP alternating: "
+        + ", ".join(f"p50 {d.p50_ms:.1f}/{o.p50_ms:.1f} p99 {d.p99_ms:.1f}/{o.p99_ms:.1f} ms" for o, d in pairs)
+    )
+    return "\n".join(rows)
 
 
 def main() -> int:
@@ -423,6 +522,16 @@ def main() -> int:
         points = bench_pdp(args, work, "pdp", explain=0, log_dir=work / "log", sweep=True)
         pdp_peak = points[0].rps
         points += bench_pdp(args, work, BATCHED, explain=0, log_dir=work / "log-batch", sweep=False, batch=BATCH)
+        points += bench_pdp(
+            args,
+            work,
+            NO_COALESCE,
+            explain=0,
+            log_dir=work / "log-nc",
+            sweep=False,
+            extra_env=UNCOALESCED,
+            at_rates=(pdp_peak / 2,),  # the same rate as the PDP's half-peak point
+        )
         points += bench_pdp(args, work, "pdp (log on tmpfs)", explain=0, log_dir=Path(shm) / "log", sweep=False)
         points += bench_pdp(
             args, work, "pdp (OPA on unix sock)", explain=0, log_dir=work / "log-unix", sweep=False, unix=True
@@ -431,6 +540,8 @@ def main() -> int:
         points += bench_pdp(args, work, "pdp explain=full", explain=3, log_dir=work / "log-full", sweep=False)
         opa_points = bench_opa(args, work, [pdp_peak * f for f in (0.25, 0.5, 0.75)])
         points = opa_points + points
+        pairs = interleaved(args, work, pdp_peak / 2)
+        points += [p for pair in pairs for p in pair]
     opa_peak = points[0].rps
     at = pdp_peak / 2
     o, d = nearest(points, "opa", at), nearest(points, "pdp", at)
@@ -444,6 +555,10 @@ def main() -> int:
         "cpu_per_decision_ratio_pdp_with_its_opa_over_opa": pdp_cpu / points[0].cpu_ms_per_decision["opa"],
         "peak_rss_ratio_pdp_with_its_opa_over_opa": pdp_rss / points[0].peak_rss_mb["opa"],
         "latency_ratio_at_half_pdp_peak": {"p50": d.p50_ms / o.p50_ms, "p99": d.p99_ms / o.p99_ms},
+        "latency_ratio_at_half_pdp_peak_interleaved_median": {
+            "p50": statistics.median(b.p50_ms / a.p50_ms for a, b in pairs),
+            "p99": statistics.median(b.p99_ms / a.p99_ms for a, b in pairs),
+        },
         "throughput_ratio_pdp_batched_over_opa": batched.rps / opa_peak,
         "added_latency_at_half_pdp_peak_ms": {"rate": at, "p50": d.p50_ms - o.p50_ms, "p99": d.p99_ms - o.p99_ms},
         "durable_log_vs_tmpfs_throughput": pdp_peak / dur.rps,
@@ -482,6 +597,14 @@ def main() -> int:
         f"durable log (fsync per group commit) vs log on tmpfs: {summary['durable_log_vs_tmpfs_throughput']:.2f}x "
         "the throughput"
     )
+    uncoalesced = next(p for p in points if p.target == NO_COALESCE and p.mode == "peak")
+    u_half = nearest(points, NO_COALESCE, at)
+    print(
+        f"coalescing (PDP_OPA_COALESCE): peak {pdp_peak:.0f} vs {uncoalesced.rps:.0f}/s without "
+        f"({pdp_peak / uncoalesced.rps:.2f}x); at half peak p99 {d.p99_ms:.2f} vs {u_half.p99_ms:.2f} ms without"
+    )
+    print()
+    print(goals(points, pdp_point, batched, pairs))
     print(f"results: {RESULTS}/bench-{stamp}.json, latency-vs-load-{stamp}.png")
     return 0
 

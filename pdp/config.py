@@ -30,6 +30,7 @@ class Settings:
     decision_path: str = "pdp/decision"
     batch_path: str = "pdp/decisions"
     max_batch: int = 64
+    opa_coalesce: bool = True
     opa_timeout_s: float = 0.5
     health_interval_s: float = 1.0
     max_request_bytes: int = 1 << 20
@@ -156,6 +157,7 @@ class Settings:
         kw.update(_lifecycle(env))
         if v := env.get("PDP_TRUST_FILE"):
             kw["trust"] = TrustConfig.load(Path(v))  # validated now: a typo must not silently trust nothing
+        kw.update(_coalescing(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -202,6 +204,19 @@ def _int(name: str, value: str, lo: int, hi: int) -> int:
     if not lo <= n <= hi:
         raise ConfigError(f"{name}: {n} is outside {lo}..{hi}")
     return n
+
+
+def _coalescing(env: Mapping[str, str]) -> dict[str, object]:
+    """Whether concurrent Decide calls share one batched OPA query (PDP_OPA_COALESCE)."""
+    v = env.get("PDP_OPA_COALESCE")
+    return {} if v is None else {"opa_coalesce": _bool("PDP_OPA_COALESCE", v)}
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v not in ("true", "false", "1", "0"):
+        raise ConfigError(f"{name}: {value!r} is not true or false")
+    return v in ("true", "1")
 
 
 def _listen(name: str, value: str) -> str:

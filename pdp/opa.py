@@ -113,11 +113,17 @@ class OpaClient:
             status, raw = self._post(path, body, timeout_s, {})
         else:
             with self._telemetry.opa_call(url=self._url, path=path) as trace_headers:
+                self._local.trace_headers = trace_headers
                 status, raw = self._post(path, body, timeout_s, trace_headers)
         took = time.perf_counter_ns() - start
         if status != 200:
             raise OpaError(f"OPA answered HTTP {status}: {_error_message(raw)}")
         return _parse(raw, took)
+
+    def trace_headers(self) -> dict[str, str]:
+        """The trace headers (``traceparent``) of the last query this thread sent; empty when untraced."""
+        headers: dict[str, str] = getattr(self._local, "trace_headers", {})
+        return headers
 
     def close(self) -> None:
         """Closes this thread's connection."""

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SCOPE = "pdp"
 SPAN_CONTEXT = "pdp.context"  # validating the request and building the policy input
 SPAN_RECORD = "pdp.record"  # signing the decision record and appending it durably to the log
+SPAN_COALESCED = "pdp.opa.coalesced"  # one caller's wait for a batched OPA query (linked to that query's span)
 ATTR_PREFIX = "pdp."
 
 _EXPORTERS = ("otlp", "console")

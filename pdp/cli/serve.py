@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 
@@ -20,6 +21,10 @@ def run(settings: Settings) -> int:
     setup_logging(settings.log_level)
     server, port = create_server(settings)
     server.start()
+    # Start-up's objects (modules, descriptors, keys) leave the collector's view: a full (gen-2)
+    # collection no longer walks them on a request thread (measured: a ~200 ms pause gone, bench/tail.py).
+    gc.collect()
+    gc.freeze()
     host = settings.listen.rsplit(":", 1)[0]
     log.info("PDP gRPC on %s:%d, asking OPA at %s for %s", host, port, settings.opa_url, settings.decision_path)
     if server.http is not None:

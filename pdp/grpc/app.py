@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pdp.coalesce import CoalescingOpaClient
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import ConfigError, PdpError
@@ -39,6 +40,7 @@ class PdpServer:
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)  # bundle watch, policy masks, shadow
+    opa: OpaClient | None = None  # the decision path's OPA client (coalescing unless PDP_OPA_COALESCE=false)
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -103,14 +105,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
     lifecycle = policy_lifecycle(settings, telemetry.meter_provider, recorder.record_shadow)
+    opa = _opa_client(settings, telemetry)
     decider = Decider(
-        # With policy masking on, one evaluation answers the decision and its masks (pdp.policy.masking).
-        opa=OpaClient(
-            settings.opa_url,
-            settings.mask_path or settings.decision_path,
-            telemetry,
-            batch_path=settings.mask_batch_path if settings.mask_path else settings.batch_path,
-        ),
+        opa=opa,
         recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
@@ -153,8 +150,21 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         telemetry=telemetry,
         http=http,
         lifecycle=lifecycle,
+        opa=opa,
     )
     return server_, port
+
+
+def _opa_client(settings: Settings, telemetry: Telemetry) -> OpaClient:
+    """The decision path's OPA client, coalescing concurrent Decide calls into batches (PDP_OPA_COALESCE).
+
+    With policy masking on, one evaluation answers the decision and its masks (pdp.policy.masking).
+    """
+    path = settings.mask_path or settings.decision_path
+    batch_path = settings.mask_batch_path if settings.mask_path else settings.batch_path
+    if not settings.opa_coalesce:
+        return OpaClient(settings.opa_url, path, telemetry, batch_path=batch_path)
+    return CoalescingOpaClient(settings.opa_url, path, telemetry, batch_path=batch_path, max_batch=settings.max_batch)
 
 
 def _bind(server: grpc.Server, settings: Settings) -> int:
