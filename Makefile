@@ -62,6 +62,7 @@ $(VENV)/.bench: $(VENV)/.installed
 
 bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) $(MCP_SERVERS)/.installed ## PDP vs direct OPA, side by side (BENCH_SECONDS, BENCH_CONCURRENCY; ARGS=--quick)
 	$(PY) bench/run.py $(ARGS)
+	PDP_OPA_BIN=$(OPA) $(PY) bench/authzen_bench.py $(if $(findstring --quick,$(ARGS)),--seconds 4)
 	PDP_OPA_BIN=$(OPA) $(PY) bench/mcp_bench.py
 	$(PY) bench/lifecycle.py $(if $(findstring --quick,$(ARGS)),--entries 10000 --seconds 4)
 
