@@ -140,7 +140,8 @@ class Decider:
                 with _naming(i if batch else None):
                     earlier = self._recorder.existing(decision_ids[i], request_digests[i]) if r.request_id else None
                 if earlier is not None:
-                    decisions[i] = _replayed(earlier, path=self._path)
+                    again = _replayed(earlier, path=self._path)
+                    decisions[i] = self._approvals.replayed(again, now=now_s) if self._approvals else again
             todo = [i for i, d in enumerate(decisions) if d is None]
             verdicts, hide = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [

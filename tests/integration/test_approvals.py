@@ -212,3 +212,11 @@ def _varint(n: int) -> bytes:
         out += bytes([byte | (0x80 if n else 0)])
         if not n:
             return out
+
+
+def test_a_retried_request_gets_the_escalation_its_first_answer_opened(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    first = pdp.stub.Decide(req, timeout=5)
+    again = pdp.stub.Decide(req, timeout=5)  # same request id: the same record, and the same escalation
+    assert again.record == first.record
+    assert (again.escalation_id, again.escalation_expires_at) == (first.escalation_id, first.escalation_expires_at)
