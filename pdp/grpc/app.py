@@ -132,7 +132,10 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         lifecycle=lifecycle,
     )
     approval_service.add_service(
-        approval_service.ApprovalServicer(desk, dev_login=settings.approvals_dev_login), server
+        approval_service.ApprovalServicer(
+            desk, dev_login=settings.approvals_dev_login, max_waiters=max(1, settings.workers // 4)
+        ),
+        server,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
