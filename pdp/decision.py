@@ -30,3 +30,7 @@ class Decision:
     approvals: dict[str, Any] = dataclasses.field(default_factory=dict)  # the record's pdp.approvals
     escalation_id: str = ""  # REQUIRE_APPROVAL: the escalation opened for it
     escalation_expires_at: int = 0
+    # The trust model: the verified principal, what vouched for what, and the caller it was made for.
+    principal_id: str = ""
+    trust: dict[str, Any] = dataclasses.field(default_factory=dict)
+    audience: str = ""

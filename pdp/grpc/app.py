@@ -27,6 +27,7 @@ from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
 from pdp.telemetry import Telemetry
+from pdp.trust import TrustVerifier
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -129,6 +130,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_batch=settings.max_batch,
         store=store,
         approvals=ApprovalsStep(desk=desk, jwks=recorder.jwks()),
+        trust=TrustVerifier(settings.trust),
         lifecycle=lifecycle,
     )
     approval_service.add_service(

@@ -109,7 +109,7 @@ def test_two_person_rule_through_mtls_end_to_end(
     assert decision.outcome == "allow"
     assert "approval.accepted" in decision.reasons
     assert claims_of(response.record)["pdp"]["approvals"]["consumed"] is True
-    approvers = {a["approver_id"] for a in claims_of(response.record)["input"]["approvals"]}
+    approvers = {a["approver_id"] for a in claims_of(response.record)["input"]["bound"]["approvals"]}
     assert approvers == {"sgt.ray@army.example", "capt.ng@army.example"}
 
     # The same tokens again (a new request) are not an ALLOW.
