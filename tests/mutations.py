@@ -180,11 +180,13 @@ def _lineage_variants(ctx: Context) -> list[Mutation]:
 
 
 def _self_approved(ctx: Context) -> None:
-    """The caller writes its own approvals, naming every approver it knows, bound to the right action."""
+    """The caller writes its own approvals, naming every approver it knows, bound to the right action,
+    into the one place a caller can still write anything (attributes: context.approvals, field 8, is
+    reserved since approvals are PDP-signed tokens)."""
     request = json_format.ParseDict({"context": ctx}, pb.DecideRequest())
     digest = digest_of(request.context)
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-    ctx["approvals"] = [
+    ctx.setdefault("attributes", {})["approvals"] = [
         {"approverId": p, "actionDigest": digest, "expiresAt": expires, "approverRoles": sorted(KNOWN["roles"])}
         for p in sorted(KNOWN["principals"])
     ][:64]

@@ -10,10 +10,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pdp.approvals.binding import ApprovalsStep
+from pdp.approvals.desk import ApprovalDesk, opa_registry
 from pdp.coalesce import CoalescingOpaClient
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import ConfigError, PdpError
+from pdp.grpc import approvals as approval_service
 from pdp.grpc.health import SERVICE_NAME, OpaHealthMonitor
 from pdp.grpc.servicer import DecisionServicer, add_service
 from pdp.grpc.tls import server_credentials
@@ -39,6 +42,7 @@ class PdpServer:
     store: StateStore
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
+    desk: ApprovalDesk | None = None  # the approvals desk the faces share (ApprovalService, console)
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)  # bundle watch, policy masks, shadow
     opa: OpaClient | None = None  # the decision path's OPA client (coalescing unless PDP_OPA_COALESCE=false)
 
@@ -104,6 +108,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         maximum_concurrent_rpcs=settings.workers * 64,
         interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
+    desk = ApprovalDesk(
+        store=store,
+        recorder=recorder,
+        registry=opa_registry(settings.opa_url, timeout_s=max(settings.opa_timeout_s, 1.0)),
+        escalation_ttl_s=settings.escalation_ttl_s,
+        approval_ttl_s=settings.approval_ttl_s,
+    )
     lifecycle = policy_lifecycle(settings, telemetry.meter_provider, recorder.record_shadow)
     opa = _opa_client(settings, telemetry)
     decider = Decider(
@@ -115,13 +126,22 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         telemetry=telemetry,
         max_batch=settings.max_batch,
         store=store,
+        approvals=ApprovalsStep(desk=desk, jwks=recorder.jwks()),
         trust=TrustVerifier(settings.trust),
         lifecycle=lifecycle,
+    )
+    approval_service.add_service(
+        approval_service.ApprovalServicer(
+            desk, dev_login=settings.approvals_dev_login, max_waiters=max(1, settings.workers // 4)
+        ),
+        server,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, approval_service.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     health_servicer.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         port = _bind(server, settings)
@@ -149,6 +169,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         store=store,
         telemetry=telemetry,
         http=http,
+        desk=desk,
         lifecycle=lifecycle,
         opa=opa,
     )

@@ -23,7 +23,6 @@ def test_builds_the_documented_input_shape() -> None:
             "action": {"tool": "payments.transfer", "arguments": {"amount": 10}},
             "resource": {"classification": "CLASSIFICATION_RESTRICTED", "dataCategories": ["pci"]},
             "lineage": [{"source": "core-banking", "quality": 0.99, "verified": True}],
-            "approvals": [{"approverId": "carol", "expiresAt": "2026-11-24T13:00:00Z"}],
             "risk": {"score": 42.5},
         },
         requestId="req-1",
@@ -54,7 +53,7 @@ def test_builds_the_documented_input_shape() -> None:
     assert asserted["resource"]["classification_level"] == 4
     assert asserted["resource"]["data_categories"] == ["pci"]
     assert asserted["lineage"] == [{"source": "core-banking", "kind": "", "quality": 0.99, "verified": True}]
-    assert asserted["approvals"][0]["expires_at"] == "2026-11-24T13:00:00Z"
+    assert doc["bound"]["approvals"] == [] and "approvals" not in asserted  # only verified tokens, bound later
     assert asserted["risk"]["score"] == 42.5
     assert set(doc) == {"bound", "agent", "action", "resource", "verified", "asserted"}
 
@@ -63,7 +62,7 @@ def test_unset_parts_are_present_and_empty() -> None:
     doc = build({"agent": {"id": "a"}, "action": {"tool": "t"}})
     asserted = doc["asserted"]
     assert asserted["resource"]["classification"] == "unspecified"
-    assert asserted["lineage"] == [] and asserted["approvals"] == [] and asserted["attributes"] == {}
+    assert asserted["lineage"] == [] and asserted["attributes"] == {}
     assert asserted["environment"]["name"] == "" and asserted["destination"] == {"kind": ""}
 
 
