@@ -57,6 +57,9 @@ class Settings:
     # Shared state (escalations, consumed approvals, budgets, suspensions): PostgreSQL, else SQLite
     state_url: str = ""
     state_dir: Path | None = None
+    # Approver console (pdp.http.console)
+    console_listen: str = ""
+    console_dev_login: bool = False
 
     @property
     def state_location(self) -> str | Path:
@@ -69,6 +72,12 @@ class Settings:
         if self.log_dir is None:
             raise ConfigError("PDP_STATE_URL or PDP_STATE_DIR is required when PDP_LOG_DIR is not set")
         return self.log_dir.parent / "state"
+
+    @property
+    def console_dev_login_honoured(self) -> bool:
+        """``PDP_CONSOLE_DEV_LOGIN`` counts only on a loopback console address without TLS."""
+        host = self.console_listen.rpartition(":")[0].strip("[]")
+        return self.console_dev_login and self.tls_cert_file is None and host in ("127.0.0.1", "::1", "localhost")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -145,6 +154,7 @@ class Settings:
                 )
             kw["state_url"] = v
         kw.update(_http(env))
+        kw.update(_console(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -161,6 +171,11 @@ class Settings:
             raise ConfigError("PDP_TLS_CLIENT_CA_FILE needs PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE (mTLS needs TLS)")
         if self.http_callers and self.tls_client_ca_file is None:
             raise ConfigError("PDP_HTTP_CALLERS needs PDP_TLS_CLIENT_CA_FILE (callers are named by their certificates)")
+        if self.console_listen and self.tls_client_ca_file is None and not self.console_dev_login_honoured:
+            raise ConfigError(
+                "PDP_CONSOLE_LISTEN needs PDP_TLS_CLIENT_CA_FILE (approvers are named by their certificates), "
+                "or PDP_CONSOLE_DEV_LOGIN=1 with a loopback address and no TLS (local development only)"
+            )
 
 
 def _int(name: str, value: str, lo: int, hi: int) -> int:
@@ -171,6 +186,14 @@ def _int(name: str, value: str, lo: int, hi: int) -> int:
     if not lo <= n <= hi:
         raise ConfigError(f"{name}: {n} is outside {lo}..{hi}")
     return n
+
+
+def _bool(name: str, value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {value!r} is not a boolean (1/true/yes/on or 0/false/no/off)")
 
 
 def _listen(name: str, value: str) -> str:
@@ -206,4 +229,14 @@ def _http(env: Mapping[str, str]) -> dict[str, object]:
         if not Path(v).is_file():
             raise ConfigError(f"PDP_AUTHZEN_MAPPING: {v!r} is not a readable file")
         kw["authzen_mapping"] = Path(v)
+    return kw
+
+
+def _console(env: Mapping[str, str]) -> dict[str, object]:
+    """The approver console's settings."""
+    kw: dict[str, object] = {}
+    if v := env.get("PDP_CONSOLE_LISTEN"):
+        kw["console_listen"] = _listen("PDP_CONSOLE_LISTEN", v)
+    if (v := env.get("PDP_CONSOLE_DEV_LOGIN")) is not None:
+        kw["console_dev_login"] = _bool("PDP_CONSOLE_DEV_LOGIN", v)
     return kw

@@ -68,6 +68,7 @@ def dev_env(home: Path, *, port: int, opa_bin: str, **extra: str) -> dict[str, s
         "PDP_OPA_BIN": opa_bin,
         "PDP_LISTEN": f"127.0.0.1:{port}",
         "PDP_HTTP_LISTEN": f"127.0.0.1:{free_port()}",  # pdp dev's default, 8080, may be taken
+        "PDP_CONSOLE_LISTEN": f"127.0.0.1:{free_port()}",  # pdp dev's default, 8081, likewise
         "PDP_KEY_DIR": str(home / "keys"),
         "PDP_LOG_DIR": str(home / "log"),
         **extra,
