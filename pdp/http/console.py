@@ -7,9 +7,9 @@ risk and lineage, and approves or rejects it with a comment. The page is a thin 
 
 Who the approver is comes from the transport, never from a form:
 
-* **mTLS** (``PDP_TLS_CLIENT_CA_FILE``): the client certificate's names, noted per connection by
-  the HTTP runner (:mod:`pdp.http.face`) as for AuthZEN; the first name the approver registry knows
-  (SANs, then the subject CN) is the identity. Without a certificate: 401, nothing shown.
+* **mTLS** (``PDP_TLS_CLIENT_CA_FILE``): the client certificate's subject common name, noted per
+  connection by the HTTP runner (:mod:`pdp.http.face`) as for AuthZEN, is the approver identity,
+  as in the gRPC ApprovalService. Without a certificate: 401, nothing shown.
 * **Dev login** (``PDP_CONSOLE_DEV_LOGIN``, honoured only on a loopback address without TLS): the
   user types an identity from the registry and the login code the PDP logs at start (a fresh one
   per start, so that another local user or a web page cannot log in by guessing). Requests whose
@@ -61,13 +61,27 @@ COOKIE = "pdp_console"
 SESSION_TTL_S = 8 * 3600
 MAX_SESSIONS = 10_000
 MAX_FORM_BYTES = 16 * 1024
-MAX_COMMENT = 2000
+MAX_COMMENT = 1024  # the desk's limit
 MAX_LOGIN_FAILURES = 20
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 # What an approver must see, in this order; other context keys follow.
-SHOWN = ("tool", "arguments", "resource", "classification", "agent", "principal", "reasons", "risk", "lineage")
+SHOWN = (
+    "tool",
+    "operation",
+    "arguments",
+    "destination",
+    "resource",
+    "classification",
+    "agent",
+    "principal",
+    "reasons",
+    "risk",
+    "lineage",
+    "caller",
+)
+HIDDEN = ("principals",)  # the same as principal.all
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -306,12 +320,8 @@ class ConsoleApp:
         if not self._mtls:
             return session.identity if session is not None else ""
         client = request.scope.get("client") or ("", 0)
-        subject, sans = self._peers.get((client[0], client[1]), ("", ()))
-        names = [n for n in (*sans, subject) if n]
-        for name in names:
-            if (await run_in_threadpool(self._desk.approver, name)).active:
-                return name
-        return names[0] if names else ""
+        subject, _ = self._peers.get((client[0], client[1]), ("", ()))
+        return subject
 
 
 def create_console(settings: Settings, *, desk: ApprovalDesk) -> ConsoleFace:
@@ -431,7 +441,7 @@ def _escalation(e: Escalation, approver: Approver, csrf: str, now: int) -> str:
     context.setdefault("agent", e.agent_id)
     context.setdefault("principal", e.principal_id)
     context.setdefault("reasons", e.reasons)
-    keys = [k for k in SHOWN if k in context] + sorted(k for k in context if k not in SHOWN)
+    keys = [k for k in SHOWN if k in context] + sorted(k for k in context if k not in SHOWN + HIDDEN)
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_value(context[k])}</dd>" for k in keys)
     votes = [v for v in e.votes if v.approve]
     voted = any(v.approver == approver.identity for v in e.votes)
@@ -459,19 +469,20 @@ def _escalation(e: Escalation, approver: Approver, csrf: str, now: int) -> str:
 
 
 def _value(value: Any) -> str:
-    """A context value as HTML: mappings as nested lists, lists as lists, scalars as escaped text."""
+    """A context value as HTML: reasons as code — message, mappings and lists as nested lists,
+    scalars as escaped text (strings) or JSON (numbers, booleans, null)."""
+    if isinstance(value, dict) and set(value) == {"code", "message"}:
+        return f"<code>{_e(value['code'])}</code> — {_e(value['message'])}"
     if isinstance(value, dict):
-        if not value:
-            return "<em>none</em>"
         items = "".join(f"<li><span class='k'>{_e(k)}</span>: {_value(v)}</li>" for k, v in value.items())
-        return f"<ul class='map'>{items}</ul>"
-    if isinstance(value, list):
-        if not value:
-            return "<em>none</em>"
-        return "<ul>" + "".join(f"<li>{_value(v)}</li>" for v in value) + "</ul>"
-    if isinstance(value, str):
-        return f"<span class='s'>{_e(value)}</span>"
-    return f"<code>{_e(json.dumps(value))}</code>"
+        html_ = f"<ul class='map'>{items}</ul>"
+    elif isinstance(value, list):
+        html_ = "<ul>" + "".join(f"<li>{_value(v)}</li>" for v in value) + "</ul>"
+    elif isinstance(value, str):
+        html_ = f"<span class='s'>{_e(value)}</span>"
+    else:
+        return f"<code>{_e(json.dumps(value))}</code>"
+    return html_ if value else "<em>none</em>"
 
 
 _ICON = (
