@@ -57,6 +57,10 @@ class Settings:
     # Shared state (escalations, consumed approvals, budgets, suspensions): PostgreSQL, else SQLite
     state_url: str = ""
     state_dir: Path | None = None
+    # Approvals (issue 14): escalation and approval-token lifetimes; the loopback-only dev login
+    escalation_ttl_s: int = 3600
+    approval_ttl_s: int = 900
+    approvals_dev_login: bool = False
     # Approver console (pdp.http.console)
     console_listen: str = ""
     console_dev_login: bool = False
@@ -76,8 +80,7 @@ class Settings:
     @property
     def console_dev_login_honoured(self) -> bool:
         """``PDP_CONSOLE_DEV_LOGIN`` counts only on a loopback console address without TLS."""
-        host = self.console_listen.rpartition(":")[0].strip("[]")
-        return self.console_dev_login and self.tls_cert_file is None and host in ("127.0.0.1", "::1", "localhost")
+        return self.console_dev_login and self.tls_cert_file is None and _loopback(self.console_listen)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -154,6 +157,7 @@ class Settings:
                 )
             kw["state_url"] = v
         kw.update(_http(env))
+        kw.update(_approvals(env))
         kw.update(_console(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
@@ -169,6 +173,11 @@ class Settings:
             raise ConfigError("PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE must be set together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ConfigError("PDP_TLS_CLIENT_CA_FILE needs PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE (mTLS needs TLS)")
+        if self.approvals_dev_login and (self.tls_client_ca_file is not None or not _loopback(self.listen)):
+            raise ConfigError(
+                "PDP_APPROVALS_DEV_LOGIN: only for a loopback PDP_LISTEN without mTLS (development); "
+                "approvers authenticate with client certificates otherwise"
+            )
         if self.http_callers and self.tls_client_ca_file is None:
             raise ConfigError("PDP_HTTP_CALLERS needs PDP_TLS_CLIENT_CA_FILE (callers are named by their certificates)")
         if self.console_listen and self.tls_client_ca_file is None and not self.console_dev_login_honoured:
@@ -212,6 +221,27 @@ def _opa_url(name: str, value: str) -> str:
         _listen(name, value.removeprefix("http://").rstrip("/"))
         return value.rstrip("/")
     raise ConfigError(f"{name}: {value!r} must be http://host:port or unix:///path (a sidecar on loopback)")
+
+
+def _loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _approvals(env: Mapping[str, str]) -> dict[str, object]:
+    """The approvals settings (docs/approvals.md)."""
+    kw: dict[str, object] = {}
+    for name, field, lo, hi in (
+        ("PDP_ESCALATION_TTL_SECONDS", "escalation_ttl_s", 10, 30 * 86400),
+        ("PDP_APPROVAL_TTL_SECONDS", "approval_ttl_s", 10, 86400),
+    ):
+        if (v := env.get(name)) is not None:
+            kw[field] = _int(name, v, lo, hi)
+    if v := env.get("PDP_APPROVALS_DEV_LOGIN"):
+        if v not in ("0", "1"):
+            raise ConfigError(f"PDP_APPROVALS_DEV_LOGIN: {v!r} must be 1 (on) or 0 (off)")
+        kw["approvals_dev_login"] = v == "1"
+    return kw
 
 
 def _http(env: Mapping[str, str]) -> dict[str, object]:

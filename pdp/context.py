@@ -87,9 +87,7 @@ def build_input(request: pb.DecideRequest, *, caller: Caller, request_time: str,
         ],
         "environment": _environment(ctx.environment),
         "risk": _risk(ctx.risk),
-        "approvals": [
-            _approval(a, f"context.approvals[{i}]") for i, a in enumerate(_bounded(ctx.approvals, "context.approvals"))
-        ],
+        "approvals": [],  # only approvals the PDP verified, bound by pdp.approvals.binding
         "purpose_of_use": _text(ctx.purpose_of_use, "context.purpose_of_use"),
         "attributes": struct_value(ctx.attributes, "context.attributes", max_depth),
     }
@@ -170,24 +168,6 @@ def _risk(r: pb.RiskSignals) -> dict[str, Any]:
     return {
         "score": _number(r.score, "context.risk.score", 0.0, 100.0),
         "indicators": [_text(i, "context.risk.indicators") for i in _bounded(r.indicators, "context.risk.indicators")],
-    }
-
-
-def _approval(a: pb.Approval, field: str) -> dict[str, Any]:
-    expires = ""
-    if a.HasField("expires_at"):
-        try:
-            expires = a.expires_at.ToJsonString()
-        except ValueError as e:
-            raise InvalidArgument(f"{field}.expires_at", str(e)) from None
-    return {
-        "id": _text(a.id, f"{field}.id"),
-        "approver_id": _id(a.approver_id, f"{field}.approver_id", required=True),
-        "approver_roles": [
-            _text(r, f"{field}.approver_roles") for r in _bounded(a.approver_roles, f"{field}.approver_roles")
-        ],
-        "action_digest": _text(a.action_digest, f"{field}.action_digest"),
-        "expires_at": expires,
     }
 
 

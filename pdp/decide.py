@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pdp.approvals.binding import ApprovalsStep, Bound, bind_nothing
 from pdp.config import Settings
 from pdp.context import Caller, build_input
 from pdp.decision import Decision
@@ -48,6 +49,8 @@ class Decider:
         telemetry: where the pipeline's spans go.
         max_batch: most requests one DecideBatch call may carry.
         store: the shared state store (escalations, consumed approvals, budgets, suspensions).
+        approvals: the approvals step (verify tokens, consume them, open escalations); None: the
+            request's approval tokens are all ignored and nothing is escalated.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Decider:
         telemetry: Telemetry,
         max_batch: int = Settings.max_batch,
         store: StateStore | None = None,
+        approvals: ApprovalsStep | None = None,
     ) -> None:
         self._opa = opa
         self._recorder = recorder
@@ -70,6 +74,7 @@ class Decider:
         self._max_depth = max_depth
         self._max_batch = max_batch
         self._store = store
+        self._approvals = approvals
 
     def decide(self, request: pb.DecideRequest, *, caller: Caller, time_remaining_s: float | None) -> Decision:
         """Decides one request. Never raises for a missing verdict or record: that is a DENY.
@@ -111,11 +116,15 @@ class Decider:
     ) -> list[Decision]:
         start = time.perf_counter_ns()
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        now_s = int(time.time())
         with self._tracer.start_as_current_span(SPAN_CONTEXT):
             inputs = []
             for i, r in enumerate(requests):
                 with _naming(i if batch else None):
                     inputs.append(build_input(r, caller=caller, request_time=now, max_depth=self._max_depth))
+            bounds = [
+                self._bind_approvals(doc, r.approval_tokens, now_s) for doc, r in zip(inputs, requests, strict=True)
+            ]
         decision_ids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
         request_digests = [request_digest(doc) for doc in inputs]
         decisions: list[Decision | None] = [None] * len(requests)
@@ -129,12 +138,12 @@ class Decider:
             todo = [i for i, d in enumerate(decisions) if d is None]
             verdicts = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
-                self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict)
+                self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict, bound=bounds[i], now_s=now_s)
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
             recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo])
             for i, d in zip(todo, recorded, strict=True):
-                decisions[i] = d
+                decisions[i] = self._approvals.logged(d, inputs[i], now=now_s) if self._approvals else d
         total = time.perf_counter_ns() - start
         return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]
 
@@ -171,7 +180,13 @@ class Decider:
         input_doc: dict[str, Any],
         answer: OpaAnswer | None,
         verdict: Verdict,
+        *,
+        bound: Bound,
+        now_s: int,
     ) -> Decision:
+        approvals: dict[str, Any] = {}
+        if self._approvals is not None:  # an ALLOW resting on approvals consumes them first
+            verdict, approvals = self._approvals.consume(verdict, bound, now=now_s)
         return Decision(
             decision_id=str(uuid.uuid4())
             if verdict.indeterminate
@@ -187,7 +202,14 @@ class Decider:
             explanation=answer.explanation if answer else [],
             opa_ns=answer.roundtrip_ns if answer else 0,
             opa_eval_ns=answer.eval_ns if answer else 0,
+            approvals=approvals,
         )
+
+    def _bind_approvals(self, input_doc: dict[str, Any], tokens: Sequence[str], now_s: int) -> Bound:
+        """The approvals step before the policy: only tokens the PDP verifies reach the input."""
+        if self._approvals is None:
+            return bind_nothing(input_doc, tokens)
+        return self._approvals.bind(input_doc, tokens, now=now_s)
 
     def _record(self, made: list[Decision], inputs: list[dict[str, Any]], request_digests: list[str]) -> list[Decision]:
         """Signs and durably logs the decisions; if that fails, every one of them is a DENY."""
@@ -233,6 +255,7 @@ def _record_of(d: Decision, input_doc: dict[str, Any], request_digest: str) -> D
             error_code=v.error_code,
             explanation_digest=digest(d.explanation) if d.explain else "",
             opa_version=d.opa_version,
+            approvals=d.approvals,
         ),
     )
 

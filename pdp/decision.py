@@ -27,3 +27,6 @@ class Decision:
     opa_eval_ns: int = 0
     record: str = ""
     log_index: int = 0
+    approvals: dict[str, Any] = dataclasses.field(default_factory=dict)  # the record's pdp.approvals
+    escalation_id: str = ""  # REQUIRE_APPROVAL: the escalation opened for it
+    escalation_expires_at: int = 0

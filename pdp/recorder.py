@@ -18,7 +18,7 @@ from pdp.errors import InvalidArgument, NotFound
 from pdp.keys import KeyRing, public_keys
 from pdp.ledger.log import Log
 from pdp.records import digest, redact, sign_record, unverified_claims
-from pdp.schema import DecisionRecord, OutcomeRecord, OutcomeReport, Record, RecordHead
+from pdp.schema import DecisionRecord, EscalationRecord, OutcomeRecord, OutcomeReport, Record, RecordHead
 
 _ID_SPACE = uuid.UUID("6f1d2a52-4d0b-4e8e-9a43-3c1bd6c1a7e2")  # namespace of deterministic decision ids
 
@@ -179,6 +179,28 @@ class Recorder:
             iat=now,
             jti=str(uuid.uuid4()),
         )
+        made: list[str] = []
+        i = self.log.append(functools.partial(self._sign_at, record, made))
+        return Signed(made[-1], i)
+
+    def shown(self, input_doc: dict[str, Any]) -> dict[str, Any]:
+        """The input as records show it: masked and erased by the configured pointers."""
+        return redact(input_doc, mask=self._mask, erase=self._erase)[0]
+
+    def record_escalation(self, record: EscalationRecord) -> Signed:
+        """Appends one step of an escalation, linked to its decision's record when this log holds it
+        (the decision may be in another replica's log).
+
+        Raises:
+            LedgerUnavailable: not durable.
+        """
+        now = int(time.time())
+        index = self._index.get(record.decision_id)
+        if index is not None:
+            record = dataclasses.replace(
+                record, decision_log_index=str(index), decision_record_digest=sha256_digest(self.log.entry(index))
+            )
+        record = dataclasses.replace(record, iat=now, jti=str(uuid.uuid4()))
         made: list[str] = []
         i = self.log.append(functools.partial(self._sign_at, record, made))
         return Signed(made[-1], i)

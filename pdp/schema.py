@@ -21,6 +21,8 @@ from pdp.errors import RecordError
 
 TYP_DECISION = "pdp-decision+jws"
 TYP_OUTCOME = "pdp-outcome+jws"
+TYP_ESCALATION = "pdp-escalation+jws"
+ESCALATION_STEPS = ("opened", "approved", "rejected", "expired", "consumed")
 SCHEMA_VERSION = 1
 
 
@@ -81,9 +83,14 @@ class DecisionClaims:
     exp: int = 0
     jti: str = ""
     log_index: str = ""  # large integers travel as strings
+    approvals: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The approval tokens the request carried: ``verified`` (jti, approver, escalation_id each),
+    ``rejected`` (``{"token": i, "check", "problem"}``: ignored), ``consumed`` (bool). Absent when
+    the request carried none."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        extra = {"approvals": self.approvals} if self.approvals else {}
+        return extra | {
             "type": DecisionRecord.KIND,
             "version": SCHEMA_VERSION,
             "request_id": self.request_id,
@@ -128,6 +135,7 @@ class DecisionClaims:
             exp=_field(pdp, "exp", int, w),
             jti=_field(pdp, "jti", str, w),
             log_index=_field(pdp, "log_index", str, w),
+            approvals=_field(pdp, "approvals", dict, w) if "approvals" in pdp else {},
         )
 
 
@@ -281,11 +289,100 @@ class OutcomeRecord:
         )
 
 
-Record = DecisionRecord | OutcomeRecord
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EscalationRecord:
+    """One step of an escalation (docs/approvals.md), linked to the decision that opened it.
+
+    ``escalation`` is the escalation after the step (id, decision_id, action_digest, agent_id,
+    principal_id, reasons, role, count, expires_at, status, approvers). ``actor`` is who took the
+    step: the approver (approved, rejected; ``actor_roles`` their registry roles then), or the
+    caller whose decision opened or consumed it, or ``pdp`` (expired). ``by_decision_id`` is the
+    ALLOW decision that consumed it. ``decision_log_index`` / ``decision_record_digest`` link the
+    opening decision's record when it is in this log (another replica's log otherwise: empty).
+    """
+
+    TYP: ClassVar[str] = TYP_ESCALATION
+    KIND: ClassVar[str] = "escalation"
+
+    decision_id: str
+    timestamp: str
+    step: str
+    escalation: dict[str, Any]
+    actor: str
+    step_at: int  # unix seconds (``pdp.at``)
+    actor_roles: tuple[str, ...] = ()
+    comment: str = ""
+    by_decision_id: str = ""
+    decision_log_index: str = ""
+    decision_record_digest: str = ""
+    iat: int = 0
+    jti: str = ""
+    log_index: str = ""
+
+    def __post_init__(self) -> None:
+        if self.step not in ESCALATION_STEPS:
+            raise RecordError(f"pdp.step: must be one of {ESCALATION_STEPS}, not {self.step!r}")
+
+    def at(self, log_index: int) -> Self:
+        """This record as signed for log index ``log_index``."""
+        return dataclasses.replace(self, log_index=str(log_index))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "timestamp": self.timestamp,
+            "requested_by": self.actor,
+            "escalation": self.escalation,
+            "pdp": {
+                "type": self.KIND,
+                "step": self.step,
+                "escalation_id": str(self.escalation.get("id", "")),
+                "at": self.step_at,
+                "actor": self.actor,
+                "actor_roles": list(self.actor_roles),
+                "comment": self.comment,
+                "by_decision_id": self.by_decision_id,
+                "decision_log_index": self.decision_log_index,
+                "decision_record_digest": self.decision_record_digest,
+                "iat": self.iat,
+                "jti": self.jti,
+                "log_index": self.log_index,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, claims: Mapping[str, Any]) -> EscalationRecord:
+        """Reads verified claims.
+
+        Raises:
+            RecordError: a field is missing or of the wrong type (the message names it).
+        """
+        pdp = _object(claims, "pdp")
+        w = "pdp."
+        return cls(
+            decision_id=_field(claims, "decision_id", str),
+            timestamp=_field(claims, "timestamp", str),
+            escalation=_object(claims, "escalation"),
+            step=_field(pdp, "step", str, w),
+            actor=_field(pdp, "actor", str, w),
+            step_at=_field(pdp, "at", int, w),
+            actor_roles=tuple(_field(pdp, "actor_roles", list, w)),
+            comment=_field(pdp, "comment", str, w),
+            by_decision_id=_field(pdp, "by_decision_id", str, w),
+            decision_log_index=_field(pdp, "decision_log_index", str, w),
+            decision_record_digest=_field(pdp, "decision_record_digest", str, w),
+            iat=_field(pdp, "iat", int, w),
+            jti=_field(pdp, "jti", str, w),
+            log_index=_field(pdp, "log_index", str, w),
+        )
+
+
+Record = DecisionRecord | OutcomeRecord | EscalationRecord
 """Any record the PDP signs and logs."""
 
-RECORD_TYPES: dict[str, type[DecisionRecord] | type[OutcomeRecord]] = {
+RECORD_TYPES: dict[str, type[DecisionRecord] | type[OutcomeRecord] | type[EscalationRecord]] = {
     TYP_DECISION: DecisionRecord,
     TYP_OUTCOME: OutcomeRecord,
+    TYP_ESCALATION: EscalationRecord,
 }
 """Each record class by its JWS ``typ``."""

@@ -94,8 +94,14 @@ def issue_approval(
     approver_roles: list[str],
     now: int,
     ttl_s: int,
+    jti: str | None = None,
 ) -> str:
-    """Signs one approver's approval of the escalated action; valid for ``ttl_s`` seconds from ``now``."""
+    """Signs one approver's approval of the escalated action; valid for ``ttl_s`` seconds from ``now``.
+
+    ``jti`` (default: random) names the approval for single use; the desk derives it from the
+    escalation and the approver, so that the same vote always gives the same token (Ed25519
+    signatures are deterministic) and can be fetched again without minting a second approval.
+    """
     approval = Approval(
         escalation_id=escalation_id,
         decision_id=decision_id,
@@ -106,7 +112,7 @@ def issue_approval(
         approver_roles=list(approver_roles),
         iat=now,
         exp=now + ttl_s,
-        jti=secrets.token_hex(16),
+        jti=jti or secrets.token_hex(16),
     )
     Approval.from_dict(approval.to_dict())  # never sign what verify_approval would refuse as malformed
     return sign(approval.to_dict(), ring, typ=TYP_APPROVAL)

@@ -46,8 +46,9 @@ def _verify(args: argparse.Namespace) -> int:
     except AuditError as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
+    steps = f", {report.escalations} escalation steps" if report.escalations else ""
     print(
-        f"OK: {report.entries} entries ({report.decisions} decisions, {report.outcomes} outcome reports), "
+        f"OK: {report.entries} entries ({report.decisions} decisions, {report.outcomes} outcome reports{steps}), "
         f"{report.checkpoints} checkpoints of {report.origin or '(none yet)'}, root {report.root.hex()}"
     )
     return 0

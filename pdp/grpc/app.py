@@ -10,12 +10,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pdp.approvals.binding import ApprovalsStep
+from pdp.approvals.desk import ApprovalDesk, opa_registry
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import ConfigError, PdpError
+from pdp.grpc import approvals as approval_service
 from pdp.grpc.health import SERVICE_NAME, OpaHealthMonitor
 from pdp.grpc.servicer import DecisionServicer, add_service
 from pdp.grpc.tls import server_credentials
+from pdp.http.console import ConsoleFace, create_console
 from pdp.http.face import HttpFace
 from pdp.keys import KeyRing
 from pdp.opa import OpaClient
@@ -35,18 +39,20 @@ class PdpServer:
     store: StateStore
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
+    desk: ApprovalDesk | None = None  # the approvals desk the faces share (ApprovalService, console)
+    console: ConsoleFace | None = None  # the approver console (PDP_CONSOLE_LISTEN), or None
 
     def start(self) -> None:
         self.grpc_server.start()
-        if self.http is not None:
-            self.http.start()
+        for face in self._faces():
+            face.start()
         self.monitor.start()
 
     def stop(self, grace_s: float) -> None:
         """Stops taking calls, lets in-flight calls finish for up to ``grace_s``, then stops."""
         self.health.enter_graceful_shutdown()
-        if self.http is not None:
-            self.http.stop(grace_s)
+        for face in self._faces():
+            face.stop(grace_s)
         self.grpc_server.stop(grace_s).wait()
         self.monitor.stop()
         self.recorder.close()
@@ -55,6 +61,9 @@ class PdpServer:
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
+
+    def _faces(self) -> list[HttpFace]:
+        return [face for face in (self.http, self.console) if face is not None]
 
 
 def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tuple[PdpServer, int]:
@@ -97,6 +106,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         maximum_concurrent_rpcs=settings.workers * 64,
         interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
+    desk = ApprovalDesk(
+        store=store,
+        recorder=recorder,
+        registry=opa_registry(settings.opa_url, timeout_s=max(settings.opa_timeout_s, 1.0)),
+        escalation_ttl_s=settings.escalation_ttl_s,
+        approval_ttl_s=settings.approval_ttl_s,
+    )
     decider = Decider(
         opa=OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path),
         recorder=recorder,
@@ -106,11 +122,17 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         telemetry=telemetry,
         max_batch=settings.max_batch,
         store=store,
+        approvals=ApprovalsStep(desk=desk, jwks=recorder.jwks()),
+    )
+    approval_service.add_service(
+        approval_service.ApprovalServicer(desk, dev_login=settings.approvals_dev_login), server
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, approval_service.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     try:
         port = _bind(server, settings)
     except ConfigError:
@@ -128,6 +150,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     http = None
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
         http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry)
+    # ---- the approver console (pdp.http.console), a face over the approvals desk ----
+    console = create_console(settings, desk=desk) if settings.console_listen else None
+    # ----
     server_ = PdpServer(
         grpc_server=server,
         monitor=monitor,
@@ -136,6 +161,8 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         store=store,
         telemetry=telemetry,
         http=http,
+        desk=desk,
+        console=console,
     )
     return server_, port
 

@@ -8,8 +8,9 @@ from typing import TypeVar
 
 import grpc
 
+from pdp.approvals.desk import ApprovalRefused, Unauthenticated
 from pdp.approvals.tokens import ApprovalError
-from pdp.errors import ConfigError, InvalidArgument, LedgerCorrupt, LedgerUnavailable, NotFound, PdpError
+from pdp.errors import ConfigError, InvalidArgument, LedgerCorrupt, LedgerUnavailable, NotFound, NoVerdict, PdpError
 from pdp.state import EscalationError, StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ STATUS_OF: dict[type[PdpError], grpc.StatusCode] = {
     StateUnavailable: grpc.StatusCode.UNAVAILABLE,
     EscalationError: grpc.StatusCode.FAILED_PRECONDITION,
     ApprovalError: grpc.StatusCode.INVALID_ARGUMENT,
+    ApprovalRefused: grpc.StatusCode.PERMISSION_DENIED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    NoVerdict: grpc.StatusCode.UNAVAILABLE,  # outside Decide (e.g. the approver registry): no answer
 }
 """Errors a caller is told about, with their message; anything else is a bare INTERNAL."""
 

@@ -17,7 +17,6 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
-from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -129,6 +128,7 @@ class DecideRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     EXPLAIN_FIELD_NUMBER: _builtins.int
+    APPROVAL_TOKENS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Caller-chosen id for this request (idempotency key); at most 128 printable characters."""
     explain: Global___ExplainLevel.ValueType
@@ -137,16 +137,27 @@ class DecideRequest(_message.Message):
     def context(self) -> Global___ActionContext:
         """What is being asked. Required."""
 
+    @_builtins.property
+    def approval_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Approval tokens (compact JWS, typ "pdp-approval+jws") the PDP issued when approvers approved
+        an escalation of this exact action (ApprovalService.GetApprovalTokens). The PDP verifies each
+        (its own signature, the action digest it recomputes from this request, agent, principal,
+        expiry, not used before) and puts only the verified ones into the policy input. A token that
+        fails a check is ignored and the record says why; it never makes a decision an ALLOW. An ALLOW
+        that rests on approvals consumes them: the same token never allows twice, on any replica.
+        """
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         context: Global___ActionContext | None = ...,
         explain: Global___ExplainLevel.ValueType = ...,
+        approval_tokens: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "explain", b"explain", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_tokens", b"approval_tokens", "context", b"context", "explain", b"explain", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -167,7 +178,6 @@ class ActionContext(_message.Message):
     LINEAGE_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     RISK_FIELD_NUMBER: _builtins.int
-    APPROVALS_FIELD_NUMBER: _builtins.int
     PURPOSE_OF_USE_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
     purpose_of_use: _builtins.str
@@ -195,10 +205,6 @@ class ActionContext(_message.Message):
     @_builtins.property
     def risk(self) -> Global___RiskSignals: ...
     @_builtins.property
-    def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Approval]:
-        """approvals the agent presents for this action"""
-
-    @_builtins.property
     def attributes(self) -> _struct_pb2.Struct:
         """anything else the policy wants"""
 
@@ -212,13 +218,12 @@ class ActionContext(_message.Message):
         lineage: _abc.Iterable[Global___LineageEntry] | None = ...,
         environment: Global___Environment | None = ...,
         risk: Global___RiskSignals | None = ...,
-        approvals: _abc.Iterable[Global___Approval] | None = ...,
         purpose_of_use: _builtins.str = ...,
         attributes: _struct_pb2.Struct | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent", b"agent", "attributes", b"attributes", "environment", b"environment", "principal", b"principal", "resource", b"resource", "risk", b"risk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent", b"agent", "approvals", b"approvals", "attributes", b"attributes", "environment", b"environment", "lineage", b"lineage", "principal", b"principal", "purpose_of_use", b"purpose_of_use", "resource", b"resource", "risk", b"risk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent", b"agent", "attributes", b"attributes", "environment", b"environment", "lineage", b"lineage", "principal", b"principal", "purpose_of_use", b"purpose_of_use", "resource", b"resource", "risk", b"risk"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -476,40 +481,6 @@ class RiskSignals(_message.Message):
 Global___RiskSignals: _TypeAlias = RiskSignals  # noqa: Y015
 
 @_typing.final
-class Approval(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ID_FIELD_NUMBER: _builtins.int
-    APPROVER_ID_FIELD_NUMBER: _builtins.int
-    APPROVER_ROLES_FIELD_NUMBER: _builtins.int
-    ACTION_DIGEST_FIELD_NUMBER: _builtins.int
-    EXPIRES_AT_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
-    approver_id: _builtins.str
-    action_digest: _builtins.str
-    """digest of the exact action approved"""
-    @_builtins.property
-    def approver_roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
-    def __init__(
-        self,
-        *,
-        id: _builtins.str = ...,
-        approver_id: _builtins.str = ...,
-        approver_roles: _abc.Iterable[_builtins.str] | None = ...,
-        action_digest: _builtins.str = ...,
-        expires_at: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_digest", b"action_digest", "approver_id", b"approver_id", "approver_roles", b"approver_roles", "expires_at", b"expires_at", "id", b"id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Approval: _TypeAlias = Approval  # noqa: Y015
-
-@_typing.final
 class DecideResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -523,6 +494,8 @@ class DecideResponse(_message.Message):
     PROVENANCE_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
+    ESCALATION_ID_FIELD_NUMBER: _builtins.int
+    ESCALATION_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     RECORD_FIELD_NUMBER: _builtins.int
     LOG_INDEX_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
@@ -532,6 +505,13 @@ class DecideResponse(_message.Message):
     """True when no policy verdict was reached; outcome is then always OUTCOME_DENY."""
     error_code: _builtins.str
     """Why no verdict was reached, e.g. "pdp.opa_unavailable"; empty when indeterminate is false."""
+    escalation_id: _builtins.str
+    """On OUTCOME_REQUIRE_APPROVAL: the escalation the PDP opened for this decision (approvers act on
+    it through pdp.v1.ApprovalService) and when it expires (unix seconds). Wait for it
+    (WaitEscalation), fetch the approval tokens (GetApprovalTokens) and retry the same action with
+    them in DecideRequest.approval_tokens under a new request_id. Empty when nothing was opened.
+    """
+    escalation_expires_at: _builtins.int
     record: _builtins.str
     """The signed decision record: a JWS (compact serialization, Ed25519, typ "pdp-decision+jws")
     over the record's compact JSON, exactly as logged. Verify these bytes as they are.
@@ -563,12 +543,14 @@ class DecideResponse(_message.Message):
         provenance: Global___PolicyProvenance | None = ...,
         explanation: Global___Explanation | None = ...,
         timings: Global___Timings | None = ...,
+        escalation_id: _builtins.str = ...,
+        escalation_expires_at: _builtins.int = ...,
         record: _builtins.str = ...,
         log_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "provenance", b"provenance", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "error_code", b"error_code", "explanation", b"explanation", "indeterminate", b"indeterminate", "log_index", b"log_index", "obligations", b"obligations", "outcome", b"outcome", "provenance", b"provenance", "reasons", b"reasons", "record", b"record", "request_id", b"request_id", "timings", b"timings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "error_code", b"error_code", "escalation_expires_at", b"escalation_expires_at", "escalation_id", b"escalation_id", "explanation", b"explanation", "indeterminate", b"indeterminate", "log_index", b"log_index", "obligations", b"obligations", "outcome", b"outcome", "provenance", b"provenance", "reasons", b"reasons", "record", b"record", "request_id", b"request_id", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,7 +14,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -244,8 +243,8 @@ def test_the_console_answers_only_its_loopback_name_with_strict_headers(pdp: Pdp
 
 def approval_tokens(pdp: Pdp, escalation_id: str) -> list[str]:
     """The approval tokens the desk issued for the escalation (what GetApprovalTokens answers)."""
-    desk: Any = pdp.server.desk
-    tokens: list[str] = desk.tokens(escalation_id, now=int(time.time()))
+    assert pdp.server.desk is not None
+    tokens = pdp.server.desk.tokens(escalation_id, now=int(time.time()))
     assert tokens
     return tokens
 

@@ -23,7 +23,6 @@ def test_builds_the_documented_input_shape() -> None:
             "action": {"tool": "payments.transfer", "arguments": {"amount": 10}},
             "resource": {"classification": "CLASSIFICATION_RESTRICTED", "dataCategories": ["pci"]},
             "lineage": [{"source": "core-banking", "quality": 0.99, "verified": True}],
-            "approvals": [{"approverId": "carol", "expiresAt": "2026-11-24T13:00:00Z"}],
             "risk": {"score": 42.5},
         },
         requestId="req-1",
@@ -42,7 +41,7 @@ def test_builds_the_documented_input_shape() -> None:
     assert doc["resource"]["classification_level"] == 4
     assert doc["resource"]["data_categories"] == ["pci"]
     assert doc["lineage"] == [{"source": "core-banking", "kind": "", "quality": 0.99, "verified": True}]
-    assert doc["approvals"][0]["expires_at"] == "2026-11-24T13:00:00Z"
+    assert doc["approvals"] == []  # only approvals the PDP verified from tokens, bound later
     assert doc["risk"]["score"] == 42.5
     assert doc["action_digest"].startswith("sha256:")
 
