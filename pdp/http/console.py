@@ -480,8 +480,9 @@ def _value(value: Any) -> str:
         html_ = "<ul>" + "".join(f"<li>{_value(v)}</li>" for v in value) + "</ul>"
     elif isinstance(value, str):
         html_ = f"<span class='s'>{_e(value)}</span>"
-    else:
-        return f"<code>{_e(json.dumps(value))}</code>"
+    else:  # Struct numbers are floats: 25000.0 is shown as 25000
+        number = int(value) if isinstance(value, float) and value.is_integer() else value
+        return f"<code>{_e(json.dumps(number))}</code>"
     return html_ if value else "<em>none</em>"
 
 
