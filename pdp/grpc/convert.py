@@ -41,6 +41,8 @@ def to_proto(d: Decision) -> pb.DecideResponse:
         timings=pb.Timings(total_us=d.total_ns // 1000, opa_us=d.opa_ns // 1000, opa_eval_us=d.opa_eval_ns // 1000),
         record=d.record,
         log_index=d.log_index,
+        escalation_id=d.escalation_id,
+        escalation_expires_at=d.escalation_expires_at,
     )
     if d.explain:
         resp.explanation.level = d.explain  # type: ignore[assignment]

@@ -76,10 +76,6 @@ def test_unknown_agent_is_denied(pdp: Pdp) -> None:
             "context.risk.score",
         ),
         ({"agent": {"id": "a"}, "action": {"tool": "t"}, "lineage": [{"quality": 2}]}, "context.lineage[0].quality"),
-        (
-            {"agent": {"id": "a"}, "action": {"tool": "t"}, "approvals": [{"id": "x"}]},
-            "context.approvals[0].approver_id",
-        ),
     ],
 )
 def test_malformed_request_is_invalid_argument_naming_the_field(pdp: Pdp, context: dict, field: str) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
 
-from pdp.client import digest_of
 from pdp.v1 import decision_pb2 as pb
+from tests.approving import approved_through_the_desk, mint
 from tests.helpers import Pdp, load_request
 
 pytestmark = pytest.mark.integration
@@ -44,14 +42,10 @@ def test_minimum_necessary_names_the_fields_to_drop(pdp: Pdp) -> None:
     assert "diagnoses" in kept.params["keep"]
 
 
-def approve(req: pb.DecideRequest, approver: str, *, digest: str | None = None, minutes: int = 30) -> None:
-    approval = req.context.approvals.add(approver_id=approver, action_digest=digest or digest_of(req.context))
-    approval.expires_at.FromDatetime(datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=minutes))
-
-
 def test_approvals_bound_to_the_action_turn_escalation_into_allow(pdp: Pdp) -> None:
     req = load_request("require-approval-high-risk.json")
-    approve(req, "rita.okafor@bank.example")  # risk officer and payments approver
+    tokens = approved_through_the_desk(pdp, req, ["rita.okafor@bank.example"])  # risk officer, payments approver
+    req.approval_tokens.extend(tokens)
     resp = pdp.stub.Decide(req, timeout=5)
     assert resp.outcome == ALLOW
     assert {r.code for r in resp.reasons} == {"tool.granted", "approval.accepted"}
@@ -61,7 +55,7 @@ def test_approvals_bound_to_the_action_turn_escalation_into_allow(pdp: Pdp) -> N
     ("approver", "kwargs", "why"),
     [
         ("rita.okafor@bank.example", {"digest": "sha256:" + "0" * 64}, "bound to another action"),
-        ("rita.okafor@bank.example", {"minutes": -1}, "expired"),
+        ("rita.okafor@bank.example", {"now": 1, "ttl_s": 60}, "expired"),
         ("bob@bank.example", {}, "self-approval by the principal"),
         ("li.chen@bank.example", {}, "approver deactivated"),
         ("mallory@bank.example", {}, "not a registered approver"),
@@ -70,25 +64,26 @@ def test_approvals_bound_to_the_action_turn_escalation_into_allow(pdp: Pdp) -> N
 )
 def test_invalid_approvals_do_not_allow(pdp: Pdp, approver: str, kwargs: dict[str, object], why: str) -> None:
     req = load_request("require-approval-high-risk.json")
-    approve(req, approver, **kwargs)  # type: ignore[arg-type]
+    req.approval_tokens.append(mint(pdp.server.recorder.ring, req, approver, **kwargs))  # type: ignore[arg-type]
     resp = pdp.stub.Decide(req, timeout=5)
     assert resp.outcome == ASK, why
 
 
 def test_approval_for_a_different_amount_does_not_allow(pdp: Pdp) -> None:
     approved = load_request("require-approval-high-risk.json")
-    digest = digest_of(approved.context)
+    tokens = approved_through_the_desk(pdp, approved, ["rita.okafor@bank.example"])
     bigger = load_request("require-approval-high-risk.json")
     bigger.context.action.arguments["amount"] = 450000
-    approve(bigger, "rita.okafor@bank.example", digest=digest)
+    bigger.approval_tokens.extend(tokens)
     assert pdp.stub.Decide(bigger, timeout=5).outcome == ASK
 
 
 def test_two_person_rule_needs_two_distinct_officers(pdp: Pdp) -> None:
     req = load_request("defense-require-approval-two-person.json")
-    approve(req, "sgt.ray@army.example")
-    approve(req, "sgt.ray@army.example")
+    one = approved_through_the_desk(pdp, req, ["sgt.ray@army.example"])
+    req.approval_tokens.extend(one + one)
     assert pdp.stub.Decide(req, timeout=5).outcome == ASK
-    approve(req, "capt.ng@army.example")
-    req.request_id += "-approved"  # the request with approvals attached is a new request
+    req = load_request("defense-require-approval-two-person.json")
+    both = approved_through_the_desk(pdp, req, ["sgt.ray@army.example", "capt.ng@army.example"])
+    req.approval_tokens.extend(both)
     assert pdp.stub.Decide(req, timeout=5).outcome == ALLOW

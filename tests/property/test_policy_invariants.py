@@ -1,13 +1,13 @@
 """Invariants of the policy bundle, checked through the real PDP and OPA on synthetic contexts.
 
-Each property is adversarial: the generated requests carry approvals that are otherwise valid
-(registered, unexpired approvers with every role, bound to the right action), so the only thing
-standing between the request and an ALLOW is the invariant under test.
+Each property is adversarial: the generated requests carry approval tokens signed with the PDP's own
+key that are otherwise valid (registered, unexpired approvers with every role, bound to the right
+action), so the only thing standing between the request and an ALLOW is the invariant under test
+(and, for an ALLOW, that no approved escalation stands behind the tokens).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 from typing import Any
 
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from pdp.client import digest_of
 from pdp.v1 import decision_pb2 as pb
+from tests.approving import mint
 from tests.helpers import BUNDLE, Pdp
 
 pytestmark = pytest.mark.integration
@@ -85,19 +86,16 @@ def to_request(context: dict[str, Any]) -> pb.DecideRequest:
     return json_format.ParseDict({"context": context}, pb.DecideRequest())
 
 
-def approve_all(req: pb.DecideRequest, *, digest: str) -> None:
-    """Every active approver approves, for the given action digest, unexpired."""
-    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
-    for approver in ACTIVE_APPROVERS:
-        a = req.context.approvals.add(approver_id=approver, action_digest=digest)
-        a.expires_at.FromDatetime(expires)
+def approve_all(pdp: Pdp, req: pb.DecideRequest, *, digest: str) -> None:
+    """Every active approver approves, for the given action digest, unexpired (tokens signed by the PDP's key)."""
+    req.approval_tokens.extend(mint(pdp.server.recorder.ring, req, a, digest=digest) for a in ACTIVE_APPROVERS)
 
 
 @SETTINGS
 @given(context=contexts(agent="retired-bot"))
 def test_disabled_agent_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> None:
     req = to_request(context)
-    approve_all(req, digest=digest_of(req.context))
+    approve_all(pdp, req, digest=digest_of(req.context))
     resp = pdp.stub.Decide(req, timeout=5)
     assert resp.outcome == pb.OUTCOME_DENY
     assert "agent.disabled" in {r.code for r in resp.reasons}
@@ -107,7 +105,7 @@ def test_disabled_agent_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> N
 @given(context=contexts(risk=(90, 100)))
 def test_critical_risk_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> None:
     req = to_request(context)
-    approve_all(req, digest=digest_of(req.context))
+    approve_all(pdp, req, digest=digest_of(req.context))
     assert pdp.stub.Decide(req, timeout=5).outcome == pb.OUTCOME_DENY
 
 
@@ -119,7 +117,7 @@ def test_approval_for_another_action_never_allows(pdp: Pdp, context: dict[str, A
     other.context.action.arguments["amount"] = other_amount
     if digest_of(other.context) == digest_of(req.context):
         other.context.resource.id += "-other"
-    approve_all(req, digest=digest_of(other.context))
+    approve_all(pdp, req, digest=digest_of(other.context))
     assert pdp.stub.Decide(req, timeout=5).outcome != pb.OUTCOME_ALLOW
 
 
@@ -134,9 +132,13 @@ def test_a_batch_answers_each_request_exactly_as_decide(pdp: Pdp, batch: list[tu
     for context, approved in batch:
         req = to_request(context)
         if approved:  # reach the allow and obligation paths too, not only denials
-            approve_all(req, digest=digest_of(req.context))
+            approve_all(pdp, req, digest=digest_of(req.context))
         requests.append(req)
     together = pdp.stub.DecideBatch(pb.DecideBatchRequest(requests=requests), timeout=10).responses
+    for req in requests:  # fresh tokens: an ALLOW resting on tokens consumes them (here: DENY, no escalation)
+        if req.approval_tokens:
+            del req.approval_tokens[:]
+            approve_all(pdp, req, digest=digest_of(req.context))
     alone = [pdp.stub.Decide(req, timeout=5) for req in requests]
     for r in together:
         event(pb.Outcome.Name(r.outcome))

@@ -1,0 +1,214 @@
+"""Approvals cannot be forged: the issue's attack and every variant of it never answer ALLOW.
+
+Through a real PDP gRPC server in front of a real OPA with the project's bundle; tokens are either
+obtained the real way (an escalation approved on the PDP's desk) or minted with the PDP's own key
+(what only a bug or a stolen key could make), so each test isolates one check.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+
+from pdp import keys
+from pdp.approvals.desk import ApprovalRefused
+from pdp.client import digest_of
+from pdp.state import EscalationError
+from pdp.v1 import approvals_pb2 as apb
+from pdp.v1 import approvals_pb2_grpc as apb_grpc
+from pdp.v1 import decision_pb2 as pb
+from tests.approving import approved_through_the_desk, mint
+from tests.helpers import Pdp, claims_of, load_request
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = "fintech-require-approval-new-beneficiary.json"  # payments_approver x1
+APPROVER = "dan.meyer@bank.example"
+
+
+def rejected(resp: pb.DecideResponse) -> list[dict[str, Any]]:
+    """The approval tokens the PDP ignored, as its signed record says."""
+    result: list[dict[str, Any]] = claims_of(resp.record)["pdp"].get("approvals", {}).get("rejected", [])
+    return result
+
+
+def test_the_issues_forged_approval_is_not_even_read(pdp: Pdp) -> None:
+    # The attack from the issue: context.approvals (field 8) naming a registered approver, the
+    # action digest and a future expiry. A client built from the old proto still sends those bytes;
+    # the field is reserved now, so the PDP never reads them.
+    req = load_request(EXAMPLE)
+    expires = timestamp_pb2.Timestamp(seconds=int(time.time()) + 3600).SerializeToString()
+    approval = (
+        _field(2, APPROVER.encode()) + _field(4, digest_of(req.context).encode()) + _field(5, expires)
+    )  # Approval{approver_id, action_digest, expires_at}
+    context = req.context.SerializeToString() + _field(8, approval)
+    raw = _field(1, req.request_id.encode()) + _field(2, context)
+    decide = pdp.channel.unary_unary(
+        "/pdp.v1.DecisionService/Decide", request_serializer=None, response_deserializer=pb.DecideResponse.FromString
+    )
+    resp = decide(raw, timeout=5)
+    assert resp.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    assert claims_of(resp.record)["input"]["approvals"] == []
+
+
+def test_wrong_action_digest_is_ignored(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    req.approval_tokens.append(mint(pdp.server.recorder.ring, req, APPROVER, digest="sha256:" + "0" * 64))
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    assert [r["check"] for r in rejected(resp)] == ["action_digest"]
+
+
+def test_arguments_changed_after_approval_is_a_new_action(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    tokens = approved_through_the_desk(pdp, req, [APPROVER])
+    req.context.action.arguments["amount"] = 250000  # the approved transfer, ten times bigger
+    req.approval_tokens.extend(tokens)
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    assert [r["check"] for r in rejected(resp)] == ["action_digest"]
+
+
+def test_expired_token_is_ignored(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    req.approval_tokens.append(mint(pdp.server.recorder.ring, req, APPROVER, now=int(time.time()) - 600, ttl_s=60))
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    assert [r["check"] for r in rejected(resp)] == ["expired"]
+
+
+def test_unknown_approver_counts_for_nothing(pdp: Pdp) -> None:
+    # Even a token signed with the PDP's own key: the policy's registry check is the second line.
+    req = load_request(EXAMPLE)
+    mallory = mint(pdp.server.recorder.ring, req, "mallory@bank.example", roles=("payments_approver",))
+    req.approval_tokens.append(mallory)
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    assert rejected(resp) == []  # verified as a token, refused by the policy
+
+
+def test_inactive_approver_is_refused_by_the_desk(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    first = pdp.stub.Decide(req, timeout=5)
+    desk = pdp.server.desk
+    assert desk is not None
+    with pytest.raises(ApprovalRefused) as e:
+        desk.approve(first.escalation_id, desk.approver("li.chen@bank.example"), comment="", now=int(time.time()))
+    assert e.value.reason == "inactive"
+
+
+def test_self_approval_is_refused_by_the_desk_and_ignored_by_the_pdp(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    req.context.agent.owner = APPROVER  # the approver owns the agent asking
+    first = pdp.stub.Decide(req, timeout=5)
+    assert first.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    desk = pdp.server.desk
+    assert desk is not None
+    with pytest.raises(ApprovalRefused) as e:
+        desk.approve(first.escalation_id, desk.approver(APPROVER), comment="", now=int(time.time()))
+    assert e.value.reason == "self_approval"
+    req.request_id += "-retry"
+    ring = pdp.server.recorder.ring
+    req.approval_tokens.extend([mint(ring, req, APPROVER), mint(ring, req, req.context.principal.id)])
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    assert [r["check"] for r in rejected(resp)] == ["self_approval", "self_approval"]
+
+
+def test_reused_token_is_deny_approval_reused(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    tokens = approved_through_the_desk(pdp, req, [APPROVER])
+    req.approval_tokens.extend(tokens)
+    assert pdp.stub.Decide(req, timeout=5).outcome == pb.OUTCOME_ALLOW
+    req.request_id += "-again"
+    again = pdp.stub.Decide(req, timeout=5)
+    assert again.outcome == pb.OUTCOME_DENY
+    assert [r.code for r in again.reasons] == ["approval.reused"]
+
+
+def test_token_for_another_agent_is_ignored(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    req.approval_tokens.append(mint(pdp.server.recorder.ring, req, APPROVER, agent="support-bot"))
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    assert [r["check"] for r in rejected(resp)] == ["agent_id"]
+
+
+def test_token_for_another_principal_is_ignored(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    tokens = approved_through_the_desk(pdp, req, [APPROVER])  # approved for bob
+    req.context.principal.id = "carol@bank.example"
+    req.approval_tokens.extend(tokens)
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome != pb.OUTCOME_ALLOW
+    assert [r["check"] for r in rejected(resp)] == ["principal_id"]
+
+
+def test_token_signed_by_another_key_is_ignored(pdp: Pdp, tmp_path: Path) -> None:
+    req = load_request(EXAMPLE)
+    req.approval_tokens.append(mint(keys.ensure(tmp_path / "rogue"), req, APPROVER))
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    assert [r["check"] for r in rejected(resp)] == ["jws"]
+
+
+def test_token_without_an_approved_escalation_does_not_allow(pdp: Pdp) -> None:
+    # A valid-looking token minted with the PDP's key but no approved escalation behind it.
+    req = load_request(EXAMPLE)
+    req.approval_tokens.append(mint(pdp.server.recorder.ring, req, APPROVER, roles=("payments_approver",)))
+    resp = pdp.stub.Decide(req, timeout=5)
+    assert resp.outcome == pb.OUTCOME_DENY
+    assert [r.code for r in resp.reasons] == ["approval.incomplete"]
+
+
+def test_approving_a_decided_or_expired_escalation_says_why(pdp: Pdp) -> None:
+    desk = pdp.server.desk
+    assert desk is not None
+    first = pdp.stub.Decide(load_request(EXAMPLE), timeout=5)
+    now = int(time.time())
+    desk.approve(first.escalation_id, desk.approver(APPROVER), comment="", now=now)
+    with pytest.raises(EscalationError) as decided:
+        desk.approve(first.escalation_id, desk.approver("rita.okafor@bank.example"), comment="", now=now)
+    assert decided.value.reason == "decided"
+    other = pdp.stub.Decide(load_request(EXAMPLE), timeout=5)
+    with pytest.raises(EscalationError) as expired:
+        desk.approve(other.escalation_id, desk.approver(APPROVER), comment="", now=other.escalation_expires_at + 1)
+    assert expired.value.reason == "expired"
+    assert desk.escalation(other.escalation_id).status == "expired"
+
+
+def test_the_approvals_service_refuses_callers_without_a_certificate(pdp: Pdp) -> None:
+    first = pdp.stub.Decide(load_request(EXAMPLE), timeout=5)
+    stub = apb_grpc.ApprovalServiceStub(pdp.channel)
+    for call in (
+        lambda: stub.ListEscalations(apb.ListEscalationsRequest(), timeout=5),
+        lambda: stub.Approve(apb.ApproveRequest(escalation_id=first.escalation_id), timeout=5),
+        lambda: stub.Approve(
+            apb.ApproveRequest(escalation_id=first.escalation_id),
+            metadata=[("pdp-approver", APPROVER)],  # the dev login is off: metadata names nobody
+            timeout=5,
+        ),
+        lambda: stub.GetApprovalTokens(apb.GetApprovalTokensRequest(escalation_id=first.escalation_id), timeout=5),
+    ):
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
