@@ -111,13 +111,6 @@ def escalate(pdp: Pdp, stub: pb_grpc.DecisionServiceStub | None = None) -> tuple
     req = load_request("fintech-require-approval-new-beneficiary.json")
     resp = (stub or pdp.stub).Decide(req, timeout=10)
     assert resp.outcome == pb.OUTCOME_REQUIRE_APPROVAL
-    if not resp.escalation_id:  # TEMP until convert.py carries it
-        [e] = [
-            e
-            for e in pdp.server.store.list_escalations(status="open", now=int(time.time()))
-            if e.decision_id == resp.decision_id
-        ]
-        resp.escalation_id = e.id
     assert resp.escalation_id
     return req, resp
 
