@@ -34,6 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PDP_COMMAND = [sys.executable, "-m", "pdp"]
 BUNDLE = ROOT / "rego"
 EXAMPLES = ROOT / "examples"
+CHROMIUM = os.environ.get("PDP_CHROMIUM", "/usr/bin/chromium")  # Debian's; tests never download a browser
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0, what: str = "condition") -> None:

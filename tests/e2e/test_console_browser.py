@@ -20,27 +20,17 @@ import pytest
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import BrowserContext, ConsoleMessage, Locator, Page, Playwright, sync_playwright
 
 from pdp.sidecar import OpaSidecar
 from pdp.state import Escalation
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.helpers import Pdp, load_request
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Pdp, load_request
 from tests.integration.test_mtls import _issue, _pem_key
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 APPROVER = "dan.meyer@bank.example"  # payments_approver
 OTHER_ROLE = "duty.manager@corp.example"  # active, but not a payments_approver
 BENEFICIARY = "NL91ABNA0417164300"
@@ -48,7 +38,7 @@ BENEFICIARY = "NL91ABNA0417164300"
 
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+    if not shutil.which(CHROMIUM):
         pytest.fail(f"no {CHROMIUM}: install Debian's chromium (the tests never download a browser)")
     with sync_playwright() as p:
         yield p
@@ -61,7 +51,7 @@ def browser(playwright: Playwright, tmp_path: Path) -> Iterator[Callable[[], Bro
 
     def open_browser() -> BrowserContext:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / f"profile-{len(opened)}"), executable_path=CHROMIUM, headless=True, args=ARGS
+            str(tmp_path / f"profile-{len(opened)}"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         opened.append(context)
         return context
@@ -115,6 +105,17 @@ def escalate(pdp: Pdp, stub: pb_grpc.DecisionServiceStub | None = None) -> tuple
     return req, resp
 
 
+def escalated_and_logged_in(
+    pdp: Pdp, context: BrowserContext
+) -> tuple[pb.DecideRequest, pb.DecideResponse, Console, Page, Locator]:
+    """An escalation opened by Decide, and the approver logged in to the console showing it."""
+    req, resp = escalate(pdp)
+    console = Console(pdp)
+    page = console.page(context)
+    console.log_in(page, APPROVER)
+    return req, resp, console, page, page.locator("article.escalation", has_text=resp.escalation_id)
+
+
 def escalation(pdp: Pdp, escalation_id: str) -> Escalation:
     found = pdp.server.store.get_escalation(escalation_id)
     assert found is not None
@@ -124,12 +125,7 @@ def escalation(pdp: Pdp, escalation_id: str) -> Escalation:
 def test_an_approver_approves_in_the_browser_and_the_retry_is_allowed(
     pdp: Pdp, browser: Callable[[], BrowserContext]
 ) -> None:
-    req, resp = escalate(pdp)
-    console = Console(pdp)
-    page = console.page(browser())
-    console.log_in(page, APPROVER)
-
-    card = page.locator("article.escalation", has_text=resp.escalation_id)
+    req, resp, console, page, card = escalated_and_logged_in(pdp, browser())
     text = card.inner_text()
     for shown in ("payments.transfer", BENEFICIARY, "25000", "ACC-1001", "confidential"):
         assert shown in text  # the action: tool, arguments, resource, classification
@@ -159,11 +155,7 @@ def test_an_approver_approves_in_the_browser_and_the_retry_is_allowed(
 def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(
     pdp: Pdp, browser: Callable[[], BrowserContext]
 ) -> None:
-    _, resp = escalate(pdp)
-    console = Console(pdp)
-    page = console.page(browser())
-    console.log_in(page, APPROVER)
-    card = page.locator("article.escalation", has_text=resp.escalation_id)
+    _, resp, console, page, card = escalated_and_logged_in(pdp, browser())
 
     card.locator("input[name=csrf]").evaluate("input => input.remove()")
     response = None
