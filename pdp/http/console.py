@@ -51,7 +51,7 @@ from starlette.types import ASGIApp
 from pdp.approvals.desk import ApprovalDesk, Approver
 from pdp.config import Settings
 from pdp.errors import PdpError
-from pdp.http.app import PeerNames
+from pdp.http.app import HttpError, PeerNames
 from pdp.http.face import HttpFace, bind
 from pdp.state import Escalation
 
@@ -90,15 +90,6 @@ class _Session:
     csrf: str
     expires: float
     flash: str = ""
-
-
-class _Refused(Exception):
-    """An answer other than the page: status and a message for the user."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class ConsoleApp:
@@ -157,7 +148,7 @@ class ConsoleApp:
         if not identity:
             if self._dev_code:
                 return _redirect("/login")
-            raise _Refused(401, "A client certificate is required to use the approver console.")
+            raise HttpError(401, "A client certificate is required to use the approver console.")
         if session is None or session.identity != identity:  # a certificate's first visit: a session for it
             sid, session = self._new_session(identity)
         approver = await run_in_threadpool(self._desk.approver, identity)
@@ -180,11 +171,11 @@ class ConsoleApp:
         sid, session = self._checked(request, form)
         identity = await self._identity(request, session)
         if not identity or identity != session.identity:
-            raise _Refused(403, "Your session does not belong to this certificate; reload the console.")
+            raise HttpError(403, "Your session does not belong to this certificate; reload the console.")
         escalation_id, verdict = form.get("escalation", ""), form.get("verdict", "")
         comment = form.get("comment", "").strip()[:MAX_COMMENT]
         if not escalation_id or verdict not in ("approve", "reject"):
-            raise _Refused(400, "The form is incomplete: an escalation and Approve or Reject are needed.")
+            raise HttpError(400, "The form is incomplete: an escalation and Approve or Reject are needed.")
         approver = await run_in_threadpool(self._desk.approver, identity)
         now = int(self._clock())
         try:
@@ -207,7 +198,7 @@ class ConsoleApp:
 
     async def _login_form(self, request: Request) -> Response:
         if not self._dev_code:
-            raise _Refused(404, "There is no login here: the console takes approvers from client certificates.")
+            raise HttpError(404, "There is no login here: the console takes approvers from client certificates.")
         sid, session = self._new_session("")
         body = (
             "<h1>Approver console — dev login</h1>"
@@ -225,15 +216,15 @@ class ConsoleApp:
 
     async def _login(self, request: Request) -> Response:
         if not self._dev_code:
-            raise _Refused(404, "There is no login here: the console takes approvers from client certificates.")
+            raise HttpError(404, "There is no login here: the console takes approvers from client certificates.")
         form = await _form(request)
         sid, _ = self._checked(request, form, logged_in=False)
         identity = form.get("identity", "").strip()
         if self._login_failures >= MAX_LOGIN_FAILURES:
-            raise _Refused(403, "Too many wrong login codes: restart the PDP for a new one.")
+            raise HttpError(403, "Too many wrong login codes: restart the PDP for a new one.")
         if not identity or not hmac.compare_digest(form.get("code", "").strip(), self._dev_code):
             self._login_failures += 1
-            raise _Refused(403, "Wrong login code: it is in the PDP's log from its start.")
+            raise HttpError(403, "Wrong login code: it is in the PDP's log from its start.")
         del self._sessions[sid]  # a new session id at login: a planted one is worth nothing
         new_sid, _ = self._new_session(identity)
         log.info("console: dev login as %s", identity)
@@ -257,10 +248,13 @@ class ConsoleApp:
         async def guarded(request: Request) -> Response:
             try:
                 if self._hosts and request.headers.get("host", "") not in self._hosts:
-                    raise _Refused(421, "This console answers only on its loopback address.")
+                    raise HttpError(421, "This console answers only on its loopback address.")
                 return await route(request)
-            except _Refused as e:
+            except HttpError as e:
                 return self._html(f'<h1>{e.status}</h1><p class="error">{_e(e.message)}</p>', status=e.status)
+            except PdpError as e:  # the registry (OPA) or the state store cannot answer: nothing shown, nothing done
+                log.warning("console: %s %s: %s", request.method, request.url.path, type(e).__name__)
+                return self._html(f'<h1>503</h1><p class="error">Unavailable now: {_e(e)}</p>', status=503)
             except Exception:
                 log.exception("console: %s %s failed unexpectedly", request.method, request.url.path)
                 return self._html('<h1>500</h1><p class="error">Internal error; nothing was recorded.</p>', status=500)
@@ -305,14 +299,14 @@ class ConsoleApp:
         session (logged in, unless ``logged_in`` is False) and carries that session's CSRF token."""
         origin = request.headers.get("origin")
         if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
-            raise _Refused(403, "Cross-site request refused.")
+            raise HttpError(403, "Cross-site request refused.")
         if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-            raise _Refused(403, "Cross-site request refused.")
+            raise HttpError(403, "Cross-site request refused.")
         sid, session = self._current(request)
         if session is None or (logged_in and not session.identity):
-            raise _Refused(403, "No session: reload the console (and log in) first.")
+            raise HttpError(403, "No session: reload the console (and log in) first.")
         if not hmac.compare_digest(form.get("csrf", ""), session.csrf):
-            raise _Refused(403, "The form's CSRF token is missing or wrong; nothing was recorded. Reload the console.")
+            raise HttpError(403, "The form's CSRF token is missing or wrong; nothing was recorded. Reload the console.")
         return sid, session
 
     async def _identity(self, request: Request, session: _Session | None) -> str:
@@ -371,12 +365,12 @@ async def _form(request: Request) -> dict[str, str]:
     """An ``application/x-www-form-urlencoded`` body (first value of each field), at most 16 KiB."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
-        raise _Refused(415, "Forms only.")
+        raise HttpError(415, "Forms only.")
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_FORM_BYTES:
-            raise _Refused(413, "The form is too large.")
+            raise HttpError(413, "The form is too large.")
     fields = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=16)
     return {k: v[0] for k, v in fields.items()}
 

@@ -295,3 +295,18 @@ def test_under_mtls_the_approver_is_the_client_certificate(
     done = approver.post(f"{url}/decide", data=form, timeout=10)
     assert done.status_code == 200 and f"Approved escalation {resp.escalation_id}" in done.text
     assert [v.approver for v in escalation(pdp, resp.escalation_id).votes] == [APPROVER]
+
+
+def test_without_the_registry_the_console_shows_and_decides_nothing(pdp: Pdp, opa: OpaSidecar) -> None:
+    _, resp = escalate(pdp)
+    console = Console(pdp)
+    s = requests.Session()
+    login = s.get(f"{console.url}/login", timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+    assert csrf is not None
+    form = {"csrf": csrf[1], "identity": APPROVER, "code": console.code}
+    assert resp.escalation_id in s.post(f"{console.url}/login", data=form, timeout=10).text
+    opa.stop()  # the approver registry is in OPA's data: no roles can be looked up
+    page = s.get(f"{console.url}/", timeout=10)
+    assert page.status_code == 503 and resp.escalation_id not in page.text
+    assert escalation(pdp, resp.escalation_id).status == "open"
