@@ -8,6 +8,12 @@ was not seen before (replay). Only then is its outcome the PEP's to enforce::
     resp = client.decide(request)
     decision = verify(resp.record, jwks, action=request.context, replay=cache)
     if decision.outcome == "allow": ...
+
+An action that needs a human's approval (REQUIRE_APPROVAL) opens an escalation on the PDP;
+:meth:`Client.decide_with_approval` waits for approvers to decide it, fetches the PDP-signed
+approval tokens and retries the same action with them, then verifies the final record::
+
+    resp, decision = client.decide_with_approval(request, wait=600, jwks=jwks, replay=cache)
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from pdp.errors import RecordError, VerificationError
 from pdp.keys import public_keys
 from pdp.records import verify as verify_jws
 from pdp.schema import TYP_DECISION, DecisionRecord
+from pdp.v1 import approvals_pb2 as apb
+from pdp.v1 import approvals_pb2_grpc as apb_grpc
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 
@@ -121,6 +129,7 @@ class Client:
 
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub = pb_grpc.DecisionServiceStub(channel)
+        self._approvals = apb_grpc.ApprovalServiceStub(channel)
 
     def decide(self, request: pb.DecideRequest, *, timeout_s: float = 2.0) -> pb.DecideResponse:
         response: pb.DecideResponse = self._stub.Decide(request, timeout=timeout_s)
@@ -149,3 +158,71 @@ class Client:
         req.impact.update(impact or {})
         response: pb.ReportOutcomeResponse = self._stub.ReportOutcome(req, timeout=timeout_s)
         return response
+
+    def decide_with_approval(
+        self,
+        request: pb.DecideRequest,
+        *,
+        wait: float,
+        jwks: dict[str, Any] | None = None,
+        replay: ReplayCache | None = None,
+        timeout_s: float = 2.0,
+        max_rounds: int = 4,
+    ) -> tuple[pb.DecideResponse, VerifiedDecision]:
+        """Decides ``request``; on REQUIRE_APPROVAL waits up to ``wait`` seconds in all for approvers
+        to decide each escalation the PDP opens, and retries with every approval token obtained
+        (a new request id each time), until the answer is not REQUIRE_APPROVAL or the time is up.
+
+        The channel must carry the same client identity as the first call: only the caller whose
+        decision opened an escalation may wait for it and fetch its tokens.
+
+        Returns:
+            The last answer and its verified record (act only when ``outcome == "allow"``).
+
+        Raises:
+            VerificationError: the last answer's record does not verify for this action.
+            grpc.RpcError: a call failed.
+        """
+        deadline = time.monotonic() + wait
+        tokens: list[str] = list(request.approval_tokens)
+        current = request
+        response = self.decide(current, timeout_s=timeout_s)
+        for round_ in range(1, max_rounds + 1):
+            left = deadline - time.monotonic()
+            if response.outcome != pb.OUTCOME_REQUIRE_APPROVAL or not response.escalation_id or left <= 0:
+                break
+            status = self._await(response.escalation_id, left)
+            if status not in ("approved", "consumed"):
+                break  # rejected, expired, or still open when the time was up
+            got = self._approvals.GetApprovalTokens(
+                apb.GetApprovalTokensRequest(escalation_id=response.escalation_id), timeout=timeout_s
+            )
+            tokens += [t for t in got.approval_tokens if t not in tokens]
+            current = pb.DecideRequest()
+            current.CopyFrom(request)
+            if request.request_id:  # the retry is another request: the PDP keeps the first answer per id
+                current.request_id = f"{request.request_id[:110]}.approved-{round_}"
+            del current.approval_tokens[:]
+            current.approval_tokens.extend(tokens)
+            response = self.decide(current, timeout_s=timeout_s)
+        decision = verify(
+            response.record,
+            self.jwks(timeout_s=timeout_s) if jwks is None else jwks,
+            action=request.context,
+            replay=replay or MemoryReplayCache(),
+        )
+        return response, decision
+
+    def _await(self, escalation_id: str, left_s: float) -> str:
+        """The escalation's status once it leaves ``open``, or ``open`` when ``left_s`` have passed."""
+        status = "open"
+        stream = self._approvals.WaitEscalation(
+            apb.WaitEscalationRequest(escalation_id=escalation_id, timeout_seconds=max(1, min(3600, int(left_s)))),
+            timeout=left_s + 5,
+        )
+        for e in stream:
+            status = e.status
+            if status != "open":
+                stream.cancel()  # type: ignore[no-untyped-call]  # stubs lag grpcio
+                break
+        return status

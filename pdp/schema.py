@@ -257,14 +257,7 @@ class OutcomeRecord:
             "timestamp": self.timestamp,
             "outcome": self.outcome.to_dict(),
             "requested_by": self.requested_by,
-            "pdp": {
-                "type": self.KIND,
-                "decision_log_index": self.decision_log_index,
-                "decision_record_digest": self.decision_record_digest,
-                "iat": self.iat,
-                "jti": self.jti,
-                "log_index": self.log_index,
-            },
+            "pdp": {"type": self.KIND, **_link(self)},
         }
 
     @classmethod
@@ -275,17 +268,12 @@ class OutcomeRecord:
             RecordError: a field is missing or of the wrong type (the message names it).
         """
         pdp = _object(claims, "pdp")
-        w = "pdp."
         return cls(
             decision_id=_field(claims, "decision_id", str),
             timestamp=_field(claims, "timestamp", str),
             outcome=OutcomeReport.from_dict(_object(claims, "outcome")),
             requested_by=_field(claims, "requested_by", str),
-            decision_log_index=_field(pdp, "decision_log_index", str, w),
-            decision_record_digest=_field(pdp, "decision_record_digest", str, w),
-            iat=_field(pdp, "iat", int, w),
-            jti=_field(pdp, "jti", str, w),
-            log_index=_field(pdp, "log_index", str, w),
+            **_link_of(pdp),
         )
 
 
@@ -342,11 +330,7 @@ class EscalationRecord:
                 "actor_roles": list(self.actor_roles),
                 "comment": self.comment,
                 "by_decision_id": self.by_decision_id,
-                "decision_log_index": self.decision_log_index,
-                "decision_record_digest": self.decision_record_digest,
-                "iat": self.iat,
-                "jti": self.jti,
-                "log_index": self.log_index,
+                **_link(self),
             },
         }
 
@@ -369,12 +353,20 @@ class EscalationRecord:
             actor_roles=tuple(_field(pdp, "actor_roles", list, w)),
             comment=_field(pdp, "comment", str, w),
             by_decision_id=_field(pdp, "by_decision_id", str, w),
-            decision_log_index=_field(pdp, "decision_log_index", str, w),
-            decision_record_digest=_field(pdp, "decision_record_digest", str, w),
-            iat=_field(pdp, "iat", int, w),
-            jti=_field(pdp, "jti", str, w),
-            log_index=_field(pdp, "log_index", str, w),
+            **_link_of(pdp),
         )
+
+
+_LINK = {"decision_log_index": str, "decision_record_digest": str, "iat": int, "jti": str, "log_index": str}
+"""The ``pdp`` fields of a record about a decision (outcome, escalation step): its link and its own ids."""
+
+
+def _link(record: OutcomeRecord | EscalationRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in _LINK}
+
+
+def _link_of(pdp: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _field(pdp, name, kind, "pdp.") for name, kind in _LINK.items()}
 
 
 Record = DecisionRecord | OutcomeRecord | EscalationRecord

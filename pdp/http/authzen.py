@@ -456,6 +456,8 @@ def _escalation(d: Decision) -> dict[str, Any]:
         "reasons": [r.code for r in d.verdict.reasons],
         "obligations": [o.to_dict() for o in d.verdict.obligations],
         "decision_id": d.decision_id,
+        "escalation_id": d.escalation_id,  # approvers act on it (pdp.v1.ApprovalService, docs/approvals.md)
+        "escalation_expires_at": d.escalation_expires_at,
     }
 
 

@@ -122,8 +122,8 @@ class Gate:
             wanted = [o.get("params", {}) for o in decision.obligations if o.get("type") == "approval.required"]
             data["approval"] = {
                 "required": wanted,
-                # Filled in when the PDP's escalation flow exists: the escalation to approve, and where.
-                "escalation_id": None,
+                # The escalation the PDP opened (pdp.v1.ApprovalService; docs/approvals.md).
+                "escalation_id": response.escalation_id or None,
                 "approve_at": None,
             }
             roles = ", ".join(sorted({str(w.get("role", "")) for w in wanted})) or "an approver"

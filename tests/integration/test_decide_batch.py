@@ -156,4 +156,5 @@ def test_concurrent_retries_across_decide_and_batches_make_one_decision_each(pdp
     for a in answers:
         records[a.request_id].add(a.record)
     assert all(len(r) == 1 for r in records.values()), "a retry was decided twice"
-    assert log_size(pdp) == before + 1 + len(MIX)  # the probe, and one record per request
+    # the probe, one record per request, and the escalation the REQUIRE_APPROVAL one opened (once)
+    assert log_size(pdp) == before + 1 + len(MIX) + 1

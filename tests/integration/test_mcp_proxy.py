@@ -252,7 +252,7 @@ def test_write_needing_approval_is_held_not_forwarded(world: World) -> None:
     assert "not forwarded" in err.message
     assert err.data["outcome"] == "require_approval"
     assert err.data["approval"]["required"][0]["role"] == "data_steward"
-    assert err.data["approval"]["escalation_id"] is None  # until the escalation flow exists
+    assert err.data["approval"]["escalation_id"]  # the escalation the PDP opened for approvers
     assert not target.exists()
     blocked = [c for c in log_claims(world.log_dir) if c.get("decision_id") == err.data["decision_id"]]
     assert blocked[-1]["outcome"]["status"] == "blocked"

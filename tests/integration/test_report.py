@@ -130,7 +130,8 @@ def test_every_figure_of_a_log_with_a_known_mix(known_log: KnownLog, tmp_path: P
         "escalated": 1,
         "escalation_rate": 1 / n,
     }
-    assert f["escalations"]["source"] == "none" and f["escalations"]["opened"] == 0
+    # the REQUIRE_APPROVAL decision opened an escalation (one signed step); nobody decided it
+    assert f["escalations"]["source"] == "escalation records" and f["escalations"]["opened"] == 1
     assert f["escalations"]["approval_rate"] is None and f["escalations"]["time_to_approval_s"] is None
 
     expected = expected_rules(records)
@@ -184,15 +185,17 @@ def test_every_figure_of_a_log_with_a_known_mix(known_log: KnownLog, tmp_path: P
         text=True,
         check=True,
     )
-    assert prov["checkpoint"]["size"] == n + REPORTED
+    steps = 1  # the escalation opened by the REQUIRE_APPROVAL decision
+    assert prov["checkpoint"]["size"] == n + REPORTED + steps
     assert prov["checkpoint"]["root_hex"] in audit.stdout  # the root pdp audit verify re-derives
     assert prov["checkpoint"]["origin"] == "pdp.local/decisions"
     assert prov["log"] == {
-        "entries_verified": n + REPORTED,
+        "entries_verified": n + REPORTED + steps,
         "checkpoints": prov["log"]["checkpoints"],
         "entries_after_checkpoint": 0,
     }
-    assert prov["records"] == {"decision": n, "outcome": REPORTED} and prov["unknown_record_types"] == {}
+    assert prov["records"] == {"decision": n, "outcome": REPORTED, "escalation": steps}
+    assert prov["unknown_record_types"] == {}
     revisions: dict[str, dict[str, int]] = {}
     for c in records:
         for name, b in c["bundles"].items():
