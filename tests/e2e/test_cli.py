@@ -187,7 +187,8 @@ def test_keys_and_audit_commands(dev_stack: DevStack, tmp_path: Path) -> None:
         [*PDP, "audit", "verify", str(tmp_path / "log"), "--jwks", str(jwks)], capture_output=True, text=True
     )
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.startswith("OK: 3 entries (3 decisions")
+    # the REQUIRE_APPROVAL example also opened an escalation: one signed step
+    assert ok.stdout.startswith("OK: 4 entries (3 decisions, 0 outcome reports, 1 escalation steps)")
 
     seg = sorted((tmp_path / "log").glob("segment-*.log"))[0]
     data = bytearray(seg.read_bytes())

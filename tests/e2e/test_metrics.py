@@ -70,5 +70,7 @@ def test_decisions_fail_closed_and_durations_are_counted(opa: OpaSidecar, tmp_pa
     assert sum(p["count"] for p in points["pdp.decide.duration"]) == 5
     assert sum(p["count"] for p in points["pdp.opa.duration"]) == 2  # one Decide, one batch query
     syncs = points["pdp.ledger.sync.duration"]
-    assert sum(p["count"] for p in syncs) == 3  # one group commit per call, the batch of three included
+    # one group commit per call, the batch of three included, and one for the escalation its
+    # REQUIRE_APPROVAL opened
+    assert sum(p["count"] for p in syncs) == 4
     assert all(p["sum"] > 0 for p in syncs)
