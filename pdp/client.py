@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 
+_POLL_S = 2.0  # how often decide_with_approval polls when the PDP cannot stream to it
+
+
 class ReplayCache(Protocol):
     def first_use(self, jti: str, expires_at: int) -> bool:
         """Records ``jti``; False if it was seen before."""
@@ -214,15 +217,26 @@ class Client:
         return response, decision
 
     def _await(self, escalation_id: str, left_s: float) -> str:
-        """The escalation's status once it leaves ``open``, or ``open`` when ``left_s`` have passed."""
+        """The escalation's status once it leaves ``open``, or ``open`` when ``left_s`` have passed.
+        Streams WaitEscalation; when the PDP has too many waiters, polls the status instead."""
+        deadline = time.monotonic() + left_s
         status = "open"
         stream = self._approvals.WaitEscalation(
             apb.WaitEscalationRequest(escalation_id=escalation_id, timeout_seconds=max(1, min(3600, int(left_s)))),
             timeout=left_s + 5,
         )
-        for e in stream:
-            status = e.status
-            if status != "open":
-                stream.cancel()  # type: ignore[no-untyped-call]  # stubs lag grpcio
-                break
+        try:
+            for e in stream:
+                status = e.status
+                if status != "open":
+                    stream.cancel()  # type: ignore[no-untyped-call]  # stubs lag grpcio
+                    break
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            request = apb.GetApprovalTokensRequest(escalation_id=escalation_id)
+            while status == "open" and time.monotonic() < deadline:
+                status = self._approvals.GetApprovalTokens(request, timeout=5).status
+                if status == "open":
+                    time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
         return status

@@ -54,6 +54,11 @@ class Settings:
     http_base_url: str = ""
     http_callers: tuple[str, ...] = ()
     authzen_mapping: Path | None = None
+    # Policy lifecycle (docs/policy-lifecycle.md): policy-driven masking, shadow candidate
+    mask_path: str = "pdp/mask/answer"
+    mask_batch_path: str = "pdp/mask/answers"
+    shadow_opa_url: str | None = None
+    shadow_sample: float = 1.0
     # Shared state (escalations, consumed approvals, budgets, suspensions): PostgreSQL, else SQLite
     state_url: str = ""
     state_dir: Path | None = None
@@ -156,9 +161,8 @@ class Settings:
                     "PDP_STATE_URL: must be a postgresql:// URL (PDP_STATE_DIR is the embedded SQLite store)"
                 )
             kw["state_url"] = v
-        kw.update(_http(env))
-        kw.update(_approvals(env))
-        kw.update(_console(env))
+        for group in (_http, _approvals, _console, _lifecycle):  # each feature's settings
+            kw.update(group(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -185,6 +189,26 @@ class Settings:
                 "PDP_CONSOLE_LISTEN needs PDP_TLS_CLIENT_CA_FILE (approvers are named by their certificates), "
                 "or PDP_CONSOLE_DEV_LOGIN=1 with a loopback address and no TLS (local development only)"
             )
+
+
+def _lifecycle(env: Mapping[str, str]) -> dict[str, object]:
+    """``PDP_MASK_PATH`` (empty: policy masking off), ``PDP_MASK_BATCH_PATH``, ``PDP_SHADOW_*``."""
+    kw: dict[str, object] = {}
+    for name, field in (("PDP_MASK_PATH", "mask_path"), ("PDP_MASK_BATCH_PATH", "mask_batch_path")):
+        if (v := env.get(name)) is not None:
+            if v and not _PATH.match(v):
+                raise ConfigError(f"{name}: {v!r} is not a slash-separated rule path like pdp/mask/answer")
+            kw[field] = v
+    if v := env.get("PDP_SHADOW_OPA_URL"):
+        kw["shadow_opa_url"] = _opa_url("PDP_SHADOW_OPA_URL", v)
+    if (v := env.get("PDP_SHADOW_SAMPLE")) is not None:
+        try:
+            kw["shadow_sample"] = x = float(v)
+        except ValueError:
+            x = -1.0
+        if not 0.0 <= x <= 1.0:
+            raise ConfigError(f"PDP_SHADOW_SAMPLE: {v!r} is not a number between 0 and 1")
+    return kw
 
 
 def _int(name: str, value: str, lo: int, hi: int) -> int:

@@ -17,8 +17,17 @@ from pdp.encoding import sha256_digest
 from pdp.errors import InvalidArgument, NotFound
 from pdp.keys import KeyRing, public_keys
 from pdp.ledger.log import Log
+from pdp.policy.masking import NONE, Pointers
 from pdp.records import digest, redact, sign_record, unverified_claims
-from pdp.schema import DecisionRecord, EscalationRecord, OutcomeRecord, OutcomeReport, Record, RecordHead
+from pdp.schema import (
+    DecisionRecord,
+    EscalationRecord,
+    OutcomeRecord,
+    OutcomeReport,
+    Record,
+    RecordHead,
+    ShadowRecord,
+)
 
 _ID_SPACE = uuid.UUID("6f1d2a52-4d0b-4e8e-9a43-3c1bd6c1a7e2")  # namespace of deterministic decision ids
 
@@ -122,9 +131,12 @@ class Recorder:
             raise InvalidArgument("request_id", "was already used for a different request")
         return Signed(entry.decode(), index)
 
-    def record_decisions(self, decisions: Sequence[tuple[DecisionRecord, dict[str, Any]]]) -> list[Signed]:
-        """For each ``(record, input_doc)``: masks the input into the record, signs it with its own
-        log index, and appends it; returns once all of them are durable (one group commit).
+    def record_decisions(
+        self, decisions: Sequence[tuple[DecisionRecord, dict[str, Any]]], *, hide: Sequence[Pointers] = ()
+    ) -> list[Signed]:
+        """For each ``(record, input_doc)``: masks the input into the record (the static pointers,
+        and the policy's ``hide`` for that decision), signs it with its own log index, and appends
+        it; returns once all of them are durable (one group commit).
 
         Raises:
             LedgerUnavailable: not durable; the caller must not answer ALLOW.
@@ -133,8 +145,9 @@ class Recorder:
         span = trace.get_current_span().get_span_context()
         made: list[str] = []
         makers = []
-        for given, input_doc in decisions:
-            shown, masked, erased = redact(input_doc, mask=self._mask, erase=self._erase)
+        for i, (given, input_doc) in enumerate(decisions):
+            extra = hide[i] if hide else NONE
+            shown, masked, erased = redact(input_doc, mask=self._mask + extra.mask, erase=self._erase + extra.erase)
             record = dataclasses.replace(
                 given,
                 input=shown,
@@ -194,13 +207,19 @@ class Recorder:
         Raises:
             LedgerUnavailable: not durable.
         """
-        now = int(time.time())
         index = self._index.get(record.decision_id)
         if index is not None:
             record = dataclasses.replace(
                 record, decision_log_index=str(index), decision_record_digest=sha256_digest(self.log.entry(index))
             )
-        record = dataclasses.replace(record, iat=now, jti=str(uuid.uuid4()))
+        return self.record_shadow(dataclasses.replace(record, iat=int(time.time()), jti=str(uuid.uuid4())))
+
+    def record_shadow(self, record: ShadowRecord | EscalationRecord) -> Signed:
+        """Appends a shadow candidate's divergence (:mod:`pdp.policy.shadow`), linked to its decision.
+
+        Raises:
+            LedgerUnavailable: not durable.
+        """
         made: list[str] = []
         i = self.log.append(functools.partial(self._sign_at, record, made))
         return Signed(made[-1], i)

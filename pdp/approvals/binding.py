@@ -168,6 +168,19 @@ class ApprovalsStep:
         answer, consumed = consume(self._desk.store, bound, verdict, now=now)
         return answer, bound.claims(consumed=bool(consumed) and answer.outcome is Outcome.ALLOW)
 
+    def replayed(self, decision: Decision, *, now: int) -> Decision:
+        """A retried REQUIRE_APPROVAL answers with the escalation its first answer opened (if any)."""
+        if decision.verdict.outcome is not Outcome.REQUIRE_APPROVAL:
+            return decision
+        try:
+            opened = [e for e in self._desk.store.list_escalations(now=now) if e.decision_id == decision.decision_id]
+        except PdpError as e:
+            log.warning("decision %s: its escalation could not be looked up: %s", decision.decision_id, e)
+            return decision
+        if not opened:
+            return decision
+        return dataclasses.replace(decision, escalation_id=opened[-1].id, escalation_expires_at=opened[-1].expires_at)
+
     def logged(self, decision: Decision, input_doc: dict[str, Any], *, now: int) -> Decision:
         """After the decision is durable: a REQUIRE_APPROVAL opens its escalation (the answer names
         it); an ALLOW that consumed approvals logs the ``consumed`` step of each escalation. A store or

@@ -387,6 +387,10 @@ class ApprovalDesk:
                 actor_roles=tuple(vote.roles) if vote else (),
                 comment=comment,
                 by_decision_id=by_decision_id,
+                decision_log_index="",  # the recorder links it when its log holds the decision
+                decision_record_digest="",
+                iat=0,
+                jti="",
             )
         )
 

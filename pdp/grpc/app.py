@@ -7,7 +7,7 @@ import socket
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pdp.approvals.binding import ApprovalsStep
@@ -23,6 +23,8 @@ from pdp.http.console import ConsoleFace, create_console
 from pdp.http.face import HttpFace
 from pdp.keys import KeyRing
 from pdp.opa import OpaClient
+from pdp.policy.pipeline import Lifecycle, policy_lifecycle
+from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
 from pdp.telemetry import Telemetry
@@ -41,6 +43,7 @@ class PdpServer:
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
     desk: ApprovalDesk | None = None  # the approvals desk the faces share (ApprovalService, console)
     console: ConsoleFace | None = None  # the approver console (PDP_CONSOLE_LISTEN), or None
+    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)  # bundle watch, policy masks, shadow
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -55,6 +58,7 @@ class PdpServer:
             face.stop(grace_s)
         self.grpc_server.stop(grace_s).wait()
         self.monitor.stop()
+        self.lifecycle.close()  # the shadow's queue drains into the log before it closes
         self.recorder.close()
         self.store.close()
         self.telemetry.shutdown()
@@ -113,8 +117,15 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         escalation_ttl_s=settings.escalation_ttl_s,
         approval_ttl_s=settings.approval_ttl_s,
     )
+    lifecycle = policy_lifecycle(settings, telemetry.meter_provider, recorder.record_shadow)
     decider = Decider(
-        opa=OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path),
+        # With policy masking on, one evaluation answers the decision and its masks (pdp.policy.masking).
+        opa=OpaClient(
+            settings.opa_url,
+            settings.mask_path or settings.decision_path,
+            telemetry,
+            batch_path=settings.mask_batch_path if settings.mask_path else settings.batch_path,
+        ),
         recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
@@ -123,9 +134,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_batch=settings.max_batch,
         store=store,
         approvals=ApprovalsStep(desk=desk, jwks=recorder.jwks()),
+        lifecycle=lifecycle,
     )
     approval_service.add_service(
-        approval_service.ApprovalServicer(desk, dev_login=settings.approvals_dev_login), server
+        approval_service.ApprovalServicer(
+            desk, dev_login=settings.approvals_dev_login, max_waiters=max(1, settings.workers // 4)
+        ),
+        server,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -133,6 +148,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     reflection.enable_server_reflection(
         (SERVICE_NAME, approval_service.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    health_servicer.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         port = _bind(server, settings)
     except ConfigError:
@@ -146,6 +162,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         health_servicer=health_servicer,
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
+        bundles=lifecycle.watch,
     )
     http = None
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
@@ -163,6 +180,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         http=http,
         desk=desk,
         console=console,
+        lifecycle=lifecycle,
     )
     return server_, port
 

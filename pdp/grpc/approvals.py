@@ -8,6 +8,7 @@ peer names itself in the ``pdp-approver`` metadata: a development convenience, n
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -56,9 +57,11 @@ def to_proto(e: Escalation) -> apb.Escalation:
 class ApprovalServicer(apb_grpc.ApprovalServiceServicer):
     """pdp.v1.ApprovalService. Every method answers through :func:`pdp.grpc.status.answering`."""
 
-    def __init__(self, desk: ApprovalDesk, *, dev_login: bool) -> None:
+    def __init__(self, desk: ApprovalDesk, *, dev_login: bool, max_waiters: int) -> None:
         self._desk = desk
         self._dev_login = dev_login
+        # A waiting stream holds one of the server's worker threads: never so many that Decide starves.
+        self._waiters = threading.BoundedSemaphore(max_waiters)
 
     def ListEscalations(  # noqa: N802
         self, request: apb.ListEscalationsRequest, context: grpc.ServicerContext
@@ -101,7 +104,18 @@ class ApprovalServicer(apb_grpc.ApprovalServiceServicer):
         timeout = request.timeout_seconds or _WAIT_DEFAULT_S
         if not 1 <= timeout <= _WAIT_MAX_S:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"timeout_seconds: must be 1..{_WAIT_MAX_S}")
-        deadline = time.monotonic() + timeout
+        if not self._waiters.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "too many callers waiting; poll GetApprovalTokens (its status)"
+            )
+        try:
+            yield from self._wait(request, context, time.monotonic() + timeout)
+        finally:
+            self._waiters.release()
+
+    def _wait(
+        self, request: apb.WaitEscalationRequest, context: grpc.ServicerContext, deadline: float
+    ) -> Iterator[apb.Escalation]:
         e = answering(context, "WaitEscalation", lambda: self._requester_of(request.escalation_id, context))
         yield to_proto(e)
         while e.status == "open" and context.is_active():

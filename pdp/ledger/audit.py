@@ -2,10 +2,11 @@
 
 Checks, in order, and stops at the first problem, naming the entry, file and offset:
 every frame's length and CRC; every entry's JWS signature (by a key in the JWKS, ``typ`` a
-decision, outcome or escalation record) and that its signed ``log_index`` is its position (so an
-entry moved, dropped or inserted is caught where it happens); every outcome report links to an
-earlier decision record by digest, and so does every escalation step whose decision is in this
-log; every checkpoint's signature, origin and root against the root re-derived at its size, and
+decision, outcome, shadow or escalation record) and that its signed ``log_index`` is its position
+(so an entry moved, dropped or inserted is caught where it happens); every outcome report and
+shadow record links to an earlier decision record by digest, and so does every escalation step
+whose decision is in this log (a step taken on another replica links to that replica's log);
+every checkpoint's signature, origin and root against the root re-derived at its size, and
 consistency proofs between successive checkpoints.
 """
 
@@ -24,7 +25,7 @@ from pdp.ledger import checkpoint, merkle
 from pdp.ledger.checkpoint import note_verifiers
 from pdp.ledger.files import CHECKPOINTS, read_frames, segment_name, segments
 from pdp.records import header_typ, verify
-from pdp.schema import RECORD_TYPES, TYP_DECISION, TYP_ESCALATION, RecordHead
+from pdp.schema import TYP_DECISION, TYP_ESCALATION, TYP_OUTCOME, TYP_SHADOW, RecordHead
 
 __all__ = ["AuditError", "AuditReport", "verify_log"]
 
@@ -62,7 +63,7 @@ def verify_log(
     by_size = {cp.size: cp for cp in notes}
     tree = merkle.CompactTree()
     decisions: dict[str, str] = {}
-    counts = {"decision": 0, "outcome": 0, "escalation": 0}
+    counts = {"decision": 0, "outcome": 0, "shadow": 0, "escalation": 0}
     files = segments(directory)
     for no, path in enumerate(files):
         if path.name != segment_name(no):
@@ -101,7 +102,7 @@ def verify_log(
 
 def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str, str], where: str) -> str:
     token = payload.decode(errors="replace")
-    typ = header_typ(token) if header_typ(token) in RECORD_TYPES else TYP_DECISION
+    typ = next((t for t in (TYP_OUTCOME, TYP_SHADOW, TYP_ESCALATION) if header_typ(token) == t), TYP_DECISION)
     try:
         head = RecordHead.from_dict(verify(token, keys, typ=typ))
     except RecordError as e:
@@ -116,13 +117,14 @@ def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str
         decisions[head.decision_id] = sha256_digest(payload)
         return "decision"
     if typ == TYP_ESCALATION:
-        # A step taken on another replica links to a decision in that replica's log: no link here.
         if head.decision_record_digest and decisions.get(head.decision_id) != head.decision_record_digest:
             raise AuditError("the escalation step does not link to its decision record", index=index, where=where)
         return "escalation"
+    kind = "outcome" if typ == TYP_OUTCOME else "shadow"
     if decisions.get(head.decision_id) != head.decision_record_digest:
-        raise AuditError("the outcome report does not link to an earlier decision record", index=index, where=where)
-    return "outcome"
+        what = "outcome report" if kind == "outcome" else "shadow record"
+        raise AuditError(f"the {what} does not link to an earlier decision record", index=index, where=where)
+    return kind
 
 
 def _checkpoints(directory: Path, keys: dict[str, Any]) -> list[checkpoint.Checkpoint]:

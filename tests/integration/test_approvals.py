@@ -8,6 +8,7 @@ obtained the real way (an escalation approved on the PDP's desk) or minted with 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from google.protobuf import timestamp_pb2
 from pdp import keys
 from pdp.approvals.desk import ApprovalRefused
 from pdp.client import digest_of
+from pdp.sidecar import OpaSidecar
 from pdp.state import EscalationError
 from pdp.v1 import approvals_pb2 as apb
 from pdp.v1 import approvals_pb2_grpc as apb_grpc
@@ -212,3 +214,27 @@ def _varint(n: int) -> bytes:
         out += bytes([byte | (0x80 if n else 0)])
         if not n:
             return out
+
+
+def test_a_retried_request_gets_the_escalation_its_first_answer_opened(pdp: Pdp) -> None:
+    req = load_request(EXAMPLE)
+    first = pdp.stub.Decide(req, timeout=5)
+    again = pdp.stub.Decide(req, timeout=5)  # same request id: the same record, and the same escalation
+    assert again.record == first.record
+    assert (again.escalation_id, again.escalation_expires_at) == (first.escalation_id, first.escalation_expires_at)
+
+
+def test_waiters_never_take_the_threads_decide_needs(
+    start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp]
+) -> None:
+    pdp = start_pdp(start_opa().url, workers=4, approvals_dev_login=True)  # room for one waiter
+    first = pdp.stub.Decide(load_request(EXAMPLE), timeout=5)
+    stub = apb_grpc.ApprovalServiceStub(pdp.channel)
+    wait = apb.WaitEscalationRequest(escalation_id=first.escalation_id, timeout_seconds=30)
+    waiting = stub.WaitEscalation(wait, timeout=30)
+    assert next(waiting).status == "open"  # the dev login: a loopback caller of a decision made without a cert
+    with pytest.raises(grpc.RpcError) as e:
+        next(stub.WaitEscalation(wait, timeout=30))
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert pdp.stub.Decide(load_request(EXAMPLE), timeout=5).outcome == pb.OUTCOME_REQUIRE_APPROVAL
+    waiting.cancel()
