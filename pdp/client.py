@@ -218,7 +218,7 @@ class Client:
 
     def _await(self, escalation_id: str, left_s: float) -> str:
         """The escalation's status once it leaves ``open``, or ``open`` when ``left_s`` have passed.
-        Streams WaitEscalation; when the PDP has too many waiters, polls the status instead."""
+        Streams WaitEscalation; when that fails (the PDP has too many waiters), polls the status instead."""
         deadline = time.monotonic() + left_s
         status = "open"
         stream = self._approvals.WaitEscalation(
@@ -231,9 +231,9 @@ class Client:
                 if status != "open":
                     stream.cancel()  # type: ignore[no-untyped-call]  # stubs lag grpcio
                     break
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise
+        except grpc.RpcError:
+            # The PDP has too many waiters (or the stream broke): poll instead; a call the PDP refuses
+            # (not authenticated, not this caller's escalation) raises from GetApprovalTokens.
             request = apb.GetApprovalTokensRequest(escalation_id=escalation_id)
             while status == "open" and time.monotonic() < deadline:
                 status = self._approvals.GetApprovalTokens(request, timeout=5).status
