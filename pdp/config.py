@@ -68,6 +68,9 @@ class Settings:
     escalation_ttl_s: int = 3600
     approval_ttl_s: int = 900
     approvals_dev_login: bool = False
+    # Approver console (pdp.http.console)
+    console_listen: str = ""
+    console_dev_login: bool = False
 
     @property
     def state_location(self) -> str | Path:
@@ -83,8 +86,13 @@ class Settings:
 
     trust: TrustConfig = dataclasses.field(default_factory=TrustConfig)
 
+    @property
+    def console_dev_login_honoured(self) -> bool:
+        """``PDP_CONSOLE_DEV_LOGIN`` counts only on a loopback console address without TLS."""
+        return self.console_dev_login and self.tls_cert_file is None and _loopback(self.console_listen)
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912, PLR0915
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
         """Reads the ``PDP_*`` variables.
 
         Raises:
@@ -157,12 +165,10 @@ class Settings:
                     "PDP_STATE_URL: must be a postgresql:// URL (PDP_STATE_DIR is the embedded SQLite store)"
                 )
             kw["state_url"] = v
-        kw.update(_http(env))
-        kw.update(_approvals(env))
-        kw.update(_lifecycle(env))
+        for group in (_http, _approvals, _console, _lifecycle, _coalescing):  # each feature's settings
+            kw.update(group(env))
         if v := env.get("PDP_TRUST_FILE"):
             kw["trust"] = TrustConfig.load(Path(v))  # validated now: a typo must not silently trust nothing
-        kw.update(_coalescing(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -184,6 +190,11 @@ class Settings:
             )
         if self.http_callers and self.tls_client_ca_file is None:
             raise ConfigError("PDP_HTTP_CALLERS needs PDP_TLS_CLIENT_CA_FILE (callers are named by their certificates)")
+        if self.console_listen and self.tls_client_ca_file is None and not self.console_dev_login_honoured:
+            raise ConfigError(
+                "PDP_CONSOLE_LISTEN needs PDP_TLS_CLIENT_CA_FILE (approvers are named by their certificates), "
+                "or PDP_CONSOLE_DEV_LOGIN=1 with a loopback address and no TLS (local development only)"
+            )
 
 
 def _lifecycle(env: Mapping[str, str]) -> dict[str, object]:
@@ -223,10 +234,11 @@ def _coalescing(env: Mapping[str, str]) -> dict[str, object]:
 
 
 def _bool(name: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v not in ("true", "false", "1", "0"):
-        raise ConfigError(f"{name}: {value!r} is not true or false")
-    return v in ("true", "1")
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {value!r} is not a boolean (1/true/yes/on or 0/false/no/off)")
 
 
 def _listen(name: str, value: str) -> str:
@@ -283,4 +295,14 @@ def _http(env: Mapping[str, str]) -> dict[str, object]:
         if not Path(v).is_file():
             raise ConfigError(f"PDP_AUTHZEN_MAPPING: {v!r} is not a readable file")
         kw["authzen_mapping"] = Path(v)
+    return kw
+
+
+def _console(env: Mapping[str, str]) -> dict[str, object]:
+    """The approver console's settings."""
+    kw: dict[str, object] = {}
+    if v := env.get("PDP_CONSOLE_LISTEN"):
+        kw["console_listen"] = _listen("PDP_CONSOLE_LISTEN", v)
+    if (v := env.get("PDP_CONSOLE_DEV_LOGIN")) is not None:
+        kw["console_dev_login"] = _bool("PDP_CONSOLE_DEV_LOGIN", v)
     return kw

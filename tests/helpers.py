@@ -36,6 +36,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PDP_COMMAND = [sys.executable, "-m", "pdp"]
 BUNDLE = ROOT / "rego"
 EXAMPLES = ROOT / "examples"
+CHROMIUM = os.environ.get("PDP_CHROMIUM", "/usr/bin/chromium")  # Debian's; tests never download a browser
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0, what: str = "condition") -> None:
@@ -79,6 +89,7 @@ def dev_env(home: Path, *, port: int, opa_bin: str, **extra: str) -> dict[str, s
         "PDP_OPA_BIN": opa_bin,
         "PDP_LISTEN": f"127.0.0.1:{port}",
         "PDP_HTTP_LISTEN": f"127.0.0.1:{free_port()}",  # pdp dev's default, 8080, may be taken
+        "PDP_CONSOLE_LISTEN": f"127.0.0.1:{free_port()}",  # pdp dev's default, 8081, likewise
         "PDP_KEY_DIR": str(home / "keys"),
         "PDP_LOG_DIR": str(home / "log"),
         **extra,

@@ -18,9 +18,16 @@ from pdp.policy import bundles
 from pdp.sidecar import OpaSidecar, free_port
 from pdp.telemetry import opa_tracing_config
 
-DEV_DEFAULTS = {"PDP_KEY_DIR": ".run/keys", "PDP_LOG_DIR": ".run/log", "PDP_HTTP_LISTEN": "127.0.0.1:8080"}
+DEV_DEFAULTS = {
+    "PDP_KEY_DIR": ".run/keys",
+    "PDP_LOG_DIR": ".run/log",
+    "PDP_HTTP_LISTEN": "127.0.0.1:8080",
+    "PDP_CONSOLE_LISTEN": "127.0.0.1:8081",
+    "PDP_CONSOLE_DEV_LOGIN": "1",
+}
 """Development defaults: a generated key and a log under .run/ (ignored by git); the HTTP face on
-loopback (``PDP_HTTP_LISTEN=`` turns it off)."""
+loopback (``PDP_HTTP_LISTEN=`` turns it off); the approver console on loopback with its local-only
+dev login (``PDP_CONSOLE_LISTEN=`` turns it off)."""
 
 
 def register(sub: Subcommands) -> None:

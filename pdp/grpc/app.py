@@ -20,6 +20,7 @@ from pdp.grpc import approvals as approval_service
 from pdp.grpc.health import SERVICE_NAME, OpaHealthMonitor
 from pdp.grpc.servicer import DecisionServicer, add_service
 from pdp.grpc.tls import server_credentials
+from pdp.http.console import ConsoleFace, create_console
 from pdp.http.face import HttpFace
 from pdp.keys import KeyRing
 from pdp.opa import OpaClient
@@ -43,20 +44,21 @@ class PdpServer:
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
     desk: ApprovalDesk | None = None  # the approvals desk the faces share (ApprovalService, console)
+    console: ConsoleFace | None = None  # the approver console (PDP_CONSOLE_LISTEN), or None
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)  # bundle watch, policy masks, shadow
     opa: OpaClient | None = None  # the decision path's OPA client (coalescing unless PDP_OPA_COALESCE=false)
 
     def start(self) -> None:
         self.grpc_server.start()
-        if self.http is not None:
-            self.http.start()
+        for face in self._faces():
+            face.start()
         self.monitor.start()
 
     def stop(self, grace_s: float) -> None:
         """Stops taking calls, lets in-flight calls finish for up to ``grace_s``, then stops."""
         self.health.enter_graceful_shutdown()
-        if self.http is not None:
-            self.http.stop(grace_s)
+        for face in self._faces():
+            face.stop(grace_s)
         self.grpc_server.stop(grace_s).wait()
         self.monitor.stop()
         self.lifecycle.close()  # the shadow's queue drains into the log before it closes
@@ -66,6 +68,9 @@ class PdpServer:
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
+
+    def _faces(self) -> list[HttpFace]:
+        return [face for face in (self.http, self.console) if face is not None]
 
 
 def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tuple[PdpServer, int]:
@@ -161,6 +166,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     http = None
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
         http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry)
+    # ---- the approver console (pdp.http.console), a face over the approvals desk ----
+    console = create_console(settings, desk=desk) if settings.console_listen else None
+    # ----
     server_ = PdpServer(
         grpc_server=server,
         monitor=monitor,
@@ -170,6 +178,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         telemetry=telemetry,
         http=http,
         desk=desk,
+        console=console,
         lifecycle=lifecycle,
         opa=opa,
     )

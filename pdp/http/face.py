@@ -39,8 +39,17 @@ log = logging.getLogger(__name__)
 class HttpFace:
     """The HTTP listener: created (socket bound), then started and stopped with the gRPC server."""
 
-    def __init__(self, *, app: ASGIApp, sock: socket.socket, settings: Settings, peers: dict[Any, Any]) -> None:
+    def __init__(
+        self,
+        *,
+        app: ASGIApp,
+        sock: socket.socket,
+        settings: Settings,
+        peers: dict[Any, Any],
+        label: str = "HTTP (AuthZEN)",
+    ) -> None:
         self._sock = sock
+        self.label = label
         self.port: int = sock.getsockname()[1]
         self.scheme = "https" if settings.tls_cert_file else "http"
         protocol = _protocol_noting_peers(peers)
@@ -87,17 +96,7 @@ class HttpFace:
             allowed_callers=frozenset(settings.http_callers),
             base_url=settings.http_base_url,
         )
-        host, _, port = settings.http_listen.rpartition(":")
-        host = host.strip("[]")
-        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
-        # without it each answer waits for the client's delayed ACK (~40 ms; measured).
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, int(port)))
-        except OSError as e:
-            sock.close()
-            raise PdpError(f"PDP_HTTP_LISTEN: could not bind {settings.http_listen}: {e}") from None
+        sock = bind(settings.http_listen, "PDP_HTTP_LISTEN")
         return cls(app=app.asgi(), sock=sock, settings=settings, peers=peers)
 
     def start(self, timeout_s: float = 10.0) -> None:
@@ -110,9 +109,9 @@ class HttpFace:
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise PdpError(f"the HTTP face did not start: {self._failed or 'timed out'}")
+                raise PdpError(f"the {self.label} face did not start: {self._failed or 'timed out'}")
             time.sleep(0.01)
-        log.info("PDP HTTP (AuthZEN) on %s port %d", self.scheme, self.port)
+        log.info("PDP %s on %s port %d", self.label, self.scheme, self.port)
 
     def stop(self, grace_s: float) -> None:
         """Stops taking requests, lets in-flight ones finish (up to ``grace_s``), then stops."""
@@ -127,7 +126,27 @@ class HttpFace:
             asyncio.run(self._server.serve(sockets=[self._sock]))
         except BaseException as e:  # reported by start(); the thread must not die silently
             self._failed = e
-            log.error("the HTTP face stopped: %s", e)
+            log.error("the %s face stopped: %s", self.label, e)
+
+
+def bind(listen: str, variable: str) -> socket.socket:
+    """A TCP socket bound to ``listen`` (``host:port``; port 0 picks a free one).
+
+    Raises:
+        PdpError: the address cannot be bound; the message names ``variable``.
+    """
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it each answer waits for the client's delayed ACK (~40 ms; measured).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except OSError as e:
+        sock.close()
+        raise PdpError(f"{variable}: could not bind {listen}: {e}") from None
+    return sock
 
 
 def _protocol_noting_peers(peers: dict[Any, Any]) -> type[HttpToolsProtocol]:

@@ -7,7 +7,6 @@ import base64
 import dataclasses
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -23,11 +22,11 @@ from pdp.ledger.log import frame, read_frames
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
 from tests.conftest import BUNDLE, ROOT, Pdp, load_request
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.integration
 
 PDP = [sys.executable, "-m", "pdp"]
-CHROMIUM = os.environ.get("PDP_CHROMIUM", "/usr/bin/chromium")
 MASKED = "/asserted/principal/id"  # the principal the caller names (policy input v2)
 SECTIONS = (
     "summary",
@@ -335,15 +334,7 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
             executable_path=CHROMIUM,
             headless=True,
             viewport={"width": 1024, "height": 1300},
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            args=CHROMIUM_ARGS,
         )
         try:
             yield context.new_page()
