@@ -179,6 +179,14 @@ class Recorder:
             iat=now,
             jti=str(uuid.uuid4()),
         )
+        return self.record(record)
+
+    def record(self, record: Record) -> Signed:
+        """Signs ``record`` with its log index and appends it durably (outcomes, suspensions).
+
+        Raises:
+            LedgerUnavailable: not durable.
+        """
         made: list[str] = []
         i = self.log.append(functools.partial(self._sign_at, record, made))
         return Signed(made[-1], i)

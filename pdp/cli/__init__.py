@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pdp import __version__
-from pdp.cli import audit, decide, dev, keys, serve
+from pdp.cli import agents, audit, decide, dev, keys, serve
 from pdp.cli.base import Register
 from pdp.errors import ConfigError, PdpError
 from pdp.pep import cli as mcp_proxy
@@ -25,6 +25,7 @@ COMMANDS: list[Register] = [
     decide.register,
     keys.register,
     audit.register,
+    agents.register,
     mcp_proxy.register,
     report.register,
 ]

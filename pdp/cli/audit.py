@@ -47,7 +47,8 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
     print(
-        f"OK: {report.entries} entries ({report.decisions} decisions, {report.outcomes} outcome reports), "
+        f"OK: {report.entries} entries ({report.decisions} decisions, {report.outcomes} outcome reports"
+        f"{f', {report.suspensions} suspension records' if report.suspensions else ''}), "
         f"{report.checkpoints} checkpoints of {report.origin or '(none yet)'}, root {report.root.hex()}"
     )
     return 0

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import ConfigError, PdpError
+from pdp.grpc import admin
 from pdp.grpc.health import SERVICE_NAME, OpaHealthMonitor
 from pdp.grpc.servicer import DecisionServicer, add_service
 from pdp.grpc.tls import server_credentials
@@ -21,6 +22,7 @@ from pdp.keys import KeyRing
 from pdp.opa import OpaClient
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
+from pdp.suspensions import KillSwitch, SuspensionList
 from pdp.telemetry import Telemetry
 
 
@@ -97,6 +99,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         maximum_concurrent_rpcs=settings.workers * 64,
         interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
+    suspensions = SuspensionList(store)
     decider = Decider(
         opa=OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path),
         recorder=recorder,
@@ -106,11 +109,16 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         telemetry=telemetry,
         max_batch=settings.max_batch,
         store=store,
+        suspensions=suspensions,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
+    kill_switch = KillSwitch(store=store, recorder=recorder, suspensions=suspensions)
+    admin.add_service(admin.AdminServicer(kill_switch, store, telemetry), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, admin.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     try:
         port = _bind(server, settings)
     except ConfigError:

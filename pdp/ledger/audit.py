@@ -2,7 +2,7 @@
 
 Checks, in order, and stops at the first problem, naming the entry, file and offset:
 every frame's length and CRC; every entry's JWS signature (by a key in the JWKS, ``typ`` a
-decision or outcome record) and that its signed ``log_index`` is its position (so an entry moved,
+decision, outcome or suspension record) and that its signed ``log_index`` is its position (so an entry moved,
 dropped or inserted is caught where it happens); every outcome report links to an earlier
 decision record by digest; every checkpoint's signature, origin and root against the root
 re-derived at its size, and consistency proofs between successive checkpoints.
@@ -23,7 +23,7 @@ from pdp.ledger import checkpoint, merkle
 from pdp.ledger.checkpoint import note_verifiers
 from pdp.ledger.files import CHECKPOINTS, read_frames, segment_name, segments
 from pdp.records import header_typ, verify
-from pdp.schema import TYP_DECISION, TYP_OUTCOME, RecordHead
+from pdp.schema import RECORD_TYPES, TYP_DECISION, TYP_OUTCOME, RecordHead
 
 __all__ = ["AuditError", "AuditReport", "verify_log"]
 
@@ -36,6 +36,7 @@ class AuditReport:
     outcomes: int
     checkpoints: int
     root: bytes
+    suspensions: int = 0  # kill-switch records (suspend and resume)
 
 
 def verify_log(
@@ -60,7 +61,7 @@ def verify_log(
     by_size = {cp.size: cp for cp in notes}
     tree = merkle.CompactTree()
     decisions: dict[str, str] = {}
-    counts = {"decision": 0, "outcome": 0}
+    counts = {kind.KIND: 0 for kind in RECORD_TYPES.values()}
     files = segments(directory)
     for no, path in enumerate(files):
         if path.name != segment_name(no):
@@ -92,12 +93,15 @@ def verify_log(
                 merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
             except ProofError as e:
                 raise AuditError(f"checkpoints {old.size} → {new.size} are not consistent: {e}") from None
-    return AuditReport(origin, len(tree), counts["decision"], counts["outcome"], len(notes), tree.root())
+    return AuditReport(
+        origin, len(tree), counts["decision"], counts["outcome"], len(notes), tree.root(), counts["suspension"]
+    )
 
 
 def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str, str], where: str) -> str:
     token = payload.decode(errors="replace")
-    typ = TYP_OUTCOME if header_typ(token) == TYP_OUTCOME else TYP_DECISION
+    typ = header_typ(token)
+    typ = typ if typ in RECORD_TYPES else TYP_DECISION  # an unknown typ fails as a decision record would
     try:
         head = RecordHead.from_dict(verify(token, keys, typ=typ))
     except RecordError as e:
@@ -111,6 +115,8 @@ def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str
     if typ == TYP_DECISION:
         decisions[head.decision_id] = sha256_digest(payload)
         return "decision"
+    if typ != TYP_OUTCOME:
+        return RECORD_TYPES[typ].KIND
     if decisions.get(head.decision_id) != head.decision_record_digest:
         raise AuditError("the outcome report does not link to an earlier decision record", index=index, where=where)
     return "outcome"
