@@ -8,6 +8,7 @@
 package pdp
 
 import data.pdp.approvals
+import data.pdp.budgets
 import data.pdp.lib
 
 # METADATA
@@ -18,6 +19,7 @@ decision := {
 	"outcome": outcome,
 	"reasons": [object.remove(r, {"approval"}) | some r in _reasons],
 	"obligations": [o | some o in _obligations],
+	"budgets": _budgets,
 }
 
 # METADATA
@@ -64,6 +66,8 @@ deny contains r if {
 	some r in data.pdp.packs[name].deny
 }
 
+deny contains r if some r in budgets.deny
+
 # METADATA
 # title: Escalations
 # scope: document
@@ -74,6 +78,8 @@ escalate contains r if {
 	some name in enabled_packs
 	some r in data.pdp.packs[name].escalate
 }
+
+escalate contains r if some r in budgets.escalate
 
 # METADATA
 # title: Grants
@@ -135,3 +141,8 @@ _approval_request(e) := {"type": "approval.required", "params": {
 	"count": e.approval.count,
 	"action_digest": input.action_digest,
 }}
+
+# Budget claims bind only an allow: the PDP reserves them before it answers (rego/pdp/budgets).
+_budgets := [c | some c in budgets.claims] if outcome == "allow"
+
+_budgets := [] if outcome != "allow"
