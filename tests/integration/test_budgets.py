@@ -71,16 +71,21 @@ class Replica:
         self.process.wait(timeout=20)
 
 
-@pytest.fixture
-def budget_bundle(tmp_path: Path) -> Path:
-    """The project's bundle with the payments agent's velocity set to :data:`VELOCITY` per hour."""
+def _bundle(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """The project's bundle with its budget settings (rego/pdp/budgets/data.json) edited."""
     bundle = tmp_path / "bundle"
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("*_test.rego"))
     data_file = bundle / "pdp" / "budgets" / "data.json"
     data = json.loads(data_file.read_text())
-    data["config"]["fintech"]["velocity"]["agents"]["payments-agent"] = VELOCITY
+    edit(data["config"])
     data_file.write_text(json.dumps(data))
     return bundle
+
+
+@pytest.fixture
+def budget_bundle(tmp_path: Path) -> Path:
+    """The project's bundle with the payments agent's velocity set to :data:`VELOCITY` per hour."""
+    return _bundle(tmp_path, lambda c: c["fintech"]["velocity"]["agents"].update({"payments-agent": VELOCITY}))
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -263,3 +268,19 @@ def test_store_down_fails_budgeted_decisions_closed(
     wait_for(lambda: closed("fintech-allow-transfer.json"), timeout_s=15, what="budgeted decisions to fail closed")
     # No budget, but a suspension list older than half a second is not decided on either.
     wait_for(lambda: closed(LOOKUP), timeout_s=1.0, what="unbudgeted decisions to fail closed")
+
+
+def test_the_policy_sees_usage_and_escalates_near_the_limit(
+    tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Any]
+) -> None:
+    # bob may move 100,000.00 a day; each example payment is 25,000.00; above 80 % needs approval.
+    bundle = _bundle(
+        tmp_path, lambda c: c["fintech"]["daily_transfer_minor"]["principals"].update({"bob@bank.example": 10_000_000})
+    )
+    pdp = start_pdp(start_opa(bundle=bundle).url)  # the embedded SQLite store beside its log
+    answers = [pdp.stub.Decide(load_request("fintech-allow-transfer.json"), timeout=10) for _ in range(4)]
+    assert [a.outcome for a in answers] == [pb.OUTCOME_ALLOW] * 3 + [pb.OUTCOME_REQUIRE_APPROVAL]
+    assert [r.code for r in answers[3].reasons] == ["budget.near_limit"]
+    assert "would be at 10000000 of 10000000 per 24h" in answers[3].reasons[0].message
+    seen = claims_of(answers[2].record)["input"]["bound"]["usage"]
+    assert seen["fintech.transfer_daily"]["bob@bank.example"]["24h"] == 5_000_000  # two before it
