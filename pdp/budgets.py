@@ -50,6 +50,7 @@ class Budgets:
         self._telemetry = telemetry
         self._lock = threading.Lock()
         self._claimed: dict[tuple[tuple[str, str], ...], frozenset[Counter]] = {}
+        self._group = _GroupReserve(store)
 
     def bind_usage(self, input_doc: dict[str, Any], extra: frozenset[Counter] = frozenset()) -> frozenset[Counter]:
         """Puts the usage of the counters this request's subjects claimed before (and ``extra``) into
@@ -94,11 +95,11 @@ class Budgets:
         """
         if verdict.outcome is not Outcome.ALLOW or not verdict.budgets:
             return verdict
-        now = int(time.time())
         stored = [
             StoredClaim(key=c.counter, amount=c.amount, limit=c.limit, window_s=c.window_s) for c in verdict.budgets
         ]
-        if self._store.reserve(decision_id, stored, now=now):
+        if self._group.reserve(decision_id, stored):
+            now = int(time.time())
             exporting = self._telemetry.exporting  # the usage share costs one more read: only when it goes somewhere
             used = self._store.usage([(c.key, c.window_s) for c in stored], now=now) if exporting else {}
             for c in verdict.budgets:
@@ -106,7 +107,7 @@ class Budgets:
                 if c.limit and used:
                     self._telemetry.budget_usage.record(used[c.counter] / c.limit, {"budget": c.budget})
             return verdict
-        return self._refused(verdict, stored, now)
+        return self._refused(verdict, stored, int(time.time()))
 
     def _refused(self, verdict: Verdict, stored: Sequence[StoredClaim], now: int) -> Verdict:
         used = self._store.usage([(c.key, c.window_s) for c in stored], now=now)
@@ -135,3 +136,69 @@ class Budgets:
             StateUnavailable: the store cannot be written (the reservation stays held: counted).
         """
         self._store.settle(decision_id, keep=status == "executed")
+
+
+class _Pending:
+    """One decision's reservation waiting in a group."""
+
+    def __init__(self, reservation_id: str, claims: Sequence[StoredClaim]) -> None:
+        self.reservation_id = reservation_id
+        self.claims = claims
+        self.answer: bool | Exception | None = None
+
+
+class _GroupReserve:
+    """Reservations of concurrent decisions in one store transaction (one commit, one sync), as the
+    log's group commit does for records: a caller that finds no group running runs one for
+    everything queued so far; the others wait for its answer. Each reservation is still all or
+    nothing and sees the ones before it."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._done = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._running = False
+
+    def reserve(self, reservation_id: str, claims: Sequence[StoredClaim]) -> bool:
+        """:meth:`pdp.state.StateStore.reserve`, grouped with whatever else is waiting.
+
+        Raises:
+            StateUnavailable: the store cannot be used.
+            ValueError: the reservation is malformed or its id used.
+        """
+        mine = _Pending(reservation_id, claims)
+        with self._done:
+            self._queue.append(mine)
+            while self._running and mine.answer is None:
+                self._done.wait()
+            if mine.answer is None:
+                self._running = True
+                group, self._queue = self._queue, []
+        if mine.answer is None:
+            answers = self._run(group)
+            with self._done:
+                for p, answer in zip(group, answers, strict=True):
+                    p.answer = answer
+                self._running = False
+                self._done.notify_all()
+        if isinstance(mine.answer, Exception):
+            raise mine.answer
+        return bool(mine.answer)
+
+    def _run(self, group: list[_Pending]) -> list[bool | Exception]:
+        """Every reservation's answer; never raises (an error is the answer of those it concerns)."""
+        now = int(time.time())
+        try:
+            return list(self._store.reserve_many([(p.reservation_id, p.claims) for p in group], now=now))
+        except ValueError as e:
+            if len(group) == 1:
+                return [e]
+        except Exception as e:  # StateUnavailable, or anything else: every waiter gets it
+            return [e] * len(group)
+        answers: list[bool | Exception] = []
+        for p in group:  # one bad request: each on its own, so only it is refused
+            try:
+                answers.append(self._store.reserve(p.reservation_id, p.claims, now=now))
+            except Exception as e:  # the same as above, for this one
+                answers.append(e)
+        return answers

@@ -51,7 +51,9 @@ class PostgresStore(SqlStore):
         )
 
     @contextlib.contextmanager
-    def _transaction(self, conn: psycopg.Connection[tuple[object, ...]]) -> Iterator[object]:
+    def _transaction(
+        self, conn: psycopg.Connection[tuple[object, ...]], *, read_only: bool = False
+    ) -> Iterator[object]:
         with conn.transaction():
             yield conn
 
