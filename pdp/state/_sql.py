@@ -124,6 +124,7 @@ class SqlStore:
         self._pool_lock = threading.Lock()
         self._closed = False
         self._next_prune = 0.0
+        self._next_prune_reservations = 0.0
         with self._tx() as conn:
             self._lock(conn, ["pdp-state-schema"])
             for statement in SCHEMA:
@@ -449,18 +450,22 @@ class SqlStore:
             ids = [rid for rid, *_ in planned]
             if len(set(ids)) != len(ids):
                 raise ValueError("reservation_id: one id twice in one batch")
-            for rid in ids:
-                if self._exec(conn, "SELECT 1 FROM pdp_reservations WHERE reservation_id = ?", [rid]).fetchone():
-                    raise ValueError(f"reservation_id: {rid!r} was already used")
+            marks = ", ".join("?" * len(ids))
+            used_ids = self._exec(
+                conn, f"SELECT reservation_id FROM pdp_reservations WHERE reservation_id IN ({marks})", ids
+            ).fetchall()
+            if used_ids:
+                raise ValueError(f"reservation_id: {used_ids[0][0]!r} was already used")
             windows = sorted({(c.key, c.window_s) for _, claims, *_ in planned for c in claims})
             used = {w: self._advance(conn, *w, now) for w in windows}
-            for key in sorted({key for key, _ in windows}):
-                # Gone only once out of every window's running total (a total never loses a row it counts).
+            if time.monotonic() >= self._next_prune_reservations:
+                self._next_prune_reservations = time.monotonic() + _PRUNE_EVERY_S
+                # Gone only once out of every running total of their key (a total never loses a row it counts).
                 self._exec(
                     conn,
-                    "DELETE FROM pdp_reservations WHERE key = ? AND horizon <= ? AND reserved_at <="
-                    " (SELECT COALESCE(MIN(edge), ?) FROM pdp_budget_windows WHERE key = ?)",
-                    [key, now, now, key],
+                    "DELETE FROM pdp_reservations WHERE horizon <= ? AND reserved_at <="
+                    " (SELECT COALESCE(MIN(w.edge), ?) FROM pdp_budget_windows w WHERE w.key = pdp_reservations.key)",
+                    [now, now],
                 )
             for rid, claims, amounts, horizons in planned:
                 fits = all(used[c.key, c.window_s] + c.amount <= c.limit for c in claims)
