@@ -20,6 +20,9 @@ from pdp.context import Caller, build_input
 from pdp.decision import Decision
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict, PolicyMalformed
 from pdp.opa import OpaAnswer, OpaClient
+from pdp.policy.masking import Pointers
+from pdp.policy.pipeline import Lifecycle
+from pdp.policy.shadow import Live
 from pdp.recorder import Recorder, Signed, decision_id, request_digest
 from pdp.records import digest, unverified_claims
 from pdp.schema import DecisionClaims, DecisionRecord
@@ -52,6 +55,7 @@ class Decider:
         store: the shared state store (escalations, consumed approvals, budgets, suspensions).
         suspensions: the kill switch's list (default: read from ``store``); shared with the admin
             service so that a suspension made here is in force here at once.
+        lifecycle: bundle key ids, policy-driven masks and the shadow candidate (:mod:`pdp.policy.pipeline`).
     """
 
     def __init__(
@@ -66,7 +70,9 @@ class Decider:
         max_batch: int = Settings.max_batch,
         store: StateStore | None = None,
         suspensions: SuspensionList | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
+        self._lifecycle = lifecycle or Lifecycle()
         self._opa = opa
         self._recorder = recorder
         self._tracer = telemetry.tracer
@@ -135,25 +141,29 @@ class Decider:
                 if earlier is not None:
                     decisions[i] = _replayed(earlier, path=self._path)
             todo = [i for i, d in enumerate(decisions) if d is None]
-            verdicts = self._governed([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
+            verdicts, hide = self._governed([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
                 self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict)
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
             made = self._reserved(made)
-            recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo])
+            recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo], hide)
             for i, d in zip(todo, recorded, strict=True):
                 decisions[i] = d
+        self._lifecycle.after(
+            [_live(d, inputs[i]) for i, d in zip(todo, recorded, strict=True) if not d.verdict.indeterminate]
+        )
         total = time.perf_counter_ns() - start
         return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]
 
     def _governed(
         self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
-    ) -> list[tuple[OpaAnswer | None, Verdict]]:
+    ) -> tuple[list[tuple[OpaAnswer | None, Verdict]], list[Pointers]]:
         """Suspensions and budget usage (issue 20) bound before the policy runs, then the policy.
 
         A suspended agent, principal or tool is a DENY without asking OPA; a store that cannot be
-        read is a DENY (``pdp.state_unavailable``) for every decision it would have to answer.
+        read is a DENY (``pdp.state_unavailable``) for every decision it would have to answer; their
+        records hide what a record must hide when the policy cannot say.
         """
         if self._budgets is None or self._suspensions is None:
             return self._evaluate(inputs, explain, time_remaining_s, batch)
@@ -172,19 +182,27 @@ class Decider:
                     self._telemetry.suspension_denials.add(1, {"kind": suspension.kind})
                 stopped.append(suspended_verdict(suspension) if suspension else None)
         asked = [doc for doc, v in zip(inputs, stopped, strict=True) if v is None]
-        answers = iter(self._evaluate(asked, explain, time_remaining_s, batch))
+        evaluated, hidden = self._evaluate(asked, explain, time_remaining_s, batch)
+        answers, masks = iter(evaluated), iter(hidden)
         out: list[tuple[OpaAnswer | None, Verdict]] = []
+        hide: list[Pointers] = []
         for doc, stop, counters in zip(inputs, stopped, bound, strict=True):
-            answer, verdict = (None, stop) if stop is not None else next(answers)
-            missing = self._budgets.unbound(doc, verdict, counters) if stop is None else frozenset()
+            if stop is not None:
+                out.append((None, stop))
+                hide.append(self._lifecycle.unknown([doc])[0])
+                continue
+            (answer, verdict), mask = next(answers), next(masks)
+            missing = self._budgets.unbound(doc, verdict, counters)
             if missing:  # the policy claimed a counter whose usage it did not see: ask again with it bound
                 try:
                     self._budgets.bind_usage(doc, counters | missing)
-                    answer, verdict = self._evaluate([doc], explain, time_remaining_s, False)[0]
+                    again, masked = self._evaluate([doc], explain, time_remaining_s, False)
+                    (answer, verdict), mask = again[0], masked[0]
                 except StateUnavailable as e:
                     verdict = fail_closed(e)
             out.append((answer, verdict))
-        return out
+            hide.append(mask)
+        return out, hide
 
     def _reserved(self, made: list[Decision]) -> list[Decision]:
         """Budgets (issue 20): each ALLOW's claims reserved atomically before it is recorded; DENY
@@ -219,10 +237,11 @@ class Decider:
 
     def _evaluate(
         self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
-    ) -> list[tuple[OpaAnswer | None, Verdict]]:
-        """One policy evaluation for all of ``inputs``: a verdict for each, or fail-closed for each."""
+    ) -> tuple[list[tuple[OpaAnswer | None, Verdict]], list[Pointers]]:
+        """One policy evaluation for all of ``inputs``: a verdict for each, or fail-closed for each,
+        and what each one's record must hide (all but who asked, when nobody can say)."""
         if not inputs:
-            return []
+            return [], []
         timeout = self._timeout
         if time_remaining_s is not None:
             timeout = min(timeout, time_remaining_s - _ANSWER_MARGIN_S)
@@ -231,9 +250,10 @@ class Decider:
                 answers = self._opa.query_batch(inputs, timeout_s=timeout)
             else:
                 answers = [self._opa.query(inputs[0], timeout_s=timeout, explain=explain)]
+            answers, hide = self._lifecycle.split(answers, inputs, timeout_s=timeout, explain=explain)
         except NoVerdict as e:
             log.warning("%d decision(s) failed closed: %s (%s)", len(inputs), e.error_code, e)
-            return [(None, fail_closed(e))] * len(inputs)
+            return [(None, fail_closed(e))] * len(inputs), self._lifecycle.unknown(inputs)
         verdicts: list[tuple[OpaAnswer | None, Verdict]] = []
         for answer in answers:
             try:
@@ -241,7 +261,7 @@ class Decider:
             except NoVerdict as e:
                 log.warning("a decision failed closed: %s (%s)", e.error_code, e)
                 verdicts.append((answer, fail_closed(e)))
-        return verdicts
+        return verdicts, hide
 
     def _decision(
         self,
@@ -268,16 +288,19 @@ class Decider:
             opa_eval_ns=answer.eval_ns if answer else 0,
         )
 
-    def _record(self, made: list[Decision], inputs: list[dict[str, Any]], request_digests: list[str]) -> list[Decision]:
+    def _record(
+        self, made: list[Decision], inputs: list[dict[str, Any]], request_digests: list[str], hide: list[Pointers]
+    ) -> list[Decision]:
         """Signs and durably logs the decisions; if that fails, every one of them is a DENY."""
         if not made:
             return []
         entries = [
-            (_record_of(d, doc, digest_), doc) for d, doc, digest_ in zip(made, inputs, request_digests, strict=True)
+            (_record_of(d, doc, digest_, self._lifecycle.bundles(d.bundle_revisions)), doc)
+            for d, doc, digest_ in zip(made, inputs, request_digests, strict=True)
         ]
         try:
             with self._tracer.start_as_current_span(SPAN_RECORD):
-                signed = self._recorder.record_decisions(entries)
+                signed = self._recorder.record_decisions(entries, hide=hide)
         except LedgerUnavailable as e:
             # Not durable, so not a decision anyone may act on: DENY, whatever the policy said.
             log.error("%d decision(s) could not be recorded: %s", len(made), e)
@@ -290,14 +313,16 @@ class Decider:
         ]
 
 
-def _record_of(d: Decision, input_doc: dict[str, Any], request_digest: str) -> DecisionRecord:
+def _record_of(
+    d: Decision, input_doc: dict[str, Any], request_digest: str, bundles: dict[str, dict[str, str]]
+) -> DecisionRecord:
     """The record of a decision, as far as the pipeline knows it (the recorder adds the rest)."""
     v = d.verdict
     return DecisionRecord(
         decision_id=d.decision_id,
         path=d.decision_path,
         result=v.to_dict(),
-        bundles={name: {"revision": rev} for name, rev in d.bundle_revisions.items()},
+        bundles=bundles,  # revisions, and the key each bundle was verified with
         timestamp=input_doc["request_time"],
         metrics={"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
         pdp=DecisionClaims(
@@ -328,6 +353,19 @@ def _naming(i: int | None) -> Iterator[None]:
         if i is None:
             raise
         raise InvalidArgument(f"requests[{i}].{e.field}", e.problem) from None
+
+
+def _live(d: Decision, input_doc: dict[str, Any]) -> Live:
+    """A recorded live decision, for the shadow candidate (which sees the unmasked input)."""
+    v = d.verdict
+    return Live(
+        decision_id=d.decision_id,
+        log_index=d.log_index,
+        record=d.record,
+        outcome=v.outcome.value,
+        reasons=tuple(r.code for r in v.reasons),
+        input=input_doc,
+    )
 
 
 def _replayed(earlier: Signed, *, path: str) -> Decision:

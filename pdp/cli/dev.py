@@ -14,7 +14,8 @@ from pdp import keys
 from pdp.cli import serve
 from pdp.cli.base import Subcommands, log, setup_logging
 from pdp.config import Settings
-from pdp.sidecar import OpaSidecar
+from pdp.policy import bundles
+from pdp.sidecar import OpaSidecar, free_port
 from pdp.telemetry import opa_tracing_config
 
 DEV_DEFAULTS = {"PDP_KEY_DIR": ".run/keys", "PDP_LOG_DIR": ".run/log", "PDP_HTTP_LISTEN": "127.0.0.1:8080"}
@@ -26,6 +27,7 @@ def register(sub: Subcommands) -> None:
     d = sub.add_parser("dev", help="start an OPA sidecar with the bundle, and serve in front of it")
     d.add_argument("--bundle", type=Path, default=Path("rego"), help="policy bundle directory (default: rego)")
     d.add_argument("--opa-addr", default="127.0.0.1:8181", help="where the OPA sidecar listens (default: %(default)s)")
+    d.add_argument("--shadow-bundle", type=Path, help="a candidate bundle directory evaluated beside the live one")
     d.set_defaults(func=run)
 
 
@@ -38,21 +40,39 @@ def run(args: argparse.Namespace) -> int:
     if not (args.bundle / ".manifest").is_file():
         print(f"pdp dev: {args.bundle} is not a bundle directory (no .manifest)", file=sys.stderr)
         return 2
-    # OPA joins the PDP's traces when the PDP exports them (OTLP over gRPC).
-    config_file = None
-    tracing = opa_tracing_config()
-    if tracing is not None:
-        fd, name = tempfile.mkstemp(prefix="pdp-opa-", suffix=".yaml")
-        with os.fdopen(fd, "w") as f:
-            json.dump(tracing, f)  # JSON is YAML
-        config_file = Path(name)
-    sidecar = OpaSidecar(opa_bin=base.opa_bin, bundle=args.bundle, addr=args.opa_addr, config_file=config_file)
-    sidecar.start()
-    log.info("OPA sidecar on %s serving bundle %s", sidecar.url, args.bundle)
+    # The bundle is signed with a dev key (beside the key dir, in bundle-key/) and OPA verifies it
+    # through its configuration, as in production; OPA joins the PDP's traces when the PDP exports them.
+    built, config = bundles.dev_bundle(args.bundle, base.key_dir.parent, opa_bin=base.opa_bin)
+    config.update(opa_tracing_config() or {})
+    fd, name = tempfile.mkstemp(prefix="pdp-opa-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)  # JSON is YAML
+    config_file = Path(name)
+    sidecar = OpaSidecar(
+        opa_bin=base.opa_bin, bundle=None, addr=args.opa_addr, config_file=config_file, bundles_ready=True
+    )
+    shadow = None
+    if args.shadow_bundle is not None:
+        shadow = OpaSidecar(opa_bin=base.opa_bin, bundle=args.shadow_bundle, addr=f"127.0.0.1:{free_port()}")
     try:
-        return serve.run(dataclasses.replace(base, opa_url=sidecar.url))
+        sidecar.start()
+        log.info(
+            "OPA sidecar on %s serving %s (revision %r of %s) signed by key %s",
+            sidecar.url,
+            built.path,
+            built.revision,
+            args.bundle,
+            built.key_id,
+        )
+        settings = dataclasses.replace(base, opa_url=sidecar.url)
+        if shadow is not None:
+            shadow.start()
+            log.info("shadow candidate %s on OPA %s", args.shadow_bundle, shadow.url)
+            settings = dataclasses.replace(settings, shadow_opa_url=shadow.url)
+        return serve.run(settings)
     finally:
-        sidecar.stop()
+        for s in (shadow, sidecar):
+            if s is not None:
+                s.stop()
         log.info("OPA sidecar stopped")
-        if config_file is not None:
-            config_file.unlink(missing_ok=True)
+        config_file.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ import socket
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pdp.config import Settings
@@ -20,6 +20,8 @@ from pdp.grpc.tls import server_credentials
 from pdp.http.face import HttpFace
 from pdp.keys import KeyRing
 from pdp.opa import OpaClient
+from pdp.policy.pipeline import Lifecycle, policy_lifecycle
+from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
 from pdp.suspensions import KillSwitch, SuspensionList
@@ -37,6 +39,7 @@ class PdpServer:
     store: StateStore
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
+    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)  # bundle watch, policy masks, shadow
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -51,6 +54,7 @@ class PdpServer:
             self.http.stop(grace_s)
         self.grpc_server.stop(grace_s).wait()
         self.monitor.stop()
+        self.lifecycle.close()  # the shadow's queue drains into the log before it closes
         self.recorder.close()
         self.store.close()
         self.telemetry.shutdown()
@@ -100,8 +104,15 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
     )
     suspensions = SuspensionList(store)
+    lifecycle = policy_lifecycle(settings, telemetry.meter_provider, recorder.record_shadow)
     decider = Decider(
-        opa=OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path),
+        # With policy masking on, one evaluation answers the decision and its masks (pdp.policy.masking).
+        opa=OpaClient(
+            settings.opa_url,
+            settings.mask_path or settings.decision_path,
+            telemetry,
+            batch_path=settings.mask_batch_path if settings.mask_path else settings.batch_path,
+        ),
         recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
@@ -110,6 +121,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_batch=settings.max_batch,
         store=store,
         suspensions=suspensions,
+        lifecycle=lifecycle,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
     kill_switch = KillSwitch(store=store, recorder=recorder, suspensions=suspensions)
@@ -119,6 +131,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     reflection.enable_server_reflection(
         (SERVICE_NAME, admin.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    health_servicer.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         port = _bind(server, settings)
     except ConfigError:
@@ -132,6 +145,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         health_servicer=health_servicer,
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
+        bundles=lifecycle.watch,
     )
     http = None
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
@@ -144,6 +158,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         store=store,
         telemetry=telemetry,
         http=http,
+        lifecycle=lifecycle,
     )
     return server_, port
 

@@ -10,6 +10,8 @@ from grpc_health.v1 import health, health_pb2
 
 from pdp.errors import NoVerdict
 from pdp.opa import OpaClient
+from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
+from pdp.policy.watch import BundleWatch
 from pdp.recorder import Recorder
 from pdp.state import StateStore
 from pdp.v1 import decision_pb2 as pb
@@ -30,6 +32,7 @@ class OpaHealthMonitor:
         health_servicer: the grpc.health.v1 servicer to update.
         interval_s: time between checks.
         timeout_s: longest wait for one check.
+        bundles: reports refused bundle loads (health service ``pdp.policy``, metric, log line).
     """
 
     def __init__(
@@ -41,8 +44,10 @@ class OpaHealthMonitor:
         health_servicer: health.HealthServicer,
         interval_s: float,
         timeout_s: float,
+        bundles: BundleWatch | None = None,
     ) -> None:
         self._opa, self._recorder, self._store, self._health = opa, recorder, store, health_servicer
+        self._bundles = bundles
         self._interval, self._timeout = interval_s, timeout_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="opa-health", daemon=True)
@@ -79,6 +84,10 @@ class OpaHealthMonitor:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
             self._health.set(name, status)
+        if self._bundles is not None:
+            # A refused reload leaves OPA serving the last good policy: the PDP serves too, and says so.
+            refused = bool(self._bundles.check()) or not serving
+            self._health.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING if refused else status)
         return serving
 
     def _run(self) -> None:

@@ -2,9 +2,9 @@
 
 Checks, in order, and stops at the first problem, naming the entry, file and offset:
 every frame's length and CRC; every entry's JWS signature (by a key in the JWKS, ``typ`` a
-decision, outcome or suspension record) and that its signed ``log_index`` is its position (so an entry moved,
-dropped or inserted is caught where it happens); every outcome report links to an earlier
-decision record by digest; every checkpoint's signature, origin and root against the root
+decision, outcome, shadow or suspension record) and that its signed ``log_index`` is its position (so
+an entry moved, dropped or inserted is caught where it happens); every outcome report and shadow
+record links to an earlier decision record by digest; every checkpoint's signature, origin and root against the root
 re-derived at its size, and consistency proofs between successive checkpoints.
 """
 
@@ -23,7 +23,7 @@ from pdp.ledger import checkpoint, merkle
 from pdp.ledger.checkpoint import note_verifiers
 from pdp.ledger.files import CHECKPOINTS, read_frames, segment_name, segments
 from pdp.records import header_typ, verify
-from pdp.schema import RECORD_TYPES, TYP_DECISION, TYP_OUTCOME, RecordHead
+from pdp.schema import RECORD_TYPES, TYP_DECISION, TYP_OUTCOME, TYP_SHADOW, RecordHead
 
 __all__ = ["AuditError", "AuditReport", "verify_log"]
 
@@ -115,11 +115,13 @@ def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str
     if typ == TYP_DECISION:
         decisions[head.decision_id] = sha256_digest(payload)
         return "decision"
-    if typ != TYP_OUTCOME:
-        return RECORD_TYPES[typ].KIND
+    kind = RECORD_TYPES[typ].KIND
+    if typ not in (TYP_OUTCOME, TYP_SHADOW):
+        return kind  # a record that links to no decision (suspension)
     if decisions.get(head.decision_id) != head.decision_record_digest:
-        raise AuditError("the outcome report does not link to an earlier decision record", index=index, where=where)
-    return "outcome"
+        what = "outcome report" if kind == "outcome" else "shadow record"
+        raise AuditError(f"the {what} does not link to an earlier decision record", index=index, where=where)
+    return kind
 
 
 def _checkpoints(directory: Path, keys: dict[str, Any]) -> list[checkpoint.Checkpoint]:
