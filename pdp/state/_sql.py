@@ -377,18 +377,21 @@ class SqlStore:
             return {key: self._used(conn, key, window_s, now) for key, window_s in keys}
 
     def _used(self, conn: Any, key: str, window_s: int, now: int) -> int:
-        """The sum in ``(now - window_s, now]``: the running total corrected by the reservations
-        between its edge and this window's (a short range), or one full sum before the first total."""
+        """The sum in ``(now - window_s, now]``, in one statement: the running total corrected by the
+        reservations between its edge and this window's edge (a short range either way), or one full
+        sum before the counter has a total."""
         edge = now - window_s
         row = self._exec(
-            conn, "SELECT used, edge FROM pdp_budget_windows WHERE key = ? AND window_s = ?", [key, window_s]
+            conn,
+            "SELECT w.used"
+            " - (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            "    WHERE r.key = w.key AND r.reserved_at > w.edge AND r.reserved_at <= ?)"
+            " + (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            "    WHERE r.key = w.key AND r.reserved_at > ? AND r.reserved_at <= w.edge)"
+            " FROM pdp_budget_windows w WHERE w.key = ? AND w.window_s = ?",
+            [edge, edge, key, window_s],
         ).fetchone()
-        if row is None:
-            return self._sum(conn, key, edge, None)
-        used, at = int(row[0]), int(row[1])
-        if edge > at:
-            return used - self._sum(conn, key, at, edge)
-        return used + self._sum(conn, key, edge, at) if edge < at else used
+        return self._sum(conn, key, edge, None) if row is None else int(row[0])
 
     def _sum(self, conn: Any, key: str, after: int, upto: int | None) -> int:
         """The key's reservations made in ``(after, upto]`` (``upto`` None: to now)."""
@@ -401,7 +404,7 @@ class SqlStore:
 
     def _advance(self, conn: Any, key: str, window_s: int, now: int) -> int:
         """Moves the running total of ``(key, window_s)`` to ``now`` (made on first use); returns it.
-        Relative updates, so that a release committed meanwhile is neither lost nor counted twice."""
+        A relative update, so that a release committed meanwhile is neither lost nor counted twice."""
         edge = now - window_s
         row = self._exec(
             conn, "SELECT used, edge FROM pdp_budget_windows WHERE key = ? AND window_s = ?", [key, window_s]
@@ -414,15 +417,19 @@ class SqlStore:
                 [key, window_s, used, edge],
             )
             return used
-        if edge <= int(row[1]):
+        if int(row[1]) == edge:
             return int(row[0])
-        left = self._sum(conn, key, int(row[1]), edge)
-        self._exec(
+        if int(row[1]) > edge:  # another replica's clock is ahead: correct, do not move back
+            return self._used(conn, key, window_s, now)
+        moved = self._exec(
             conn,
-            "UPDATE pdp_budget_windows SET used = used - ?, edge = ? WHERE key = ? AND window_s = ?",
-            [left, edge, key, window_s],
-        )
-        return int(row[0]) - left
+            "UPDATE pdp_budget_windows SET used = used - (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            "   WHERE r.key = pdp_budget_windows.key AND r.reserved_at > pdp_budget_windows.edge"
+            "   AND r.reserved_at <= ?), edge = ?"
+            " WHERE key = ? AND window_s = ? RETURNING used",
+            [edge, edge, key, window_s],
+        ).fetchone()
+        return int(moved[0])
 
     def reserve(self, reservation_id: str, claims: Sequence[BudgetClaim], *, now: int) -> bool:
         """All or nothing: reserves every claim if each still fits its limit, else nothing.
@@ -493,6 +500,11 @@ class SqlStore:
                     [reservation_id],
                 )
                 return
+            # Serialised with reservations on the same counters, whose running totals this changes.
+            keys = self._exec(
+                conn, "SELECT key FROM pdp_reservations WHERE reservation_id = ? AND state = 'held'", [reservation_id]
+            ).fetchall()
+            self._lock(conn, sorted(k for (k,) in keys))
             released = self._exec(
                 conn,
                 "DELETE FROM pdp_reservations WHERE reservation_id = ? AND state = 'held'"
