@@ -138,7 +138,8 @@ class SqlStore:
         """Raises StateUnavailable if the database is known to be gone before a connection is used."""
 
     def _transaction(self, conn: Any, *, read_only: bool = False) -> contextlib.AbstractContextManager[Any]:
-        """A transaction on ``conn``; ``read_only`` ones need not wait for writers (a snapshot will do)."""
+        """A transaction on ``conn``; a ``read_only`` one is a single statement that needs no writer's lock
+        (backends may run it on its own, without BEGIN and COMMIT)."""
         raise NotImplementedError
 
     def _lock(self, conn: Any, keys: Sequence[str]) -> None:
@@ -374,24 +375,33 @@ class SqlStore:
     def usage(self, keys: Sequence[tuple[str, int]], *, now: int) -> dict[str, int]:
         """What is used of each ``(key, window_s)`` in ``(now - window_s, now]`` (held and kept)."""
         with self._tx(read_only=True) as conn:
-            return {key: self._used(conn, key, window_s, now) for key, window_s in keys}
+            return {key: used for (key, _), used in self._windows(conn, keys, now).items()}
 
     def _used(self, conn: Any, key: str, window_s: int, now: int) -> int:
-        """The sum in ``(now - window_s, now]``, in one statement: the running total corrected by the
-        reservations between its edge and this window's edge (a short range either way), or one full
-        sum before the counter has a total."""
-        edge = now - window_s
-        row = self._exec(
+        return self._windows(conn, [(key, window_s)], now)[key, window_s]
+
+    def _windows(self, conn: Any, keys: Sequence[tuple[str, int]], now: int) -> dict[tuple[str, int], int]:
+        """The sum in ``(now - window_s, now]`` of each ``(key, window_s)``, in one statement: the running
+        total corrected by the reservations between its edge and this window's (a short range either
+        way), or a full sum for a counter without a total yet."""
+        if not keys:
+            return {}
+        values = ", ".join(["(CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS BIGINT))"] * len(keys))
+        rows = self._exec(
             conn,
-            "SELECT w.used"
+            f"WITH q (key, window_s, edge) AS (VALUES {values})"
+            " SELECT q.key, q.window_s, CASE WHEN w.key IS NULL"
+            " THEN (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            "       WHERE r.key = q.key AND r.reserved_at > q.edge)"
+            " ELSE w.used"
             " - (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
-            "    WHERE r.key = w.key AND r.reserved_at > w.edge AND r.reserved_at <= ?)"
+            "    WHERE r.key = q.key AND r.reserved_at > w.edge AND r.reserved_at <= q.edge)"
             " + (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
-            "    WHERE r.key = w.key AND r.reserved_at > ? AND r.reserved_at <= w.edge)"
-            " FROM pdp_budget_windows w WHERE w.key = ? AND w.window_s = ?",
-            [edge, edge, key, window_s],
-        ).fetchone()
-        return self._sum(conn, key, edge, None) if row is None else int(row[0])
+            "    WHERE r.key = q.key AND r.reserved_at > q.edge AND r.reserved_at <= w.edge) END"
+            " FROM q LEFT JOIN pdp_budget_windows w ON w.key = q.key AND w.window_s = q.window_s",
+            [v for key, window_s in keys for v in (key, window_s, now - window_s)],
+        ).fetchall()
+        return {(r[0], int(r[1])): int(r[2]) for r in rows}
 
     def _sum(self, conn: Any, key: str, after: int, upto: int | None) -> int:
         """The key's reservations made in ``(after, upto]`` (``upto`` None: to now)."""

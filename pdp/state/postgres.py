@@ -54,6 +54,9 @@ class PostgresStore(SqlStore):
     def _transaction(
         self, conn: psycopg.Connection[tuple[object, ...]], *, read_only: bool = False
     ) -> Iterator[object]:
+        if read_only:  # one statement, atomic on its own: no BEGIN and COMMIT round trips
+            yield conn
+            return
         with conn.transaction():
             yield conn
 

@@ -1,7 +1,7 @@
 """The embedded backend: one SQLite file, ``state.sqlite3`` in ``PDP_STATE_DIR``.
 
 Several processes on one machine may share the file. Every operation that writes is a ``BEGIN
-IMMEDIATE`` transaction (reads of usage and suspensions read a WAL snapshot), so writers are
+IMMEDIATE`` transaction (reads of usage and suspensions are one statement on a WAL snapshot), so writers are
 serialised by SQLite's database lock (waiting up to ``busy_timeout_s``)
 and a read-check-write such as a budget reservation sees no other writer in between. The file is in
 WAL mode with ``synchronous=FULL``: a committed "used" id survives a crash.
@@ -66,8 +66,10 @@ class SqliteStore(SqlStore):
 
     @contextlib.contextmanager
     def _transaction(self, conn: sqlite3.Connection, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
-        # A read takes a WAL snapshot and waits for no writer; a write takes the database lock first.
-        conn.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if read_only:  # one statement: its own WAL snapshot, waiting for no writer
+            yield conn
+            return
+        conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
         except BaseException:
