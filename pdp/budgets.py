@@ -127,6 +127,7 @@ class Budgets:
                 for c in over
             ),
             budgets=verdict.budgets,
+            facts=verdict.facts,
         )
 
     def settle(self, decision_id: str, *, status: str) -> None:

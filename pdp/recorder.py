@@ -18,7 +18,7 @@ from pdp.errors import InvalidArgument, NotFound
 from pdp.keys import KeyRing, public_keys
 from pdp.ledger.log import Log
 from pdp.policy.masking import NONE, Pointers
-from pdp.records import digest, redact, sign_record, unverified_claims
+from pdp.records import redact, sign_record, unverified_claims
 from pdp.schema import DecisionRecord, OutcomeRecord, OutcomeReport, Record, RecordHead, ShadowRecord
 
 _ID_SPACE = uuid.UUID("6f1d2a52-4d0b-4e8e-9a43-3c1bd6c1a7e2")  # namespace of deterministic decision ids
@@ -48,13 +48,6 @@ def decision_id(*, request_id: str, caller_subject: str) -> str:
     if not request_id:
         return str(uuid.uuid4())
     return str(uuid.uuid5(_ID_SPACE, f"{caller_subject}\n{request_id}"))
-
-
-def request_digest(input_doc: dict[str, Any]) -> str:
-    """What makes two requests "the same": the input minus the PDP's clock and the peer address."""
-    same = {k: v for k, v in input_doc.items() if k not in ("request_time", "caller")}
-    same["caller_subject"] = input_doc["caller"]["subject"]
-    return digest(same)
 
 
 class Recorder:
@@ -147,7 +140,7 @@ class Recorder:
                 erased=tuple(erased),
                 trace_id=format(span.trace_id, "032x") if span.is_valid else "",
                 span_id=format(span.span_id, "016x") if span.is_valid else "",
-                requested_by=input_doc["caller"]["subject"] or input_doc["caller"]["peer"],
+                requested_by=input_doc["bound"]["caller"]["subject"] or input_doc["bound"]["caller"]["peer"],
                 pdp=dataclasses.replace(given.pdp, iat=now, exp=now + int(self._ttl), jti=str(uuid.uuid4())),
             )
             makers.append(functools.partial(self._sign_at, record, made))

@@ -26,6 +26,7 @@ from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
 from pdp.suspensions import KillSwitch, SuspensionList
 from pdp.telemetry import Telemetry
+from pdp.trust import TrustVerifier
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -121,6 +122,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_batch=settings.max_batch,
         store=store,
         suspensions=suspensions,
+        trust=TrustVerifier(settings.trust),
         lifecycle=lifecycle,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)

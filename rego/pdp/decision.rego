@@ -10,15 +10,19 @@ package pdp
 import data.pdp.approvals
 import data.pdp.budgets
 import data.pdp.lib
+import data.pdp.trust
 
 # METADATA
 # title: Decision
-# description: The document the PDP queries for every Decide call.
+# description: |
+#   The document the PDP queries for every Decide call: the outcome, its reasons and
+#   obligations, and the looked-up facts it rested on (for the signed record).
 # entrypoint: true
 decision := {
 	"outcome": outcome,
 	"reasons": [object.remove(r, {"approval"}) | some r in _reasons],
 	"obligations": [o | some o in _obligations],
+	"facts": trust.facts,
 	"budgets": _budgets,
 }
 
@@ -139,7 +143,7 @@ _approval_request(e) := {"type": "approval.required", "params": {
 	"reason": e.code,
 	"role": e.approval.role,
 	"count": e.approval.count,
-	"action_digest": input.action_digest,
+	"action_digest": input.bound.action_digest,
 }}
 
 # Budget claims bind only an allow: the PDP reserves them before it answers (rego/pdp/budgets).

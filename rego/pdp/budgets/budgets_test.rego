@@ -1,31 +1,13 @@
 package pdp.budgets_test
 
 import data.pdp.budgets
+import data.pdp.fixtures_test as fx
 
-# A payment of 25,000.00 USD by the payments agent for bob (low risk, known beneficiary).
-transfer := {
-	"request_time": "2026-11-24T10:00:00Z",
-	"agent": {"id": "payments-agent", "version": "2.0.3"},
-	"principal": {"id": "bob@bank.example", "roles": ["treasurer"]},
-	"action": {
-		"tool": "payments.transfer", "operation": "execute",
-		"arguments": {"amount": 25000, "currency": "USD", "beneficiary": "DE89370400440532013000", "counterparty": "Contoso"},
-		"destination": {"kind": "", "address": ""},
-	},
-	"resource": {"type": "account", "id": "ACC-1", "classification_level": 3, "data_categories": [], "compartments": []},
-	"lineage": [{"source": "core-banking", "kind": "ledger", "quality": 0.99, "verified": true}],
-	"environment": {"name": "production", "change_ref": ""},
-	"risk": {"score": 10, "indicators": []},
-	"approvals": [],
-	"purpose_of_use": "",
-	"action_digest": "sha256:aa",
-}
+# A payment of 25,000.00 USD by the payments agent for a verified bob (low risk, known beneficiary).
+transfer := fx.transfer
 
-record_read := object.union(transfer, {
-	"agent": {"id": "clinical-assistant", "version": "1.0.2"},
-	"action": {"tool": "ehr.read", "operation": "read", "arguments": {}, "destination": {"kind": "", "address": ""}},
-	"resource": {"type": "patient_record", "id": "patient-4711/summary"},
-})
+# The clinical assistant reading a patient record.
+record_read := fx.treatment
 
 claims(doc) := by_name if {
 	found := budgets.claims with input as doc
@@ -62,7 +44,7 @@ test_claims_daily_transfer_in_minor_units if {
 }
 
 test_claims_daily_transfer_unverified_principal_shares_a_bucket if {
-	c := claims(object.union(transfer, {"principal": {"id": ""}}))["fintech.transfer_daily"]
+	c := claims(json.remove(transfer, ["verified/principal"]))["fintech.transfer_daily"]
 	c.key == "unverified@payments-agent"
 	c.limit == 5000000
 }
@@ -123,7 +105,7 @@ test_decision_carries_budgets_on_allow if {
 }
 
 test_decision_carries_no_budgets_otherwise if {
-	d := data.pdp.decision with input as object.union(transfer, {"risk": {"score": 95}})
+	d := data.pdp.decision with input as object.union(transfer, {"verified": {"risk": {"score": 95}}})
 	d.outcome == "deny"
 	d.budgets == []
 }

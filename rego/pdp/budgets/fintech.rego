@@ -41,7 +41,9 @@ _transfer_minor := round(input.action.arguments.amount * _fintech.minor_units_pe
 }
 
 # A payment without a verified principal is charged to one shared bucket per agent: the smallest
-# budget, never one the caller picks by naming someone.
-_principal := input.principal.id if input.principal.id != ""
+# budget, never one the caller picks by naming someone (an asserted principal never keys a budget).
+_principal := _verified_principal if _verified_principal != ""
 
-_principal := sprintf("unverified@%s", [_agent]) if input.principal.id == ""
+_principal := sprintf("unverified@%s", [_agent]) if _verified_principal == ""
+
+_verified_principal := object.get(input, ["verified", "principal", "id"], "")
