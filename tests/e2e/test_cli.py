@@ -189,12 +189,12 @@ def test_make_run_kill_switch_and_budgets_on_the_embedded_store(dev_stack: DevSt
         )
         return json.loads(out.stdout)
 
-    paid = decide(dev_stack.addr, str(EXAMPLES / "fintech-allow-transfer.json"))
+    paid = decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), str(EXAMPLES / "fintech-allow-transfer.json"))
     assert paid["outcome"] == "OUTCOME_ALLOW", paid["reasons"]
     assert {b["budget"] for b in claims_of(paid["record"])["result"]["budgets"]} >= {"fintech.transfer_daily"}
     suspended = agents("suspend", "support-bot", "--reason", "runaway loop", "--until", "1h")
     assert suspended["record"] and int(suspended["logIndex"]) > 0
-    denied = decide(dev_stack.addr, str(EXAMPLES / "allow-crm-lookup.json"))
+    denied = decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), str(EXAMPLES / "allow-crm-lookup.json"))
     assert denied["outcome"] == "OUTCOME_DENY"
     assert [r["code"] for r in denied["reasons"]] == ["agent.suspended"]
     assert [s["value"] for s in agents("list")["suspensions"]] == ["support-bot"]
@@ -202,7 +202,10 @@ def test_make_run_kill_switch_and_budgets_on_the_embedded_store(dev_stack: DevSt
     again = json.loads((EXAMPLES / "allow-crm-lookup.json").read_text())
     again["requestId"] = "after-resume"  # the same request id would be answered from the log: DENY
     (tmp_path / "again.json").write_text(json.dumps(again))
-    assert decide(dev_stack.addr, str(tmp_path / "again.json"))["outcome"] == "OUTCOME_ALLOW"
+    assert (
+        decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), str(tmp_path / "again.json"))["outcome"]
+        == "OUTCOME_ALLOW"
+    )
 
 
 def test_help_lists_the_commands() -> None:
