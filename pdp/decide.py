@@ -15,11 +15,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pdp.approvals.binding import ApprovalsStep, Bound, bind_nothing
+from pdp.budgets import Budgets, Counter
 from pdp.config import Settings
 from pdp.context import Caller, build
 from pdp.decision import Decision
 from pdp.digest import request_digest
-from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
+from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict, PolicyMalformed
 from pdp.opa import OpaAnswer, OpaClient
 from pdp.policy.masking import Pointers
 from pdp.policy.pipeline import Lifecycle
@@ -27,11 +28,12 @@ from pdp.policy.shadow import Live
 from pdp.recorder import Recorder, Signed, decision_id
 from pdp.records import digest, unverified_claims
 from pdp.schema import DecisionClaims, DecisionRecord
-from pdp.state import StateStore
-from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, Telemetry
+from pdp.state import StateStore, StateUnavailable
+from pdp.suspensions import SuspensionList, suspended_verdict
+from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, SPAN_RESERVE, SPAN_STATE, Telemetry
 from pdp.trust import TrustVerifier, Verified
 from pdp.v1 import decision_pb2 as pb
-from pdp.verdict import Verdict, fail_closed, interpret
+from pdp.verdict import Outcome, Verdict, fail_closed, interpret
 
 __all__ = ["Decider", "Decision"]
 
@@ -56,6 +58,8 @@ class Decider:
         store: the shared state store (escalations, consumed approvals, budgets, suspensions).
         approvals: the approvals step (verify tokens, consume them, open escalations); None: the
             request's approval tokens are all ignored and nothing is escalated.
+        suspensions: the kill switch's list (default: read from ``store``); shared with the admin
+            service so that a suspension made here is in force here at once.
         lifecycle: bundle key ids, policy-driven masks and the shadow candidate (:mod:`pdp.policy.pipeline`).
         trust: verifies the tokens requests carry (default: no trusted issuer, nothing verified).
     """
@@ -72,6 +76,7 @@ class Decider:
         max_batch: int = Settings.max_batch,
         store: StateStore | None = None,
         approvals: ApprovalsStep | None = None,
+        suspensions: SuspensionList | None = None,
         lifecycle: Lifecycle | None = None,
         trust: TrustVerifier | None = None,
     ) -> None:
@@ -86,6 +91,9 @@ class Decider:
         self._max_batch = max_batch
         self._store = store
         self._approvals = approvals
+        self._telemetry = telemetry
+        self._budgets = Budgets(store, telemetry) if store is not None else None
+        self._suspensions = suspensions or (SuspensionList(store) if store is not None else None)
 
     def decide(self, request: pb.DecideRequest, *, caller: Caller, time_remaining_s: float | None) -> Decision:
         """Decides one request. Never raises for a missing verdict or record: that is a DENY.
@@ -153,7 +161,7 @@ class Decider:
                     again = _replayed(earlier, path=self._path)
                     decisions[i] = self._approvals.replayed(again, now=now_s) if self._approvals else again
             todo = [i for i, d in enumerate(decisions) if d is None]
-            verdicts, hide = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
+            verdicts, hide = self._governed([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
                 dataclasses.replace(
                     self._decision(
@@ -165,6 +173,7 @@ class Decider:
                 )
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
+            made = self._reserved(made)
             recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo], hide)
             for i, d in zip(todo, recorded, strict=True):
                 decisions[i] = self._approvals.logged(d, inputs[i], now=now_s) if self._approvals else d
@@ -173,6 +182,85 @@ class Decider:
         )
         total = time.perf_counter_ns() - start
         return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]
+
+    def _governed(
+        self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
+    ) -> tuple[list[tuple[OpaAnswer | None, Verdict]], list[Pointers]]:
+        """Suspensions and budget usage (issue 20) bound before the policy runs, then the policy.
+
+        A suspended agent, principal or tool is a DENY without asking OPA; a store that cannot be
+        read is a DENY (``pdp.state_unavailable``) for every decision it would have to answer; their
+        records hide what a record must hide when the policy cannot say.
+        """
+        if self._budgets is None or self._suspensions is None:
+            return self._evaluate(inputs, explain, time_remaining_s, batch)
+        stopped: list[Verdict | None] = []
+        bound: list[frozenset[Counter]] = []
+        with self._tracer.start_as_current_span(SPAN_STATE):
+            for doc in inputs:
+                try:
+                    suspension = self._suspensions.match(doc)
+                    bound.append(self._budgets.bind_usage(doc))
+                except StateUnavailable as e:
+                    stopped.append(fail_closed(e))
+                    bound.append(frozenset())
+                    continue
+                if suspension is not None:
+                    self._telemetry.suspension_denials.add(1, {"kind": suspension.kind})
+                stopped.append(suspended_verdict(suspension) if suspension else None)
+        asked = [doc for doc, v in zip(inputs, stopped, strict=True) if v is None]
+        evaluated, hidden = self._evaluate(asked, explain, time_remaining_s, batch)
+        answers, masks = iter(evaluated), iter(hidden)
+        out: list[tuple[OpaAnswer | None, Verdict]] = []
+        hide: list[Pointers] = []
+        for doc, stop, counters in zip(inputs, stopped, bound, strict=True):
+            if stop is not None:
+                out.append((None, stop))
+                hide.append(self._lifecycle.unknown([doc])[0])
+                continue
+            (answer, verdict), mask = next(answers), next(masks)
+            missing = self._budgets.unbound(doc, verdict, counters)
+            if missing:  # the policy claimed a counter whose usage it did not see: ask again with it bound
+                try:
+                    self._budgets.bind_usage(doc, counters | missing)
+                    again, masked = self._evaluate([doc], explain, time_remaining_s, False)
+                    (answer, verdict), mask = again[0], masked[0]
+                except StateUnavailable as e:
+                    verdict = fail_closed(e)
+            out.append((answer, verdict))
+            hide.append(mask)
+        return out, hide
+
+    def _reserved(self, made: list[Decision]) -> list[Decision]:
+        """Budgets (issue 20): each ALLOW's claims reserved atomically before it is recorded; DENY
+        ``budget.exceeded`` when they do not fit, fail closed when the store cannot be used."""
+        out = []
+        for d in made:
+            v = d.verdict
+            if v.outcome is Outcome.ALLOW and v.budgets:
+                with self._tracer.start_as_current_span(SPAN_RESERVE) as span:
+                    try:
+                        if self._budgets is None:
+                            raise StateUnavailable("no state store: budget claims cannot be reserved")
+                        v = self._budgets.reserve(d.decision_id, v)
+                    except StateUnavailable as e:
+                        v = fail_closed(e)
+                    except ValueError as e:
+                        v = fail_closed(PolicyMalformed(f"budgets: {e}"))
+                    span.set_attribute("pdp.budget.names", [c.budget for c in d.verdict.budgets])
+                    span.set_attribute("pdp.budget.reserved", v.outcome is Outcome.ALLOW)
+            out.append(dataclasses.replace(d, verdict=v))
+        return out
+
+    def settle(self, decision_id: str, *, status: str) -> None:
+        """Settles the decision's budget reservation on its outcome report (``executed`` keeps it,
+        ``failed``/``blocked`` release it). A store that cannot be written leaves it counted."""
+        if self._budgets is None:
+            return
+        try:
+            self._budgets.settle(decision_id, status=status)
+        except StateUnavailable as e:
+            log.warning("decision %s: reservation not settled (%s); it stays counted", decision_id, e)
 
     def _evaluate(
         self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
@@ -256,6 +344,9 @@ class Decider:
         except LedgerUnavailable as e:
             # Not durable, so not a decision anyone may act on: DENY, whatever the policy said.
             log.error("%d decision(s) could not be recorded: %s", len(made), e)
+            for d in made:  # budgets: nobody may act on them, so nothing they reserved is used
+                if d.verdict.budgets and d.verdict.outcome is Outcome.ALLOW:
+                    self.settle(d.decision_id, status="failed")
             return [dataclasses.replace(d, verdict=fail_closed(e)) for d in made]
         return [
             dataclasses.replace(d, record=s.record, log_index=s.log_index) for d, s in zip(made, signed, strict=True)

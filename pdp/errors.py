@@ -42,6 +42,10 @@ class NotFound(PdpError):
     """No such decision in this PDP's log."""
 
 
+class PermissionDenied(PdpError):
+    """The caller may not do this (an admin call from a peer that is neither mTLS-authenticated nor local)."""
+
+
 class LedgerCorrupt(PdpError):
     """The decision log on disk is damaged before its last checkpoint: tampering or disk failure."""
 

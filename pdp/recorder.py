@@ -185,6 +185,14 @@ class Recorder:
             iat=now,
             jti=str(uuid.uuid4()),
         )
+        return self.record(record)
+
+    def record(self, record: Record) -> Signed:
+        """Signs ``record`` with its log index and appends it durably (outcomes, shadows, suspensions).
+
+        Raises:
+            LedgerUnavailable: not durable.
+        """
         made: list[str] = []
         i = self.log.append(functools.partial(self._sign_at, record, made))
         return Signed(made[-1], i)
@@ -213,9 +221,7 @@ class Recorder:
         Raises:
             LedgerUnavailable: not durable.
         """
-        made: list[str] = []
-        i = self.log.append(functools.partial(self._sign_at, record, made))
-        return Signed(made[-1], i)
+        return self.record(record)
 
     def prove(self, decision_id: str) -> Proven:
         """The decision's record with an inclusion proof against a fresh checkpoint."""

@@ -24,6 +24,7 @@ TYP_OUTCOME = "pdp-outcome+jws"
 TYP_SHADOW = "pdp-shadow+jws"
 TYP_ESCALATION = "pdp-escalation+jws"
 ESCALATION_STEPS = ("opened", "approved", "rejected", "expired", "consumed")
+TYP_SUSPENSION = "pdp-suspension+jws"
 SCHEMA_VERSION = 1
 
 
@@ -442,13 +443,91 @@ class EscalationRecord(_Linked):
         )
 
 
-Record = DecisionRecord | OutcomeRecord | ShadowRecord | EscalationRecord
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SuspensionRecord:
+    """The kill switch thrown or lifted: who (``requested_by``, the authenticated caller; ``operator``,
+    the name they gave), when (``timestamp``), why (``reason``), for what (``kind``: agent, principal
+    or tool, and ``value``), until when (``until``, RFC 3339, empty: until resumed), and which open
+    escalations it closed (``closed_escalations``). ``action`` is ``suspend`` or ``resume``;
+    ``was_active`` says, for ``resume``, whether a suspension was in force."""
+
+    TYP: ClassVar[str] = TYP_SUSPENSION
+    KIND: ClassVar[str] = "suspension"
+
+    action: str
+    kind: str
+    value: str
+    reason: str
+    timestamp: str
+    requested_by: str
+    operator: str
+    until: str
+    iat: int
+    jti: str
+    closed_escalations: tuple[str, ...] = ()
+    was_active: bool = True
+    log_index: str = ""
+
+    def at(self, log_index: int) -> Self:
+        """This record as signed for log index ``log_index``."""
+        return dataclasses.replace(self, log_index=str(log_index))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": "",
+            "timestamp": self.timestamp,
+            "requested_by": self.requested_by,
+            "suspension": {
+                "action": self.action,
+                "kind": self.kind,
+                "value": self.value,
+                "reason": self.reason,
+                "operator": self.operator,
+                "until": self.until,
+                "closed_escalations": list(self.closed_escalations),
+                "was_active": self.was_active,
+            },
+            "pdp": {"type": self.KIND, "iat": self.iat, "jti": self.jti, "log_index": self.log_index},
+        }
+
+    @classmethod
+    def from_dict(cls, claims: Mapping[str, Any]) -> SuspensionRecord:
+        """Reads verified claims.
+
+        Raises:
+            RecordError: a field is missing or of the wrong type (the message names it).
+        """
+        pdp = _object(claims, "pdp")
+        s = _object(claims, "suspension")
+        w = "suspension."
+        return cls(
+            action=_field(s, "action", str, w),
+            kind=_field(s, "kind", str, w),
+            value=_field(s, "value", str, w),
+            reason=_field(s, "reason", str, w),
+            operator=_field(s, "operator", str, w),
+            until=_field(s, "until", str, w),
+            closed_escalations=tuple(_field(s, "closed_escalations", list, w)),
+            was_active=_field(s, "was_active", bool, w),
+            timestamp=_field(claims, "timestamp", str),
+            requested_by=_field(claims, "requested_by", str),
+            iat=_field(pdp, "iat", int, "pdp."),
+            jti=_field(pdp, "jti", str, "pdp."),
+            log_index=_field(pdp, "log_index", str, "pdp."),
+        )
+
+
+Record = DecisionRecord | OutcomeRecord | ShadowRecord | EscalationRecord | SuspensionRecord
 """Any record the PDP signs and logs."""
 
-RECORD_TYPES: dict[str, type[DecisionRecord] | type[OutcomeRecord] | type[ShadowRecord] | type[EscalationRecord]] = {
+RECORD_TYPES: dict[
+    str,
+    type[DecisionRecord] | type[OutcomeRecord] | type[ShadowRecord] | type[EscalationRecord] | type[SuspensionRecord],
+] = {
     TYP_DECISION: DecisionRecord,
     TYP_OUTCOME: OutcomeRecord,
     TYP_SHADOW: ShadowRecord,
     TYP_ESCALATION: EscalationRecord,
+    TYP_SUSPENSION: SuspensionRecord,
 }
 """Each record class by its JWS ``typ``."""

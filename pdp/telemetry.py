@@ -34,6 +34,8 @@ SCOPE = "pdp"
 SPAN_CONTEXT = "pdp.context"  # validating the request and building the policy input
 SPAN_RECORD = "pdp.record"  # signing the decision record and appending it durably to the log
 SPAN_COALESCED = "pdp.opa.coalesced"  # one caller's wait for a batched OPA query (linked to that query's span)
+SPAN_STATE = "pdp.state"  # reading the suspension list and binding budget usage into the input
+SPAN_RESERVE = "pdp.budget.reserve"  # reserving an ALLOW's budget claims in the shared store
 ATTR_PREFIX = "pdp."
 
 _EXPORTERS = ("otlp", "console")
@@ -83,6 +85,21 @@ class Telemetry:
         )
         self.ledger_sync_duration = meter.create_histogram(
             "pdp.ledger.sync.duration", unit="s", description="One group commit: fdatasync of the decision log"
+        )
+        self.budget_reserved = meter.create_counter(
+            "pdp.budget.reserved", unit="{unit}", description="Amounts reserved for ALLOWs, by budget"
+        )
+        self.budget_usage = meter.create_histogram(
+            "pdp.budget.usage", unit="1", description="Share of the limit in use after a reservation, by budget"
+        )
+        self.budget_refused = meter.create_counter(
+            "pdp.budget.refused", unit="{reservation}", description="Reservations refused (budget.exceeded), by budget"
+        )
+        self.suspension_denials = meter.create_counter(
+            "pdp.suspension.denials", unit="{decision}", description="Decisions denied by the kill switch, by kind"
+        )
+        self.suspension_changes = meter.create_counter(
+            "pdp.suspension.changes", unit="{change}", description="Suspensions made and lifted, by kind and action"
         )
 
     @property

@@ -5,7 +5,8 @@ The contract (``rego/README.md``): the decision document is an object with
 non-empty string ``code``, and optional ``message``, ``rule``, ``severity``) and
 ``obligations`` (a list of objects with a non-empty string ``type`` and optional object
 ``params``), and optionally ``facts`` (an object: the looked-up values the decision rested on,
-copied into the signed record). Anything else is :class:`~pdp.errors.PolicyMalformed`: a verdict the PDP cannot
+copied into the signed record) and ``budgets`` (budget claims, see :class:`BudgetClaim`). Anything
+else is :class:`~pdp.errors.PolicyMalformed`: a verdict the PDP cannot
 read in full is not a verdict, because dropping an obligation or a reason would fail open.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import Any
 
 from pdp.errors import NoVerdict, PolicyMalformed, PolicyUndefined
@@ -44,6 +46,44 @@ class Obligation:
         return {"type": self.type, "params": self.params}
 
 
+_WINDOW = re.compile(r"^([1-9][0-9]{0,6})(s|m|h|d)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(text: str) -> int | None:
+    """A duration like ``90s``, ``15m``, ``1h``, ``24h``, ``7d`` in seconds (None: not one)."""
+    m = _WINDOW.match(text)
+    return int(m.group(1)) * _UNIT_S[m.group(2)] if m else None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BudgetClaim:
+    """What the policy says an allowed action uses: ``amount`` of ``budget`` for ``key``, at most
+    ``limit`` in any sliding ``window`` (``"90s"``, ``"15m"``, ``"1h"``, ``"24h"``, ``"7d"``).
+
+    Amounts and limits are integers in minor units (cents) or calls (rate limits: amount 1).
+    """
+
+    budget: str
+    key: str
+    amount: int
+    limit: int
+    window: str
+
+    @property
+    def window_s(self) -> int:
+        """The window in seconds."""
+        return duration_s(self.window) or 0  # checked when read: never 0
+
+    @property
+    def counter(self) -> str:
+        """The shared store's key: one counter per budget and key."""
+        return f"{self.budget}:{self.key}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Verdict:
     """The PDP's answer. ``indeterminate`` verdicts are always DENY."""
@@ -53,6 +93,7 @@ class Verdict:
     obligations: tuple[Obligation, ...] = ()
     indeterminate: bool = False
     error_code: str = ""
+    budgets: tuple[BudgetClaim, ...] = ()
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)  # the looked-up values it rested on
 
     def __post_init__(self) -> None:
@@ -61,12 +102,15 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         """The decision document this verdict reads as (the policy contract's shape)."""
-        return {
+        doc: dict[str, Any] = {
             "outcome": self.outcome.value,
             "reasons": [r.to_dict() for r in self.reasons],
             "obligations": [o.to_dict() for o in self.obligations],
             "facts": self.facts,
         }
+        if self.budgets:
+            doc["budgets"] = [b.to_dict() for b in self.budgets]
+        return doc
 
 
 def interpret(result: Any, *, defined: bool = True) -> Verdict:
@@ -100,6 +144,7 @@ def interpret(result: Any, *, defined: bool = True) -> Verdict:
         outcome=outcome,
         reasons=reasons,
         obligations=tuple(_obligation(o, i) for i, o in enumerate(_list(result, "obligations"))),
+        budgets=tuple(_budget(b, i) for i, b in enumerate(_list(result, "budgets"))),
         facts=facts,
     )
 
@@ -138,3 +183,21 @@ def _obligation(o: Any, i: int) -> Obligation:
     if not isinstance(params, dict):
         raise PolicyMalformed(f"obligations[{i}].params is not an object")
     return Obligation(type=o["type"], params=params)
+
+
+def _budget(b: Any, i: int) -> BudgetClaim:
+    if not isinstance(b, dict):
+        raise PolicyMalformed(f"budgets[{i}] is not an object")
+    for name in ("budget", "key", "window"):
+        if not isinstance(b.get(name), str) or not b[name]:
+            raise PolicyMalformed(f"budgets[{i}].{name} is not a non-empty string")
+    for name in ("amount", "limit"):
+        value = b.get(name)
+        # JSON numbers: 25000 and 25000.0 are the same integer; 0.5 and True are not amounts.
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
+            raise PolicyMalformed(f"budgets[{i}].{name} is not a non-negative integer")
+    if duration_s(b["window"]) is None:
+        raise PolicyMalformed(f"budgets[{i}].window {b['window']!r} is not a duration like 90s, 15m, 1h, 24h or 7d")
+    return BudgetClaim(
+        budget=b["budget"], key=b["key"], amount=int(b["amount"]), limit=int(b["limit"]), window=b["window"]
+    )

@@ -299,6 +299,23 @@ class StateStoreContract:
         assert store.usage([("spend", 3600)], now=T0 + 2) == {"spend": 40}, "a kept reservation is not released"
         assert backend.open().reserve("third", claim, now=T0 + 2) is True
 
+    def test_running_totals_follow_the_window_through_releases_and_two_windows(self, backend: Backend) -> None:
+        store = backend.open()
+        minute = BudgetClaim(key="calls", amount=1, limit=3, window_s=60)
+        hour = dataclasses.replace(minute, limit=5, window_s=3600)
+        assert store.reserve_many([(f"a{i}", [minute, hour]) for i in range(4)], now=T0) == [True, True, True, False]
+        store.settle("a0", keep=False)  # released: out of both totals
+        assert store.usage([("calls", 60), ("calls", 3600)], now=T0 + 1) == {"calls": 2}
+        assert store.reserve("b", [minute, hour], now=T0 + 30) is True
+        assert store.reserve("c", [minute, hour], now=T0 + 61) is True, "a1, a2 left the minute"
+        assert store.reserve("d", [minute, hour], now=T0 + 62) is True
+        assert store.reserve("e", [minute, hour], now=T0 + 63) is False, "the hour holds five"
+        store.settle("b", keep=False)  # released after its minute total already moved past a1/a2
+        assert store.usage([("calls", 60)], now=T0 + 63) == {"calls": 2}
+        assert store.usage([("calls", 3600)], now=T0 + 63) == {"calls": 4}
+        assert backend.open().reserve("e", [minute, hour], now=T0 + 64) is True
+        assert store.usage([("calls", 3600)], now=T0 + 3660) == {"calls": 3}, "a1, a2 left the hour"
+
     # --- suspensions ----------------------------------------------------------------------------------
 
     def test_suspensions_are_visible_to_another_store_at_once(self, backend: Backend) -> None:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pdp import __version__, devissuer
-from pdp.cli import approvals, audit, decide, dev, keys, policy, serve
+from pdp.cli import agents, approvals, audit, decide, dev, keys, policy, serve
 from pdp.cli.base import Register
 from pdp.errors import ConfigError, PdpError
 from pdp.pep import cli as mcp_proxy
@@ -26,6 +26,7 @@ COMMANDS: list[Register] = [
     keys.register,
     audit.register,
     approvals.register,
+    agents.register,
     mcp_proxy.register,
     report.register,
     policy.register,  # after report: adds to its `pdp policy` group

@@ -54,6 +54,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
     counted = f", {report.escalations} escalation steps" if report.escalations else ""
+    counted += f", {report.suspensions} suspension records" if report.suspensions else ""
     print(
         f"OK: {report.entries} entries ({report.decisions} decisions, {report.outcomes} outcome reports{counted}), "
         f"{report.checkpoints} checkpoints of {report.origin or '(none yet)'}, root {report.root.hex()}"

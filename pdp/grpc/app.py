@@ -16,6 +16,7 @@ from pdp.coalesce import CoalescingOpaClient
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import ConfigError, PdpError
+from pdp.grpc import admin
 from pdp.grpc import approvals as approval_service
 from pdp.grpc.health import SERVICE_NAME, OpaHealthMonitor
 from pdp.grpc.servicer import DecisionServicer, add_service
@@ -28,6 +29,7 @@ from pdp.policy.pipeline import Lifecycle, policy_lifecycle
 from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
+from pdp.suspensions import KillSwitch, SuspensionList
 from pdp.telemetry import Telemetry
 from pdp.trust import TrustVerifier
 
@@ -120,6 +122,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         escalation_ttl_s=settings.escalation_ttl_s,
         approval_ttl_s=settings.approval_ttl_s,
     )
+    suspensions = SuspensionList(store)
     lifecycle = policy_lifecycle(settings, telemetry.meter_provider, recorder.record_shadow)
     opa = _opa_client(settings, telemetry)
     decider = Decider(
@@ -132,6 +135,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_batch=settings.max_batch,
         store=store,
         approvals=ApprovalsStep(desk=desk, jwks=recorder.jwks()),
+        suspensions=suspensions,
         trust=TrustVerifier(settings.trust),
         lifecycle=lifecycle,
     )
@@ -142,10 +146,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         server,
     )
     add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
+    kill_switch = KillSwitch(store=store, recorder=recorder, suspensions=suspensions)
+    admin.add_service(admin.AdminServicer(kill_switch, store, telemetry), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, approval_service.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, approval_service.SERVICE_NAME, admin.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server,
     )
     health_servicer.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:

@@ -103,6 +103,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                 ),
                 reporter=caller.subject or caller.peer,
             )
+            self._decider.settle(decision_id, status=ACTION_STATUS_NAMES[request.status])  # budgets: keep or release
             return pb.ReportOutcomeResponse(record=signed.record, log_index=signed.log_index)
 
         return answering(context, "ReportOutcome", report)

@@ -10,7 +10,16 @@ import grpc
 
 from pdp.approvals.desk import ApprovalRefused, Unauthenticated
 from pdp.approvals.tokens import ApprovalError
-from pdp.errors import ConfigError, InvalidArgument, LedgerCorrupt, LedgerUnavailable, NotFound, NoVerdict, PdpError
+from pdp.errors import (
+    ConfigError,
+    InvalidArgument,
+    LedgerCorrupt,
+    LedgerUnavailable,
+    NotFound,
+    NoVerdict,
+    PdpError,
+    PermissionDenied,
+)
 from pdp.state import EscalationError, StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -20,6 +29,7 @@ T = TypeVar("T")
 STATUS_OF: dict[type[PdpError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     LedgerCorrupt: grpc.StatusCode.FAILED_PRECONDITION,
     LedgerUnavailable: grpc.StatusCode.UNAVAILABLE,

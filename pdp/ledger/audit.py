@@ -2,7 +2,7 @@
 
 Checks, in order, and stops at the first problem, naming the entry, file and offset:
 every frame's length and CRC; every entry's JWS signature (by a key in the JWKS, ``typ`` a
-decision, outcome, shadow or escalation record) and that its signed ``log_index`` is its position
+decision, outcome, shadow, escalation or suspension record) and that its signed ``log_index`` is its position
 (so an entry moved, dropped or inserted is caught where it happens); every outcome report and
 shadow record links to an earlier decision record by digest, and so does every escalation step
 whose decision is in this log (a step taken on another replica links to that replica's log);
@@ -25,7 +25,7 @@ from pdp.ledger import checkpoint, merkle
 from pdp.ledger.checkpoint import note_verifiers
 from pdp.ledger.files import CHECKPOINTS, read_frames, segment_name, segments
 from pdp.records import header_typ, verify
-from pdp.schema import TYP_DECISION, TYP_ESCALATION, TYP_OUTCOME, TYP_SHADOW, RecordHead
+from pdp.schema import RECORD_TYPES, TYP_DECISION, TYP_ESCALATION, TYP_OUTCOME, TYP_SHADOW, RecordHead
 
 __all__ = ["AuditError", "AuditReport", "verify_log"]
 
@@ -39,6 +39,7 @@ class AuditReport:
     checkpoints: int
     root: bytes
     escalations: int = 0
+    suspensions: int = 0  # kill-switch records (suspend and resume)
 
 
 def verify_log(
@@ -63,7 +64,7 @@ def verify_log(
     by_size = {cp.size: cp for cp in notes}
     tree = merkle.CompactTree()
     decisions: dict[str, str] = {}
-    counts = {"decision": 0, "outcome": 0, "shadow": 0, "escalation": 0}
+    counts = {kind.KIND: 0 for kind in RECORD_TYPES.values()}
     files = segments(directory)
     for no, path in enumerate(files):
         if path.name != segment_name(no):
@@ -96,13 +97,21 @@ def verify_log(
             except ProofError as e:
                 raise AuditError(f"checkpoints {old.size} → {new.size} are not consistent: {e}") from None
     return AuditReport(
-        origin, len(tree), counts["decision"], counts["outcome"], len(notes), tree.root(), counts["escalation"]
+        origin,
+        len(tree),
+        counts["decision"],
+        counts["outcome"],
+        len(notes),
+        tree.root(),
+        counts["escalation"],
+        counts["suspension"],
     )
 
 
 def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str, str], where: str) -> str:
     token = payload.decode(errors="replace")
-    typ = next((t for t in (TYP_OUTCOME, TYP_SHADOW, TYP_ESCALATION) if header_typ(token) == t), TYP_DECISION)
+    typ = header_typ(token)
+    typ = typ if typ in RECORD_TYPES else TYP_DECISION  # an unknown typ fails as a decision record would
     try:
         head = RecordHead.from_dict(verify(token, keys, typ=typ))
     except RecordError as e:
@@ -116,11 +125,13 @@ def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str
     if typ == TYP_DECISION:
         decisions[head.decision_id] = sha256_digest(payload)
         return "decision"
+    kind = RECORD_TYPES[typ].KIND
     if typ == TYP_ESCALATION:
         if head.decision_record_digest and decisions.get(head.decision_id) != head.decision_record_digest:
             raise AuditError("the escalation step does not link to its decision record", index=index, where=where)
-        return "escalation"
-    kind = "outcome" if typ == TYP_OUTCOME else "shadow"
+        return kind
+    if typ not in (TYP_OUTCOME, TYP_SHADOW):
+        return kind  # a record that links to no decision (suspension)
     if decisions.get(head.decision_id) != head.decision_record_digest:
         what = "outcome report" if kind == "outcome" else "shadow record"
         raise AuditError(f"the {what} does not link to an earlier decision record", index=index, where=where)

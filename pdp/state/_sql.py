@@ -61,6 +61,14 @@ SCHEMA = (
         state TEXT NOT NULL,
         PRIMARY KEY (reservation_id, key))""",
     "CREATE INDEX IF NOT EXISTS pdp_reservations_window ON pdp_reservations (key, reserved_at)",
+    # A running total per counter and window: ``used`` is the sum of the key's reservations made
+    # after ``edge``; moving the edge subtracts only what left the window since (no full re-sum).
+    """CREATE TABLE IF NOT EXISTS pdp_budget_windows (
+        key TEXT NOT NULL,
+        window_s BIGINT NOT NULL,
+        used BIGINT NOT NULL,
+        edge BIGINT NOT NULL,
+        PRIMARY KEY (key, window_s))""",
     """CREATE TABLE IF NOT EXISTS pdp_suspensions (
         kind TEXT NOT NULL,
         value TEXT NOT NULL,
@@ -116,6 +124,7 @@ class SqlStore:
         self._pool_lock = threading.Lock()
         self._closed = False
         self._next_prune = 0.0
+        self._next_prune_reservations = 0.0
         with self._tx() as conn:
             self._lock(conn, ["pdp-state-schema"])
             for statement in SCHEMA:
@@ -128,7 +137,9 @@ class SqlStore:
     def _check(self) -> None:
         """Raises StateUnavailable if the database is known to be gone before a connection is used."""
 
-    def _transaction(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+    def _transaction(self, conn: Any, *, read_only: bool = False) -> contextlib.AbstractContextManager[Any]:
+        """A transaction on ``conn``; a ``read_only`` one is a single statement that needs no writer's lock
+        (backends may run it on its own, without BEGIN and COMMIT)."""
         raise NotImplementedError
 
     def _lock(self, conn: Any, keys: Sequence[str]) -> None:
@@ -139,7 +150,7 @@ class SqlStore:
 
     # --- plumbing --------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[Any]:
+    def _tx(self, *, read_only: bool = False) -> Iterator[Any]:
         """One transaction on a pooled connection; any backend error becomes StateUnavailable."""
         if self._closed:
             raise StateUnavailable(f"{self._name}: the state store is closed")
@@ -147,7 +158,7 @@ class SqlStore:
         conn = None
         try:
             with contextlib.ExitStack() as stack:
-                conn = self._begin(stack)
+                conn = self._begin(stack, read_only=read_only)
                 yield conn
         except self._backend_errors as e:
             if conn is not None:
@@ -160,7 +171,7 @@ class SqlStore:
             raise
         self._give_back(conn)
 
-    def _begin(self, stack: contextlib.ExitStack[Any]) -> Any:
+    def _begin(self, stack: contextlib.ExitStack[Any], *, read_only: bool = False) -> Any:
         """A connection in a new transaction (ended by ``stack``). Where ``_retry_stale`` is set, a
         pooled connection that cannot even begin one (the server restarted since it was pooled) is
         dropped for a fresh one: nothing was sent on it yet, so that retry cannot do anything twice."""
@@ -168,7 +179,7 @@ class SqlStore:
             conn = self._idle.pop() if self._idle else None
         if conn is not None:
             try:
-                stack.enter_context(self._transaction(conn))
+                stack.enter_context(self._transaction(conn, read_only=read_only))
                 return conn
             except self._backend_errors:
                 with contextlib.suppress(Exception):
@@ -177,7 +188,7 @@ class SqlStore:
                     raise
         conn = self._connect()
         try:
-            stack.enter_context(self._transaction(conn))
+            stack.enter_context(self._transaction(conn, read_only=read_only))
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -363,16 +374,72 @@ class SqlStore:
     # --- budgets ---------------------------------------------------------------------------------
     def usage(self, keys: Sequence[tuple[str, int]], *, now: int) -> dict[str, int]:
         """What is used of each ``(key, window_s)`` in ``(now - window_s, now]`` (held and kept)."""
-        with self._tx() as conn:
-            return {key: self._used(conn, key, window_s, now) for key, window_s in keys}
+        with self._tx(read_only=True) as conn:
+            return {key: used for (key, _), used in self._windows(conn, keys, now).items()}
 
     def _used(self, conn: Any, key: str, window_s: int, now: int) -> int:
-        row = self._exec(
+        return self._windows(conn, [(key, window_s)], now)[key, window_s]
+
+    def _windows(self, conn: Any, keys: Sequence[tuple[str, int]], now: int) -> dict[tuple[str, int], int]:
+        """The sum in ``(now - window_s, now]`` of each ``(key, window_s)``, in one statement: the running
+        total corrected by the reservations between its edge and this window's (a short range either
+        way), or a full sum for a counter without a total yet."""
+        if not keys:
+            return {}
+        values = ", ".join(["(CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS BIGINT))"] * len(keys))
+        rows = self._exec(
             conn,
-            "SELECT COALESCE(SUM(amount), 0) FROM pdp_reservations WHERE key = ? AND reserved_at > ?",
-            [key, now - window_s],
+            f"WITH q (key, window_s, edge) AS (VALUES {values})"
+            " SELECT q.key, q.window_s, CASE WHEN w.key IS NULL"
+            " THEN (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            "       WHERE r.key = q.key AND r.reserved_at > q.edge)"
+            " ELSE w.used"
+            " - (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            "    WHERE r.key = q.key AND r.reserved_at > w.edge AND r.reserved_at <= q.edge)"
+            " + (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            "    WHERE r.key = q.key AND r.reserved_at > q.edge AND r.reserved_at <= w.edge) END"
+            " FROM q LEFT JOIN pdp_budget_windows w ON w.key = q.key AND w.window_s = q.window_s",
+            [v for key, window_s in keys for v in (key, window_s, now - window_s)],
+        ).fetchall()
+        return {(r[0], int(r[1])): int(r[2]) for r in rows}
+
+    def _sum(self, conn: Any, key: str, after: int, upto: int | None) -> int:
+        """The key's reservations made in ``(after, upto]`` (``upto`` None: to now)."""
+        sql = "SELECT COALESCE(SUM(amount), 0) FROM pdp_reservations WHERE key = ? AND reserved_at > ?"
+        params: list[Any] = [key, after]
+        if upto is not None:
+            sql += " AND reserved_at <= ?"
+            params.append(upto)
+        return int(self._exec(conn, sql, params).fetchone()[0])
+
+    def _advance(self, conn: Any, key: str, window_s: int, now: int) -> int:
+        """Moves the running total of ``(key, window_s)`` to ``now`` (made on first use); returns it.
+        A relative update, so that a release committed meanwhile is neither lost nor counted twice."""
+        edge = now - window_s
+        row = self._exec(
+            conn, "SELECT used, edge FROM pdp_budget_windows WHERE key = ? AND window_s = ?", [key, window_s]
         ).fetchone()
-        return int(row[0])
+        if row is None:
+            used = self._sum(conn, key, edge, None)
+            self._exec(
+                conn,
+                "INSERT INTO pdp_budget_windows (key, window_s, used, edge) VALUES (?, ?, ?, ?)",
+                [key, window_s, used, edge],
+            )
+            return used
+        if int(row[1]) == edge:
+            return int(row[0])
+        if int(row[1]) > edge:  # another replica's clock is ahead: correct, do not move back
+            return self._used(conn, key, window_s, now)
+        moved = self._exec(
+            conn,
+            "UPDATE pdp_budget_windows SET used = used - (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            "   WHERE r.key = pdp_budget_windows.key AND r.reserved_at > pdp_budget_windows.edge"
+            "   AND r.reserved_at <= ?), edge = ?"
+            " WHERE key = ? AND window_s = ? RETURNING used",
+            [edge, edge, key, window_s],
+        ).fetchone()
+        return int(moved[0])
 
     def reserve(self, reservation_id: str, claims: Sequence[BudgetClaim], *, now: int) -> bool:
         """All or nothing: reserves every claim if each still fits its limit, else nothing.
@@ -383,41 +450,83 @@ class SqlStore:
         Raises:
             ValueError: an empty or already used ``reservation_id``, or one key with two amounts.
         """
-        if not reservation_id:
-            raise ValueError("reservation_id: must not be empty")
-        amounts: dict[str, int] = {}
-        horizons: dict[str, int] = {}
-        for c in claims:
-            if amounts.setdefault(c.key, c.amount) != c.amount:
-                raise ValueError(f"claims: key {c.key!r} has two amounts; one key is one counter")
-            horizons[c.key] = max(horizons.get(c.key, 0), now + c.window_s)
+        return self.reserve_many([(reservation_id, claims)], now=now)[0]
+
+    def reserve_many(self, requests: Sequence[tuple[str, Sequence[BudgetClaim]]], *, now: int) -> list[bool]:
+        """:meth:`reserve` for each ``(reservation_id, claims)`` in order, in one transaction (one
+        commit, one sync: how concurrent decisions share the cost of durability). Each request is
+        all or nothing on its own and sees the ones before it; the answers are in request order.
+
+        Raises:
+            ValueError: any request :meth:`reserve` would refuse; then nothing is written.
+        """
+        planned = [(rid, claims, *_plan(rid, claims, now)) for rid, claims in requests]
+        answers = []
         with self._tx() as conn:
-            self._lock(conn, sorted(amounts))
-            if self._exec(conn, "SELECT 1 FROM pdp_reservations WHERE reservation_id = ?", [reservation_id]).fetchone():
-                raise ValueError(f"reservation_id: {reservation_id!r} was already used")
-            for key in amounts:
-                self._exec(conn, "DELETE FROM pdp_reservations WHERE key = ? AND horizon <= ?", [key, now])
-            if any(self._used(conn, c.key, c.window_s, now) + c.amount > c.limit for c in claims):
-                return False
-            for key, amount in amounts.items():
+            self._lock(conn, sorted({key for *_, amounts, _ in planned for key in amounts}))
+            ids = [rid for rid, *_ in planned]
+            if len(set(ids)) != len(ids):
+                raise ValueError("reservation_id: one id twice in one batch")
+            marks = ", ".join("?" * len(ids))
+            used_ids = self._exec(
+                conn, f"SELECT reservation_id FROM pdp_reservations WHERE reservation_id IN ({marks})", ids
+            ).fetchall()
+            if used_ids:
+                raise ValueError(f"reservation_id: {used_ids[0][0]!r} was already used")
+            windows = sorted({(c.key, c.window_s) for _, claims, *_ in planned for c in claims})
+            used = {w: self._advance(conn, *w, now) for w in windows}
+            if time.monotonic() >= self._next_prune_reservations:
+                self._next_prune_reservations = time.monotonic() + _PRUNE_EVERY_S
+                # Gone only once out of every running total of their key (a total never loses a row it counts).
                 self._exec(
                     conn,
-                    "INSERT INTO pdp_reservations (reservation_id, key, amount, reserved_at, horizon, state)"
-                    " VALUES (?, ?, ?, ?, ?, 'held')",
-                    [reservation_id, key, amount, now, horizons[key]],
+                    "DELETE FROM pdp_reservations WHERE horizon <= ? AND reserved_at <="
+                    " (SELECT COALESCE(MIN(w.edge), ?) FROM pdp_budget_windows w WHERE w.key = pdp_reservations.key)",
+                    [now, now],
                 )
-        return True
+            for rid, claims, amounts, horizons in planned:
+                fits = all(used[c.key, c.window_s] + c.amount <= c.limit for c in claims)
+                answers.append(fits)
+                for key, amount in amounts.items() if fits else ():
+                    self._exec(
+                        conn,
+                        "INSERT INTO pdp_reservations (reservation_id, key, amount, reserved_at, horizon, state)"
+                        " VALUES (?, ?, ?, ?, ?, 'held')",
+                        [rid, key, amount, now, horizons[key]],
+                    )
+                    self._exec(conn, "UPDATE pdp_budget_windows SET used = used + ? WHERE key = ?", [amount, key])
+                    for w in windows:
+                        used[w] += amount if w[0] == key else 0
+        return answers
 
     def settle(self, reservation_id: str, *, keep: bool) -> None:
         """Keeps a held reservation for good (the action ran) or releases it (it did not); a kept or
         unknown reservation is left as it is."""
-        sql = (
-            "UPDATE pdp_reservations SET state = 'kept' WHERE reservation_id = ? AND state = 'held'"
-            if keep
-            else "DELETE FROM pdp_reservations WHERE reservation_id = ? AND state = 'held'"
-        )
         with self._tx() as conn:
-            self._exec(conn, sql, [reservation_id])
+            if keep:
+                self._exec(
+                    conn,
+                    "UPDATE pdp_reservations SET state = 'kept' WHERE reservation_id = ? AND state = 'held'",
+                    [reservation_id],
+                )
+                return
+            # Serialised with reservations on the same counters, whose running totals this changes.
+            keys = self._exec(
+                conn, "SELECT key FROM pdp_reservations WHERE reservation_id = ? AND state = 'held'", [reservation_id]
+            ).fetchall()
+            self._lock(conn, sorted(k for (k,) in keys))
+            released = self._exec(
+                conn,
+                "DELETE FROM pdp_reservations WHERE reservation_id = ? AND state = 'held'"
+                " RETURNING key, amount, reserved_at",
+                [reservation_id],
+            ).fetchall()
+            for key, amount, reserved_at in released:  # out of every running total that counts it
+                self._exec(
+                    conn,
+                    "UPDATE pdp_budget_windows SET used = used - ? WHERE key = ? AND edge < ?",
+                    [amount, key, reserved_at],
+                )
 
     # --- suspensions -----------------------------------------------------------------------------
     def suspend(self, s: Suspension) -> None:
@@ -445,7 +554,7 @@ class SqlStore:
 
     def suspensions(self, *, now: int) -> list[Suspension]:
         """The active suspensions (``until`` None or after ``now``), by kind and value."""
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             rows = self._exec(
                 conn,
                 f"SELECT {_SUSPENSION_COLUMNS} FROM pdp_suspensions WHERE until_ts IS NULL OR until_ts > ?"
@@ -458,3 +567,20 @@ class SqlStore:
             )
             for r in rows
         ]
+
+
+def _plan(reservation_id: str, claims: Sequence[BudgetClaim], now: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Each key's amount and horizon (when it leaves its largest window) for one reservation.
+
+    Raises:
+        ValueError: an empty ``reservation_id``, or one key with two amounts.
+    """
+    if not reservation_id:
+        raise ValueError("reservation_id: must not be empty")
+    amounts: dict[str, int] = {}
+    horizons: dict[str, int] = {}
+    for c in claims:
+        if amounts.setdefault(c.key, c.amount) != c.amount:
+            raise ValueError(f"claims: key {c.key!r} has two amounts; one key is one counter")
+        horizons[c.key] = max(horizons.get(c.key, 0), now + c.window_s)
+    return amounts, horizons

@@ -51,7 +51,12 @@ class PostgresStore(SqlStore):
         )
 
     @contextlib.contextmanager
-    def _transaction(self, conn: psycopg.Connection[tuple[object, ...]]) -> Iterator[object]:
+    def _transaction(
+        self, conn: psycopg.Connection[tuple[object, ...]], *, read_only: bool = False
+    ) -> Iterator[object]:
+        if read_only:  # one statement, atomic on its own: no BEGIN and COMMIT round trips
+            yield conn
+            return
         with conn.transaction():
             yield conn
 

@@ -1,7 +1,8 @@
 """The embedded backend: one SQLite file, ``state.sqlite3`` in ``PDP_STATE_DIR``.
 
-Several processes on one machine may share the file. Every operation is a ``BEGIN IMMEDIATE``
-transaction, so writers are serialised by SQLite's database lock (waiting up to ``busy_timeout_s``)
+Several processes on one machine may share the file. Every operation that writes is a ``BEGIN
+IMMEDIATE`` transaction (reads of usage and suspensions are one statement on a WAL snapshot), so writers are
+serialised by SQLite's database lock (waiting up to ``busy_timeout_s``)
 and a read-check-write such as a budget reservation sees no other writer in between. The file is in
 WAL mode with ``synchronous=FULL``: a committed "used" id survives a crash.
 
@@ -64,7 +65,10 @@ class SqliteStore(SqlStore):
         return conn
 
     @contextlib.contextmanager
-    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, conn: sqlite3.Connection, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+        if read_only:  # one statement: its own WAL snapshot, waiting for no writer
+            yield conn
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn

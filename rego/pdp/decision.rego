@@ -8,6 +8,7 @@
 package pdp
 
 import data.pdp.approvals
+import data.pdp.budgets
 import data.pdp.lib
 import data.pdp.trust
 
@@ -22,6 +23,7 @@ decision := {
 	"reasons": [object.remove(r, {"approval"}) | some r in _reasons],
 	"obligations": [o | some o in _obligations],
 	"facts": trust.facts,
+	"budgets": _budgets,
 }
 
 # METADATA
@@ -68,6 +70,8 @@ deny contains r if {
 	some r in data.pdp.packs[name].deny
 }
 
+deny contains r if some r in budgets.deny
+
 # METADATA
 # title: Escalations
 # scope: document
@@ -78,6 +82,8 @@ escalate contains r if {
 	some name in enabled_packs
 	some r in data.pdp.packs[name].escalate
 }
+
+escalate contains r if some r in budgets.escalate
 
 # METADATA
 # title: Grants
@@ -139,3 +145,8 @@ _approval_request(e) := {"type": "approval.required", "params": {
 	"count": e.approval.count,
 	"action_digest": input.bound.action_digest,
 }}
+
+# Budget claims bind only an allow: the PDP reserves them before it answers (rego/pdp/budgets).
+_budgets := [c | some c in budgets.claims] if outcome == "allow"
+
+_budgets := [] if outcome != "allow"

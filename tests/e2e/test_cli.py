@@ -20,7 +20,7 @@ from pdp.config import Settings
 from pdp.ledger.log import Log
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
-from tests.helpers import EXAMPLES, PDP_COMMAND, ROOT, dev_env, serve_env, start_child, wait_for
+from tests.helpers import EXAMPLES, PDP_COMMAND, ROOT, claims_of, dev_env, serve_env, start_child, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -179,6 +179,33 @@ def test_a_killed_pdp_dev_takes_its_opa_with_it(dev_stack: DevStack) -> None:
         return False
 
     wait_for(nobody_listens, timeout_s=10, what="OPA gone after SIGKILL of pdp dev")
+
+
+def test_make_run_kill_switch_and_budgets_on_the_embedded_store(dev_stack: DevStack, tmp_path: Path) -> None:
+    # `make run` is `pdp dev`: its state store is the SQLite file beside its log.
+    def agents(*args: str) -> dict:
+        out = subprocess.run(
+            [*PDP, "agents", *args, "--addr", dev_stack.addr], capture_output=True, text=True, cwd=ROOT, check=True
+        )
+        return json.loads(out.stdout)
+
+    paid = decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), str(EXAMPLES / "fintech-allow-transfer.json"))
+    assert paid["outcome"] == "OUTCOME_ALLOW", paid["reasons"]
+    assert {b["budget"] for b in claims_of(paid["record"])["result"]["budgets"]} >= {"fintech.transfer_daily"}
+    suspended = agents("suspend", "support-bot", "--reason", "runaway loop", "--until", "1h")
+    assert suspended["record"] and int(suspended["logIndex"]) > 0
+    denied = decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), str(EXAMPLES / "allow-crm-lookup.json"))
+    assert denied["outcome"] == "OUTCOME_DENY"
+    assert [r["code"] for r in denied["reasons"]] == ["agent.suspended"]
+    assert [s["value"] for s in agents("list")["suspensions"]] == ["support-bot"]
+    assert agents("resume", "support-bot", "--reason", "fixed")["wasActive"] is True
+    again = json.loads((EXAMPLES / "allow-crm-lookup.json").read_text())
+    again["requestId"] = "after-resume"  # the same request id would be answered from the log: DENY
+    (tmp_path / "again.json").write_text(json.dumps(again))
+    assert (
+        decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), str(tmp_path / "again.json"))["outcome"]
+        == "OUTCOME_ALLOW"
+    )
 
 
 def test_help_lists_the_commands() -> None:

@@ -1,0 +1,205 @@
+"""Budgets the policy declares and the PDP enforces: usage bound into the input, reservations atomic.
+
+A policy's decision document may carry ``budgets``: claims ``{"budget", "key", "amount", "limit",
+"window"}`` (:class:`pdp.verdict.BudgetClaim`; rego/README.md). Around the policy the PDP:
+
+1. **binds usage** before the policy runs: ``input.bound.usage[budget][key][window]`` is what is
+   used of that counter in that sliding window (held and kept reservations), so a rule can escalate
+   or deny near a limit. Which counters a request touches is known only from the policy's claims,
+   so each replica remembers the claims it saw per agent, principal and tool; when a verdict
+   claims a counter that was not bound, that request is evaluated once more with its usage bound.
+2. **reserves** every claim of an ALLOW atomically in the shared store
+   (:meth:`pdp.state.StateStore.reserve`, reservation id = decision id) before the record is made. A
+   reservation that would exceed a limit turns the answer into DENY ``budget.exceeded``: replicas
+   racing for the last of a budget get exactly as many ALLOWs as fit.
+3. **settles** on the outcome report: ``executed`` keeps the reservation, ``failed`` and
+   ``blocked`` release it. An ALLOW never reported stays counted until it leaves its window.
+
+The store being unreachable makes every decision with a budget fail closed (``pdp.state_unavailable``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pdp.state import BudgetClaim as StoredClaim
+from pdp.state import StateStore
+from pdp.suspensions import subjects
+from pdp.telemetry import Telemetry
+from pdp.verdict import Outcome, Reason, Verdict, duration_s
+
+Counter = tuple[str, str, str]
+"""One counter seen through one window: (budget, key, window)."""
+
+_REMEMBERED = 10_000  # subjects whose claims a replica remembers; forgotten all at once past this
+
+
+class Budgets:
+    """Usage, reservations and settling on the shared store.
+
+    Args:
+        store: the shared state store.
+        telemetry: where budget metrics go.
+    """
+
+    def __init__(self, store: StateStore, telemetry: Telemetry) -> None:
+        self._store = store
+        self._telemetry = telemetry
+        self._lock = threading.Lock()
+        self._claimed: dict[tuple[tuple[str, str], ...], frozenset[Counter]] = {}
+        self._group = _GroupReserve(store)
+
+    def bind_usage(self, input_doc: dict[str, Any], extra: frozenset[Counter] = frozenset()) -> frozenset[Counter]:
+        """Puts the usage of the counters this request's subjects claimed before (and ``extra``) into
+        ``input.bound.usage``; returns the counters bound.
+
+        Raises:
+            StateUnavailable: the store cannot be read.
+        """
+        subject = tuple(subjects(input_doc))
+        with self._lock:
+            counters = self._claimed.get(subject, frozenset()) | extra
+        usage: dict[str, dict[str, dict[str, int]]] = {}
+        if counters:
+            ordered = sorted(counters)
+            used = self._store.usage(
+                [(f"{b}:{k}", duration_s(w) or 0) for b, k, w in ordered],
+                now=int(time.time()),
+            )
+            for b, k, w in ordered:
+                usage.setdefault(b, {}).setdefault(k, {})[w] = used[f"{b}:{k}"]
+        input_doc.setdefault("bound", {})["usage"] = usage
+        return counters
+
+    def unbound(self, input_doc: dict[str, Any], verdict: Verdict, bound: frozenset[Counter]) -> frozenset[Counter]:
+        """The counters ``verdict`` claims that were not bound for it (remembered for next time)."""
+        claimed = frozenset((c.budget, c.key, c.window) for c in verdict.budgets)
+        missing = claimed - bound
+        if missing:
+            subject = tuple(subjects(input_doc))
+            with self._lock:
+                if len(self._claimed) >= _REMEMBERED:
+                    self._claimed.clear()
+                self._claimed[subject] = self._claimed.get(subject, frozenset()) | claimed
+        return missing
+
+    def reserve(self, decision_id: str, verdict: Verdict) -> Verdict:
+        """Reserves an ALLOW's claims under ``decision_id``; the verdict as it stands after that.
+
+        Raises:
+            StateUnavailable: the store cannot be used (the caller fails closed).
+            ValueError: the claims name one counter with two amounts (a policy defect).
+        """
+        if verdict.outcome is not Outcome.ALLOW or not verdict.budgets:
+            return verdict
+        stored = [
+            StoredClaim(key=c.counter, amount=c.amount, limit=c.limit, window_s=c.window_s) for c in verdict.budgets
+        ]
+        if self._group.reserve(decision_id, stored):
+            now = int(time.time())
+            exporting = self._telemetry.exporting  # the usage share costs one more read: only when it goes somewhere
+            used = self._store.usage([(c.key, c.window_s) for c in stored], now=now) if exporting else {}
+            for c in verdict.budgets:
+                self._telemetry.budget_reserved.add(c.amount, {"budget": c.budget})
+                if c.limit and used:
+                    self._telemetry.budget_usage.record(used[c.counter] / c.limit, {"budget": c.budget})
+            return verdict
+        return self._refused(verdict, stored, int(time.time()))
+
+    def _refused(self, verdict: Verdict, stored: Sequence[StoredClaim], now: int) -> Verdict:
+        used = self._store.usage([(c.key, c.window_s) for c in stored], now=now)
+        over = [c for c in verdict.budgets if used[c.counter] + c.amount > c.limit] or list(verdict.budgets)
+        for c in over:
+            self._telemetry.budget_refused.add(1, {"budget": c.budget})
+        return Verdict(
+            outcome=Outcome.DENY,
+            reasons=tuple(
+                Reason(
+                    code="budget.exceeded",
+                    message=f"budget {c.budget} for {c.key}: {used[c.counter]} used + {c.amount} "
+                    f"would exceed the limit of {c.limit} per {c.window}",
+                    rule="pdp.budgets",
+                    severity="high",
+                )
+                for c in over
+            ),
+            budgets=verdict.budgets,
+            facts=verdict.facts,
+        )
+
+    def settle(self, decision_id: str, *, status: str) -> None:
+        """Keeps (``executed``) or releases (``failed``, ``blocked``) the decision's reservation.
+
+        Raises:
+            StateUnavailable: the store cannot be written (the reservation stays held: counted).
+        """
+        self._store.settle(decision_id, keep=status == "executed")
+
+
+class _Pending:
+    """One decision's reservation waiting in a group."""
+
+    def __init__(self, reservation_id: str, claims: Sequence[StoredClaim]) -> None:
+        self.reservation_id = reservation_id
+        self.claims = claims
+        self.answer: bool | Exception | None = None
+
+
+class _GroupReserve:
+    """Reservations of concurrent decisions in one store transaction (one commit, one sync), as the
+    log's group commit does for records: a caller that finds no group running runs one for
+    everything queued so far; the others wait for its answer. Each reservation is still all or
+    nothing and sees the ones before it."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._done = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._running = False
+
+    def reserve(self, reservation_id: str, claims: Sequence[StoredClaim]) -> bool:
+        """:meth:`pdp.state.StateStore.reserve`, grouped with whatever else is waiting.
+
+        Raises:
+            StateUnavailable: the store cannot be used.
+            ValueError: the reservation is malformed or its id used.
+        """
+        mine = _Pending(reservation_id, claims)
+        with self._done:
+            self._queue.append(mine)
+            while self._running and mine.answer is None:
+                self._done.wait()
+            if mine.answer is None:
+                self._running = True
+                group, self._queue = self._queue, []
+        if mine.answer is None:
+            answers = self._run(group)
+            with self._done:
+                for p, answer in zip(group, answers, strict=True):
+                    p.answer = answer
+                self._running = False
+                self._done.notify_all()
+        if isinstance(mine.answer, Exception):
+            raise mine.answer
+        return bool(mine.answer)
+
+    def _run(self, group: list[_Pending]) -> list[bool | Exception]:
+        """Every reservation's answer; never raises (an error is the answer of those it concerns)."""
+        now = int(time.time())
+        try:
+            return list(self._store.reserve_many([(p.reservation_id, p.claims) for p in group], now=now))
+        except ValueError as e:
+            if len(group) == 1:
+                return [e]
+        except Exception as e:  # StateUnavailable, or anything else: every waiter gets it
+            return [e] * len(group)
+        answers: list[bool | Exception] = []
+        for p in group:  # one bad request: each on its own, so only it is refused
+            try:
+                answers.append(self._store.reserve(p.reservation_id, p.claims, now=now))
+            except Exception as e:  # the same as above, for this one
+                answers.append(e)
+        return answers
