@@ -8,6 +8,7 @@ variable means is the one table in docs/configuration.md, which a test keeps equ
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -57,6 +58,17 @@ class Settings:
     # Shared state (escalations, consumed approvals, budgets, suspensions): PostgreSQL, else SQLite
     state_url: str = ""
     state_dir: Path | None = None
+    # Hardening (docs/authorization.md, docs/threat-model.md)
+    roles_file: Path | None = None
+    allow_insecure_non_loopback: bool = False
+    max_list_entries: int = 1000
+    max_string_chars: int = 16384
+    max_struct_bytes: int = 256 * 1024
+    max_outcome_bytes: int = 64 * 1024
+    decide_rate: int = 2000
+    decide_burst: int = 4000
+    health_listen: str = ""
+    allow_opa_api_data: bool = False
 
     @property
     def state_location(self) -> str | Path:
@@ -69,6 +81,31 @@ class Settings:
         if self.log_dir is None:
             raise ConfigError("PDP_STATE_URL or PDP_STATE_DIR is required when PDP_LOG_DIR is not set")
         return self.log_dir.parent / "state"
+
+    def check_exposure(self) -> str:
+        """What ``pdp serve`` must say loudly before it listens without TLS beyond loopback ("" nothing).
+
+        Raises:
+            ConfigError: it would, and ``PDP_ALLOW_INSECURE_NON_LOOPBACK`` is not 1.
+        """
+        if not self.listen_is_public or self.tls_cert_file is not None:
+            return ""
+        if not self.allow_insecure_non_loopback:
+            raise ConfigError(
+                f"PDP_LISTEN/PDP_HTTP_LISTEN: {self.listen} {self.http_listen} reach beyond loopback and TLS is off: "
+                "anyone on the network could decide, read decisions and report outcomes. Set PDP_TLS_CERT_FILE and "
+                "PDP_TLS_KEY_FILE (and PDP_TLS_CLIENT_CA_FILE), or PDP_ALLOW_INSECURE_NON_LOOPBACK=1 if something "
+                "else protects the network"
+            )
+        return (
+            f"INSECURE: listening beyond loopback ({self.listen} {self.http_listen}) without TLS because "
+            "PDP_ALLOW_INSECURE_NON_LOOPBACK=1: every caller on the network is anonymous"
+        )
+
+    @property
+    def listen_is_public(self) -> bool:
+        """Whether ``PDP_LISTEN`` or ``PDP_HTTP_LISTEN`` binds beyond loopback."""
+        return any(a and not _loopback(a) for a in (self.listen, self.http_listen))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -145,6 +182,7 @@ class Settings:
                 )
             kw["state_url"] = v
         kw.update(_http(env))
+        kw.update(_hardening(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -206,4 +244,48 @@ def _http(env: Mapping[str, str]) -> dict[str, object]:
         if not Path(v).is_file():
             raise ConfigError(f"PDP_AUTHZEN_MAPPING: {v!r} is not a readable file")
         kw["authzen_mapping"] = Path(v)
+    return kw
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
+def _flag(name: str, value: str) -> bool:
+    if value not in ("0", "1"):
+        raise ConfigError(f"{name}: {value!r} must be 0 or 1")
+    return value == "1"
+
+
+def _hardening(env: Mapping[str, str]) -> dict[str, object]:
+    """Authorisation, limits, rate and the OPA lock-down (docs/authorization.md)."""
+    kw: dict[str, object] = {}
+    if v := env.get("PDP_ROLES_FILE"):
+        if not Path(v).is_file():
+            raise ConfigError(f"PDP_ROLES_FILE: {v!r} is not a readable file")
+        kw["roles_file"] = Path(v)
+    for name, field in (
+        ("PDP_ALLOW_INSECURE_NON_LOOPBACK", "allow_insecure_non_loopback"),
+        ("PDP_ALLOW_OPA_API_DATA", "allow_opa_api_data"),
+    ):
+        if (v := env.get(name)) is not None:
+            kw[field] = _flag(name, v)
+    for name, field, lo, hi in (
+        ("PDP_MAX_LIST_ENTRIES", "max_list_entries", 1, 1_000_000),
+        ("PDP_MAX_STRING_CHARS", "max_string_chars", 16, 16 << 20),
+        ("PDP_MAX_STRUCT_BYTES", "max_struct_bytes", 1024, 64 << 20),
+        ("PDP_MAX_OUTCOME_BYTES", "max_outcome_bytes", 256, 16 << 20),
+        ("PDP_DECIDE_RATE", "decide_rate", 0, 10_000_000),
+        ("PDP_DECIDE_BURST", "decide_burst", 1, 10_000_000),
+    ):
+        if (v := env.get(name)) is not None:
+            kw[field] = _int(name, v, lo, hi)
+    if v := env.get("PDP_HEALTH_LISTEN"):
+        kw["health_listen"] = _listen("PDP_HEALTH_LISTEN", v)
     return kw

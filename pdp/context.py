@@ -13,8 +13,9 @@ import re
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
+from pdp import limits
 from pdp.digest import action_digest
 from pdp.errors import InvalidArgument
 from pdp.v1 import decision_pb2 as pb
@@ -33,6 +34,7 @@ class Caller:
     peer: str
     subject: str = ""
     sans: tuple[str, ...] = ()
+    uri_sans: tuple[str, ...] = ()
 
     @classmethod
     def from_grpc(cls, context: grpc.ServicerContext) -> Caller:
@@ -40,7 +42,18 @@ class Caller:
         auth = context.auth_context()
         cn = [bytes(v).decode() for v in auth.get("x509_common_name", [])]
         sans = tuple(bytes(v).decode() for v in auth.get("x509_subject_alternative_name", []))
-        return cls(authenticated=bool(cn or sans), peer=context.peer(), subject=cn[0] if cn else "", sans=sans)
+        uris = tuple(bytes(v).decode() for v in auth.get("peer_uri", []))
+        return cls(
+            authenticated=bool(cn or sans), peer=context.peer(), subject=cn[0] if cn else "", sans=sans, uri_sans=uris
+        )
+
+    @property
+    def audience(self) -> str:
+        """The name a record is made for: the certificate's SPIFFE ID (first URI SAN), else its
+        subject common name, else (no client certificate) the peer address."""
+        if self.authenticated:
+            return self.uri_sans[0] if self.uri_sans else self.subject or (self.sans[0] if self.sans else self.peer)
+        return self.peer
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +61,7 @@ class Caller:
             "peer": self.peer,
             "subject": self.subject,
             "sans": list(self.sans),
+            "uri_sans": list(self.uri_sans),
         }
 
 
@@ -224,21 +238,5 @@ def _enum_name(name: str, prefix: str) -> str:
 
 
 def struct_value(s: struct_pb2.Struct, field: str, max_depth: int) -> dict[str, Any]:
-    """A Struct field as a dict, refused past ``max_depth`` levels (INVALID_ARGUMENT naming it)."""
-    value: dict[str, Any] = json_format.MessageToDict(s)
-    _check_depth(value, field, max_depth)
-    return value
-
-
-def _check_depth(value: Any, field: str, max_depth: int) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            raise InvalidArgument(field, f"nests deeper than {max_depth} levels")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise InvalidArgument(field, "holds a number that is not finite")
+    """A Struct field as a dict within the limits (:mod:`pdp.limits`; INVALID_ARGUMENT naming the path)."""
+    return limits.struct_to_dict(s, field, limits.configured(max_depth=max_depth))

@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pdp.authz import identity_of
 from pdp.config import Settings
 from pdp.context import Caller, build_input
 from pdp.decision import Decision
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
+from pdp.limits import RateLimiter
 from pdp.opa import OpaAnswer, OpaClient
-from pdp.recorder import Recorder, Signed, decision_id, request_digest
+from pdp.recorder import Recorder, Signed, request_digest
 from pdp.records import digest, unverified_claims
 from pdp.schema import DecisionClaims, DecisionRecord
 from pdp.state import StateStore
@@ -48,6 +50,7 @@ class Decider:
         telemetry: where the pipeline's spans go.
         max_batch: most requests one DecideBatch call may carry.
         store: the shared state store (escalations, consumed approvals, budgets, suspensions).
+        rate_limiter: decisions per caller per second (PDP_DECIDE_RATE); None: no limit.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Decider:
         telemetry: Telemetry,
         max_batch: int = Settings.max_batch,
         store: StateStore | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self._opa = opa
         self._recorder = recorder
@@ -70,6 +74,7 @@ class Decider:
         self._max_depth = max_depth
         self._max_batch = max_batch
         self._store = store
+        self._rate = rate_limiter or RateLimiter(rate=0, burst=0)
 
     def decide(self, request: pb.DecideRequest, *, caller: Caller, time_remaining_s: float | None) -> Decision:
         """Decides one request. Never raises for a missing verdict or record: that is a DENY.
@@ -110,14 +115,20 @@ class Decider:
         self, requests: Sequence[pb.DecideRequest], *, caller: Caller, time_remaining_s: float | None, batch: bool
     ) -> list[Decision]:
         start = time.perf_counter_ns()
+        caller_doc = caller.to_dict()
+        identity = identity_of(caller_doc)
+        self._rate.take(identity or caller.peer.rsplit(":", 1)[0], len(requests))
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         with self._tracer.start_as_current_span(SPAN_CONTEXT):
             inputs = []
             for i, r in enumerate(requests):
                 with _naming(i if batch else None):
                     inputs.append(build_input(r, caller=caller, request_time=now, max_depth=self._max_depth))
-        decision_ids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
         request_digests = [request_digest(doc) for doc in inputs]
+        decision_ids = [
+            self._recorder.decision_id(request_id=r.request_id, caller=identity, request_digest=d)
+            for r, d in zip(requests, request_digests, strict=True)
+        ]
         decisions: list[Decision | None] = [None] * len(requests)
         retriable = [d for d, r in zip(decision_ids, requests, strict=True) if r.request_id]
         with self._recorder.exclusive(retriable):

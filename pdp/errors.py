@@ -42,6 +42,20 @@ class NotFound(PdpError):
     """No such decision in this PDP's log."""
 
 
+class PermissionDenied(PdpError):
+    """The authenticated caller's roles do not allow this call (see docs/authorization.md)."""
+
+    hint = "give the caller's identity the role in PDP_ROLES_FILE"
+
+
+class AlreadyReported(PdpError):
+    """An outcome was already reported for this decision: a decision has one outcome."""
+
+
+class RateLimited(PdpError):
+    """The caller is over its rate of decisions (PDP_DECIDE_RATE)."""
+
+
 class LedgerCorrupt(PdpError):
     """The decision log on disk is damaged before its last checkpoint: tampering or disk failure."""
 

@@ -118,3 +118,34 @@ def ensure(directory: Path) -> KeyRing:
     if not (directory / "active").exists():
         return rotate(directory)
     return KeyRing.load(directory)
+
+
+ID_SECRET = "id-secret"  # noqa: S105  (a file name, not a secret)
+"""The file in the key directory holding the server-held secret decision ids are derived with."""
+
+
+def id_secret(directory: Path) -> bytes:
+    """The decision-id secret (32 random bytes, mode 0600), made on first use.
+
+    Raises:
+        ConfigError: it cannot be read or made (a read-only key directory without the file).
+    """
+    path = directory / ID_SECRET
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"PDP_KEY_DIR: cannot make {path}: {e} (create it: 32 random bytes, mode 0600)") from None
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+            f.flush()
+            os.fsync(f.fileno())
+    try:
+        secret = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"PDP_KEY_DIR: cannot read {path}: {e}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"PDP_KEY_DIR: {path} must hold at least 16 random bytes")
+    return secret

@@ -10,14 +10,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pdp import limits
+from pdp.authz import RoleMap
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import ConfigError, PdpError
+from pdp.grpc.authz import AuthzInterceptor
 from pdp.grpc.health import SERVICE_NAME, OpaHealthMonitor
 from pdp.grpc.servicer import DecisionServicer, add_service
 from pdp.grpc.tls import server_credentials
 from pdp.http.face import HttpFace
-from pdp.keys import KeyRing
+from pdp.keys import KeyRing, id_secret
 from pdp.opa import OpaClient
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
@@ -35,9 +38,14 @@ class PdpServer:
     store: StateStore
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
+    roles: RoleMap = dataclasses.field(default_factory=lambda: RoleMap.default(mtls=False))
+    health_server: grpc.Server | None = None  # PDP_HEALTH_LISTEN: grpc.health.v1 only, plaintext
+    health_port: int = 0
 
     def start(self) -> None:
         self.grpc_server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         if self.http is not None:
             self.http.start()
         self.monitor.start()
@@ -48,6 +56,8 @@ class PdpServer:
         if self.http is not None:
             self.http.stop(grace_s)
         self.grpc_server.stop(grace_s).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
         self.monitor.stop()
         self.recorder.close()
         self.store.close()
@@ -70,6 +80,16 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     if settings.key_dir is None or settings.log_dir is None:
         raise ConfigError("PDP_KEY_DIR and PDP_LOG_DIR are required: a decision that cannot be recorded is not made")
     ring = KeyRing.load(settings.key_dir)
+    secret = id_secret(settings.key_dir)
+    roles = RoleMap.load(settings.roles_file) if settings.roles_file else RoleMap.default(mtls=_mtls(settings))
+    limits.configure(
+        limits.Limits(
+            max_depth=settings.max_depth,
+            max_entries=settings.max_list_entries,
+            max_chars=settings.max_string_chars,
+            max_bytes=settings.max_struct_bytes,
+        )
+    )
     telemetry = telemetry or Telemetry()
     recorder = open_recorder(
         ring=ring,
@@ -82,6 +102,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         checkpoint_interval_s=settings.checkpoint_interval_s,
         segment_max_bytes=settings.segment_max_bytes,
         on_sync=telemetry.ledger_sync_duration.record,
+        id_secret=secret,
     )
     try:
         store = open_store(settings.state_location)
@@ -95,7 +116,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=settings.workers * 64,
-        interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
+        interceptors=[*([telemetry.server_interceptor()] if telemetry.exporting else []), AuthzInterceptor(roles)],
     )
     decider = Decider(
         opa=OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path),
@@ -106,13 +127,20 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         telemetry=telemetry,
         max_batch=settings.max_batch,
         store=store,
+        rate_limiter=limits.RateLimiter(rate=settings.decide_rate, burst=settings.decide_burst),
     )
-    add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
+    add_service(
+        DecisionServicer(
+            decider, recorder, telemetry, max_depth=settings.max_depth, max_outcome_bytes=settings.max_outcome_bytes
+        ),
+        server,
+    )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         port = _bind(server, settings)
+        health_server, health_port = _health_listener(settings, health_servicer)
     except ConfigError:
         recorder.close()
         store.close()
@@ -124,10 +152,11 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         health_servicer=health_servicer,
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
+        allow_api_data=settings.allow_opa_api_data,
     )
     http = None
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
-        http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry)
+        http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry, roles=roles)
     server_ = PdpServer(
         grpc_server=server,
         monitor=monitor,
@@ -136,8 +165,31 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         store=store,
         telemetry=telemetry,
         http=http,
+        roles=roles,
+        health_server=health_server,
+        health_port=health_port,
     )
     return server_, port
+
+
+def _mtls(settings: Settings) -> bool:
+    return settings.tls_client_ca_file is not None
+
+
+def _health_listener(settings: Settings, servicer: health.HealthServicer) -> tuple[grpc.Server | None, int]:
+    """``PDP_HEALTH_LISTEN``: the same health servicer on a plaintext port with nothing else on it,
+    so that the kubelet's gRPC probes (which cannot present a client certificate) work under mTLS."""
+    if not settings.health_listen:
+        return None, 0
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pdp-health"))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    try:
+        port = server.add_insecure_port(settings.health_listen)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"PDP_HEALTH_LISTEN: cannot listen on {settings.health_listen}")
+    return server, port
 
 
 def _bind(server: grpc.Server, settings: Settings) -> int:

@@ -9,7 +9,17 @@ from typing import TypeVar
 import grpc
 
 from pdp.approvals.tokens import ApprovalError
-from pdp.errors import ConfigError, InvalidArgument, LedgerCorrupt, LedgerUnavailable, NotFound, PdpError
+from pdp.errors import (
+    AlreadyReported,
+    ConfigError,
+    InvalidArgument,
+    LedgerCorrupt,
+    LedgerUnavailable,
+    NotFound,
+    PdpError,
+    PermissionDenied,
+    RateLimited,
+)
 from pdp.state import EscalationError, StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -19,6 +29,9 @@ T = TypeVar("T")
 STATUS_OF: dict[type[PdpError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    AlreadyReported: grpc.StatusCode.ALREADY_EXISTS,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     LedgerCorrupt: grpc.StatusCode.FAILED_PRECONDITION,
     LedgerUnavailable: grpc.StatusCode.UNAVAILABLE,

@@ -34,6 +34,7 @@ def test_builds_the_documented_input_shape() -> None:
         "peer": "ipv4:127.0.0.1:5000",
         "subject": "pep-1",
         "sans": ["spiffe://bank/pep-1"],
+        "uri_sans": [],
     }
     assert doc["request_time"] == "2026-11-24T12:00:00.000000Z"
     assert doc["agent"]["version"] == "2.0.3"
@@ -59,7 +60,7 @@ def test_unset_parts_are_present_and_empty() -> None:
     [
         (
             {"agent": {"id": "a"}, "action": {"tool": "t", "arguments": {"a": {"b": {"c": {"d": 1}}}}}},
-            "context.action.arguments",
+            "context.action.arguments.a.b.c.d",
         ),
         (
             {"agent": {"id": "a"}, "action": {"tool": "t"}, "principal": {"roles": ["r"] * 65}},
