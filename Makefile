@@ -11,7 +11,6 @@ REGAL  := $(BIN)/regal
 COVERAGE ?= 100
 
 PDP_PORT ?= 50051
-OPA_PORT ?= 8181
 HTTP_PORT ?= 8080
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
@@ -53,8 +52,8 @@ protos: $(VENV)/.installed ## regenerate pdp/v1 stubs from protos/
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. \
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=. $(PROTOS)
 
-run: install ## OPA sidecar + PDP (gRPC + AuthZEN HTTP) on localhost (PDP_PORT, HTTP_PORT, OPA_PORT to move them)
-	PDP_OPA_BIN=$(OPA) PDP_LISTEN=127.0.0.1:$(PDP_PORT) PDP_HTTP_LISTEN=127.0.0.1:$(HTTP_PORT) $(VENV)/bin/pdp dev --bundle rego --opa-addr 127.0.0.1:$(OPA_PORT)
+run: install ## OPA sidecar (on a private unix socket) + PDP (gRPC + AuthZEN HTTP) on localhost (PDP_PORT, HTTP_PORT to move them)
+	PDP_OPA_BIN=$(OPA) PDP_LISTEN=127.0.0.1:$(PDP_PORT) PDP_HTTP_LISTEN=127.0.0.1:$(HTTP_PORT) $(VENV)/bin/pdp dev --bundle rego
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'

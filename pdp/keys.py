@@ -2,7 +2,8 @@
 
 A key directory holds one private key per ``kid`` (``<kid>.pem``, PKCS#8, mode 0600), the file
 ``active`` naming the key that signs now, and ``jwks.json`` with the public keys of every key that
-ever signed (rotation adds; nothing is removed, so old records and checkpoints keep verifying).
+ever signed (rotation adds; nothing is removed, so old records and checkpoints keep verifying),
+and ``id-secret``, the secret decision ids are derived with (:func:`id_secret`).
 A retired key's private file is deleted at rotation. The ``kid`` is the RFC 7638 JWK thumbprint.
 """
 
@@ -110,6 +111,7 @@ def rotate(directory: Path) -> KeyRing:
     _write(directory / "active", public["kid"].encode() + b"\n", 0o644)
     if old is not None:
         (directory / f"{old.kid}.pem").unlink(missing_ok=True)
+    id_secret(directory)  # made once, beside the first key (rotation keeps it: ids stay stable)
     return KeyRing.load(directory)
 
 

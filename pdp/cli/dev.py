@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +26,12 @@ loopback (``PDP_HTTP_LISTEN=`` turns it off)."""
 def register(sub: Subcommands) -> None:
     d = sub.add_parser("dev", help="start an OPA sidecar with the bundle, and serve in front of it")
     d.add_argument("--bundle", type=Path, default=Path("rego"), help="policy bundle directory (default: rego)")
-    d.add_argument("--opa-addr", default="127.0.0.1:8181", help="where the OPA sidecar listens (default: %(default)s)")
+    d.add_argument(
+        "--opa-addr",
+        default="",
+        help="where the OPA sidecar listens (default: a unix socket in a new 0700 directory only this user can "
+        "enter; a host:port opens OPA's REST API to everyone on the host)",
+    )
     d.set_defaults(func=run)
 
 
@@ -46,7 +52,14 @@ def run(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as f:
             json.dump(tracing, f)  # JSON is YAML
         config_file = Path(name)
-    sidecar = OpaSidecar(opa_bin=base.opa_bin, bundle=args.bundle, addr=args.opa_addr, config_file=config_file)
+    private = None
+    addr = args.opa_addr
+    if not addr:  # OPA's REST API reads all policy and data and takes writes: only this user may reach it
+        private = Path(tempfile.mkdtemp(prefix="pdp-opa-"))  # mode 0700
+        addr = f"unix://{private / 'opa.sock'}"
+    else:
+        log.warning("OPA's REST API on %s: anyone who can reach it reads all policy and data", addr)
+    sidecar = OpaSidecar(opa_bin=base.opa_bin, bundle=args.bundle, addr=addr, config_file=config_file)
     sidecar.start()
     log.info("OPA sidecar on %s serving bundle %s", sidecar.url, args.bundle)
     try:
@@ -56,3 +69,5 @@ def run(args: argparse.Namespace) -> int:
         log.info("OPA sidecar stopped")
         if config_file is not None:
             config_file.unlink(missing_ok=True)
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
