@@ -15,7 +15,7 @@ HTTP_PORT ?= 8080
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check bundle-check pytest clean mcp-servers
+.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check bundle-check pytest clean mcp-servers fuzz
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -105,6 +105,11 @@ $(MCP_SERVERS)/.installed: Makefile
 # tests/unit/test_k8s.py runs kubeconform on deploy/k8s against the schemas of the kubernetes-validate dev dependency.
 pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck $(BIN)/kubeconform $(MCP_SERVERS)/.installed
 	PDP_OPA_BIN=$(OPA) $(PY) -m pytest
+
+FUZZ_INPUTS ?= 100000
+
+fuzz: $(VENV)/.installed $(OPA) ## fuzz Decide's request bytes against a real PDP and OPA (FUZZ_INPUTS, default 100000); prints the count
+	PDP_OPA_BIN=$(OPA) PDP_FUZZ_INPUTS=$(FUZZ_INPUTS) $(PY) -m pytest tests/property/test_fuzz_decide.py -q -s -o timeout=0
 
 clean:
 	rm -rf $(BIN) $(VENV) $(MCP_SERVERS) .pytest_cache .mypy_cache .ruff_cache
