@@ -84,6 +84,7 @@ class Decider:
 
         Raises:
             InvalidArgument: the request is malformed, or its request id was used for another request.
+            RateLimited: the caller is over ``PDP_DECIDE_RATE``.
         """
         return self._decide([request], caller=caller, time_remaining_s=time_remaining_s, batch=False)[0]
 

@@ -3,8 +3,10 @@
 Thin, like the gRPC servicer: JSON in → :mod:`pdp.http.authzen` → :class:`~pdp.decide.Decider`
 (in a worker thread: the pipeline blocks on OPA and the log) → JSON out. Errors map to HTTP
 statuses in one place (:meth:`AuthzenApp._answer`): 400 naming the field, 401 without the client
-certificate mTLS requires, 403 for a caller not on the allow-list, 413 past the size limit, 415
-for a body that is not JSON, 500 without a Python repr. Every answer echoes ``X-Request-ID``.
+certificate mTLS requires, 403 for a caller not on the allow-list or without the route's role
+(:data:`pdp.authz.ROUTE_ROLES`, checked before any route runs), 413 past the size limit, 415
+for a body that is not JSON, 429 over the caller's rate, 500 without a Python repr. Every answer
+echoes ``X-Request-ID``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pdp.authz import PUBLIC, ROUTE_ROLES, RoleMap, authorize
 from pdp.context import Caller
 from pdp.decide import Decider
-from pdp.errors import InvalidArgument, PdpError, PermissionDenied
+from pdp.errors import InvalidArgument, PdpError, PermissionDenied, RateLimited
 from pdp.http import authzen
 from pdp.recorder import Recorder
 from pdp.telemetry import Telemetry
@@ -168,6 +170,8 @@ class AuthzenApp:
         except InvalidArgument as e:
             field = authzen.name_field(e, self._mapping, batch=batch)
             return Response(f"{field}: {e.problem}", status_code=400, headers=headers, media_type="text/plain")
+        except RateLimited as e:
+            return Response(str(e), status_code=429, headers=headers, media_type="text/plain")
         except Exception:
             # Never a Python repr to the caller; no answer is a deny for any PEP.
             log.exception("%s %s failed unexpectedly", request.method, request.url.path)
