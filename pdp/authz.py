@@ -8,7 +8,7 @@ Roles come from ``PDP_ROLES_FILE`` (JSON)::
 
 A key with ``://`` in it (a SPIFFE ID) matches the client certificate's URI SANs only; any other
 key matches the certificate's subject common name only. Never a DNS, e-mail or IP SAN, never the
-CN for a ``spiffe://`` name. Without the file every caller is a ``pep``; without mTLS (development
+CN for a ``spiffe://`` name. Without the file every caller is a ``pep`` and an ``approver``; without mTLS (development
 on loopback) every caller also has every other role: everything is open, and the start-up log says so.
 
 A service someone adds declares its methods in :data:`METHOD_ROLES` (one line each); a method
@@ -49,12 +49,16 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/pdp.v1.DecisionService/GetConsistencyProof": _READERS,
     "/pdp.v1.DecisionService/ReportOutcome": frozenset({Role.PEP}),  # only its own ALLOWs, once
     "/pdp.v1.DecisionService/GetJwks": PUBLIC,
-    "/pdp.v1.ApprovalService/ListEscalations": frozenset({Role.APPROVER, Role.AUDITOR, Role.ADMIN}),
-    "/pdp.v1.ApprovalService/GetEscalation": frozenset({Role.APPROVER, Role.AUDITOR, Role.ADMIN, Role.PEP}),
+    # The approver desk checks its own registry (data.pdp.approvals.approvers) on top of the role.
+    "/pdp.v1.ApprovalService/ListEscalations": frozenset({Role.APPROVER}),
+    "/pdp.v1.ApprovalService/GetEscalation": frozenset({Role.APPROVER}),
     "/pdp.v1.ApprovalService/Approve": frozenset({Role.APPROVER}),
     "/pdp.v1.ApprovalService/Reject": frozenset({Role.APPROVER}),
-    "/pdp.v1.ApprovalService/WaitEscalation": frozenset({Role.APPROVER, Role.PEP}),
+    "/pdp.v1.ApprovalService/WaitEscalation": frozenset({Role.PEP}),  # the agent's side
     "/pdp.v1.ApprovalService/GetApprovalTokens": frozenset({Role.PEP}),
+    "/pdp.v1.AdminService/Suspend": frozenset({Role.ADMIN}),
+    "/pdp.v1.AdminService/Resume": frozenset({Role.ADMIN}),
+    "/pdp.v1.AdminService/ListSuspensions": frozenset({Role.ADMIN, Role.AUDITOR}),
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
     "/grpc.health.v1.Health/List": PUBLIC,
@@ -109,8 +113,9 @@ class RoleMap:
 
     @classmethod
     def default(cls, *, mtls: bool) -> RoleMap:
-        """No roles file: everyone is a PEP; without mTLS everyone has every role (dev)."""
-        everyone = frozenset({Role.PEP}) if mtls else ALL_ROLES
+        """No roles file: every certificate holder is a PEP and may reach the approver desk (which
+        checks its own registry); without mTLS everyone has every role (dev)."""
+        everyone = frozenset({Role.PEP, Role.APPROVER}) if mtls else ALL_ROLES
         return cls(by_uri={}, by_subject={}, anonymous=everyone, authenticated=everyone)
 
     @classmethod

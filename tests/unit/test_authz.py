@@ -43,7 +43,7 @@ def test_spiffe_ids_match_uri_sans_only(roles: RoleMap) -> None:
 
 
 def test_without_a_roles_file_every_caller_is_a_pep_and_without_mtls_everything_is_open() -> None:
-    assert RoleMap.default(mtls=True).grant(caller("anyone")).roles == {Role.PEP}
+    assert RoleMap.default(mtls=True).grant(caller("anyone")).roles == {Role.PEP, Role.APPROVER}
     anonymous = {"authenticated": False, "peer": "ipv4:127.0.0.1:1"}
     assert RoleMap.default(mtls=False).grant(anonymous).roles == set(Role)
 
