@@ -194,7 +194,8 @@ class Recorder:
 
     def record_outcome(self, *, decision_id: str, report: OutcomeReport, reporter: str, owner: str | None) -> Signed:
         """Appends a PEP's report of what it did, linked to the decision and its record's digest.
-        A decision has one report, and only an ALLOW has something to report.
+        A decision has one report, and only an ALLOW can have been executed (or failed): on any
+        other decision the only report is BLOCKED (the PEP saying it obeyed).
 
         Args:
             decision_id: the decision reported on.
@@ -204,7 +205,7 @@ class Recorder:
 
         Raises:
             NotFound: no such decision in this log, or not one of ``owner``'s.
-            PermissionDenied: the decision was not an ALLOW.
+            PermissionDenied: EXECUTED or FAILED on a decision that was not an ALLOW.
             AlreadyReported: the decision has a report already.
             LedgerUnavailable: not durable.
         """
@@ -212,8 +213,8 @@ class Recorder:
         if index is None or (owner is not None and self._owner.get(decision_id) != owner):
             raise NotFound(f"no decision {decision_id} of yours in this PDP's log")
         decided = self.log.entry(index)
-        if unverified_claims(decided)["pdp"]["outcome"] != "allow":
-            raise PermissionDenied(f"decision {decision_id} was not an ALLOW: there is no action to report on")
+        if unverified_claims(decided)["pdp"]["outcome"] != "allow" and report.status != "blocked":
+            raise PermissionDenied(f"decision {decision_id} was not an ALLOW: only BLOCKED may be reported on it")
         with self._lock:
             if decision_id in self._reported:
                 raise AlreadyReported(f"decision {decision_id} already has an outcome report; a decision has one")

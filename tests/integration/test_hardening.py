@@ -114,6 +114,8 @@ def test_one_report_per_allow(mtls: Mtls) -> None:
     assert denied.outcome == pb.OUTCOME_DENY
     on_deny = pb.ReportOutcomeRequest(decision_id=denied.decision_id, status=pb.ACTION_STATUS_EXECUTED)
     assert code_of(lambda: a.ReportOutcome(on_deny, timeout=5))[0] == grpc.StatusCode.PERMISSION_DENIED
+    on_deny.status = pb.ACTION_STATUS_BLOCKED  # the PEP obeyed: that it may say, once
+    assert a.ReportOutcome(on_deny, timeout=5).record
     fresh = a.Decide(load_request("allow-crm-lookup.json"), timeout=5)
     big = pb.ReportOutcomeRequest(decision_id=fresh.decision_id, status=pb.ACTION_STATUS_EXECUTED)
     big.result.update({"rows": ["x" * 10_000] * 10})  # 100 kB: over PDP_MAX_OUTCOME_BYTES
