@@ -15,7 +15,7 @@ HTTP_PORT ?= 8080
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check bundle-check pytest clean mcp-servers fuzz
+.PHONY: help install tools protos run jaeger bench test lint typecheck policy-check policy-ci bundle-check pytest clean mcp-servers fuzz
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,7 @@ $(VENV)/.bench: $(VENV)/.installed
 bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) $(MCP_SERVERS)/.installed ## PDP vs direct OPA, side by side (BENCH_SECONDS, BENCH_CONCURRENCY; ARGS=--quick)
 	$(PY) bench/run.py $(ARGS)
 	PDP_OPA_BIN=$(OPA) $(PY) bench/mcp_bench.py
+	$(PY) bench/lifecycle.py $(if $(findstring --quick,$(ARGS)),--entries 10000 --seconds 4)
 
 jaeger: $(BIN)/jaeger ## Jaeger v2, in memory: UI/API on 127.0.0.1:16686, OTLP gRPC on 127.0.0.1:4317
 	$(BIN)/jaeger
@@ -113,3 +114,10 @@ fuzz: $(VENV)/.installed $(OPA) ## fuzz Decide's request bytes against a real PD
 
 clean:
 	rm -rf $(BIN) $(VENV) $(MCP_SERVERS) .pytest_cache .mypy_cache .ruff_cache
+
+# A policy repository's CI (docs/policy-lifecycle.md): the same checks on any bundle directory, plus
+# the replay gate when a decision log is given: make policy-ci POLICY=rego REPLAY_LOG=.run/log JWKS=.run/keys/jwks.json
+POLICY ?= rego
+policy-ci: $(VENV)/.installed $(OPA) $(REGAL) ## a policy repo's CI: fmt, check, tests+coverage, Regal, replay gate (POLICY, REPLAY_LOG, JWKS)
+	PDP_OPA_BIN=$(OPA) $(VENV)/bin/pdp policy ci $(POLICY) --coverage $(COVERAGE) --regal $(REGAL) \
+	  $(if $(REPLAY_LOG),--replay-log $(REPLAY_LOG) --jwks $(JWKS) --replay-out $(or $(REPLAY_OUT),.run/replay))

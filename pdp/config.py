@@ -55,6 +55,11 @@ class Settings:
     http_base_url: str = ""
     http_callers: tuple[str, ...] = ()
     authzen_mapping: Path | None = None
+    # Policy lifecycle (docs/policy-lifecycle.md): policy-driven masking, shadow candidate
+    mask_path: str = "pdp/mask/answer"
+    mask_batch_path: str = "pdp/mask/answers"
+    shadow_opa_url: str | None = None
+    shadow_sample: float = 1.0
     # Shared state (escalations, consumed approvals, budgets, suspensions): PostgreSQL, else SQLite
     state_url: str = ""
     state_dir: Path | None = None
@@ -183,6 +188,7 @@ class Settings:
             kw["state_url"] = v
         kw.update(_http(env))
         kw.update(_hardening(env))
+        kw.update(_lifecycle(env))
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -199,6 +205,26 @@ class Settings:
             raise ConfigError("PDP_TLS_CLIENT_CA_FILE needs PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE (mTLS needs TLS)")
         if self.http_callers and self.tls_client_ca_file is None:
             raise ConfigError("PDP_HTTP_CALLERS needs PDP_TLS_CLIENT_CA_FILE (callers are named by their certificates)")
+
+
+def _lifecycle(env: Mapping[str, str]) -> dict[str, object]:
+    """``PDP_MASK_PATH`` (empty: policy masking off), ``PDP_MASK_BATCH_PATH``, ``PDP_SHADOW_*``."""
+    kw: dict[str, object] = {}
+    for name, field in (("PDP_MASK_PATH", "mask_path"), ("PDP_MASK_BATCH_PATH", "mask_batch_path")):
+        if (v := env.get(name)) is not None:
+            if v and not _PATH.match(v):
+                raise ConfigError(f"{name}: {v!r} is not a slash-separated rule path like pdp/mask/answer")
+            kw[field] = v
+    if v := env.get("PDP_SHADOW_OPA_URL"):
+        kw["shadow_opa_url"] = _opa_url("PDP_SHADOW_OPA_URL", v)
+    if (v := env.get("PDP_SHADOW_SAMPLE")) is not None:
+        try:
+            kw["shadow_sample"] = x = float(v)
+        except ValueError:
+            x = -1.0
+        if not 0.0 <= x <= 1.0:
+            raise ConfigError(f"PDP_SHADOW_SAMPLE: {v!r} is not a number between 0 and 1")
+    return kw
 
 
 def _int(name: str, value: str, lo: int, hi: int) -> int:

@@ -21,6 +21,9 @@ from pdp.decision import Decision
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.limits import RateLimiter
 from pdp.opa import OpaAnswer, OpaClient
+from pdp.policy.masking import Pointers
+from pdp.policy.pipeline import Lifecycle
+from pdp.policy.shadow import Live
 from pdp.recorder import Recorder, Signed, request_digest
 from pdp.records import digest, unverified_claims
 from pdp.schema import DecisionClaims, DecisionRecord
@@ -51,6 +54,7 @@ class Decider:
         max_batch: most requests one DecideBatch call may carry.
         store: the shared state store (escalations, consumed approvals, budgets, suspensions).
         rate_limiter: decisions per caller per second (PDP_DECIDE_RATE); None: no limit.
+        lifecycle: bundle key ids, policy-driven masks and the shadow candidate (:mod:`pdp.policy.pipeline`).
     """
 
     def __init__(
@@ -65,7 +69,9 @@ class Decider:
         max_batch: int = Settings.max_batch,
         store: StateStore | None = None,
         rate_limiter: RateLimiter | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
+        self._lifecycle = lifecycle or Lifecycle()
         self._opa = opa
         self._recorder = recorder
         self._tracer = telemetry.tracer
@@ -139,23 +145,27 @@ class Decider:
                 if earlier is not None:
                     decisions[i] = _replayed(earlier, path=self._path)
             todo = [i for i, d in enumerate(decisions) if d is None]
-            verdicts = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
+            verdicts, hide = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
                 self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict)
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
-            recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo])
+            recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo], hide)
             for i, d in zip(todo, recorded, strict=True):
                 decisions[i] = d
+        self._lifecycle.after(
+            [_live(d, inputs[i]) for i, d in zip(todo, recorded, strict=True) if not d.verdict.indeterminate]
+        )
         total = time.perf_counter_ns() - start
         return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]
 
     def _evaluate(
         self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
-    ) -> list[tuple[OpaAnswer | None, Verdict]]:
-        """One policy evaluation for all of ``inputs``: a verdict for each, or fail-closed for each."""
+    ) -> tuple[list[tuple[OpaAnswer | None, Verdict]], list[Pointers]]:
+        """One policy evaluation for all of ``inputs``: a verdict for each, or fail-closed for each,
+        and what each one's record must hide (all but who asked, when nobody can say)."""
         if not inputs:
-            return []
+            return [], []
         timeout = self._timeout
         if time_remaining_s is not None:
             timeout = min(timeout, time_remaining_s - _ANSWER_MARGIN_S)
@@ -164,9 +174,10 @@ class Decider:
                 answers = self._opa.query_batch(inputs, timeout_s=timeout)
             else:
                 answers = [self._opa.query(inputs[0], timeout_s=timeout, explain=explain)]
+            answers, hide = self._lifecycle.split(answers, inputs, timeout_s=timeout, explain=explain)
         except NoVerdict as e:
             log.warning("%d decision(s) failed closed: %s (%s)", len(inputs), e.error_code, e)
-            return [(None, fail_closed(e))] * len(inputs)
+            return [(None, fail_closed(e))] * len(inputs), self._lifecycle.unknown(inputs)
         verdicts: list[tuple[OpaAnswer | None, Verdict]] = []
         for answer in answers:
             try:
@@ -174,7 +185,7 @@ class Decider:
             except NoVerdict as e:
                 log.warning("a decision failed closed: %s (%s)", e.error_code, e)
                 verdicts.append((answer, fail_closed(e)))
-        return verdicts
+        return verdicts, hide
 
     def _decision(
         self,
@@ -201,16 +212,19 @@ class Decider:
             opa_eval_ns=answer.eval_ns if answer else 0,
         )
 
-    def _record(self, made: list[Decision], inputs: list[dict[str, Any]], request_digests: list[str]) -> list[Decision]:
+    def _record(
+        self, made: list[Decision], inputs: list[dict[str, Any]], request_digests: list[str], hide: list[Pointers]
+    ) -> list[Decision]:
         """Signs and durably logs the decisions; if that fails, every one of them is a DENY."""
         if not made:
             return []
         entries = [
-            (_record_of(d, doc, digest_), doc) for d, doc, digest_ in zip(made, inputs, request_digests, strict=True)
+            (_record_of(d, doc, digest_, self._lifecycle.bundles(d.bundle_revisions)), doc)
+            for d, doc, digest_ in zip(made, inputs, request_digests, strict=True)
         ]
         try:
             with self._tracer.start_as_current_span(SPAN_RECORD):
-                signed = self._recorder.record_decisions(entries)
+                signed = self._recorder.record_decisions(entries, hide=hide)
         except LedgerUnavailable as e:
             # Not durable, so not a decision anyone may act on: DENY, whatever the policy said.
             log.error("%d decision(s) could not be recorded: %s", len(made), e)
@@ -220,14 +234,16 @@ class Decider:
         ]
 
 
-def _record_of(d: Decision, input_doc: dict[str, Any], request_digest: str) -> DecisionRecord:
+def _record_of(
+    d: Decision, input_doc: dict[str, Any], request_digest: str, bundles: dict[str, dict[str, str]]
+) -> DecisionRecord:
     """The record of a decision, as far as the pipeline knows it (the recorder adds the rest)."""
     v = d.verdict
     return DecisionRecord(
         decision_id=d.decision_id,
         path=d.decision_path,
         result=v.to_dict(),
-        bundles={name: {"revision": rev} for name, rev in d.bundle_revisions.items()},
+        bundles=bundles,  # revisions, and the key each bundle was verified with
         timestamp=input_doc["request_time"],
         metrics={"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
         pdp=DecisionClaims(
@@ -258,6 +274,19 @@ def _naming(i: int | None) -> Iterator[None]:
         if i is None:
             raise
         raise InvalidArgument(f"requests[{i}].{e.field}", e.problem) from None
+
+
+def _live(d: Decision, input_doc: dict[str, Any]) -> Live:
+    """A recorded live decision, for the shadow candidate (which sees the unmasked input)."""
+    v = d.verdict
+    return Live(
+        decision_id=d.decision_id,
+        log_index=d.log_index,
+        record=d.record,
+        outcome=v.outcome.value,
+        reasons=tuple(r.code for r in v.reasons),
+        input=input_doc,
+    )
 
 
 def _replayed(earlier: Signed, *, path: str) -> Decision:

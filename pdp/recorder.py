@@ -20,8 +20,9 @@ from pdp.encoding import sha256_digest
 from pdp.errors import AlreadyReported, InvalidArgument, NotFound, PermissionDenied
 from pdp.keys import KeyRing, public_keys
 from pdp.ledger.log import Log
+from pdp.policy.masking import NONE, Pointers
 from pdp.records import digest, redact, sign_record, unverified_claims
-from pdp.schema import DecisionRecord, OutcomeRecord, OutcomeReport, Record, RecordHead
+from pdp.schema import DecisionRecord, OutcomeRecord, OutcomeReport, Record, RecordHead, ShadowRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,9 +156,12 @@ class Recorder:
             raise InvalidArgument("request_id", "was already used for a different request")
         return Signed(entry.decode(), index)
 
-    def record_decisions(self, decisions: Sequence[tuple[DecisionRecord, dict[str, Any]]]) -> list[Signed]:
-        """For each ``(record, input_doc)``: masks the input into the record, signs it with its own
-        log index, and appends it; returns once all of them are durable (one group commit).
+    def record_decisions(
+        self, decisions: Sequence[tuple[DecisionRecord, dict[str, Any]]], *, hide: Sequence[Pointers] = ()
+    ) -> list[Signed]:
+        """For each ``(record, input_doc)``: masks the input into the record (the static pointers,
+        and the policy's ``hide`` for that decision), signs it with its own log index, and appends
+        it; returns once all of them are durable (one group commit).
 
         Raises:
             LedgerUnavailable: not durable; the caller must not answer ALLOW.
@@ -166,8 +170,9 @@ class Recorder:
         span = trace.get_current_span().get_span_context()
         made: list[str] = []
         makers = []
-        for given, input_doc in decisions:
-            shown, masked, erased = redact(input_doc, mask=self._mask, erase=self._erase)
+        for i, (given, input_doc) in enumerate(decisions):
+            extra = hide[i] if hide else NONE
+            shown, masked, erased = redact(input_doc, mask=self._mask + extra.mask, erase=self._erase + extra.erase)
             record = dataclasses.replace(
                 given,
                 input=shown,
@@ -237,6 +242,16 @@ class Recorder:
             with self._lock:
                 self._reported.discard(decision_id)
             raise
+        return Signed(made[-1], i)
+
+    def record_shadow(self, record: ShadowRecord) -> Signed:
+        """Appends a shadow candidate's divergence (:mod:`pdp.policy.shadow`), linked to its decision.
+
+        Raises:
+            LedgerUnavailable: not durable.
+        """
+        made: list[str] = []
+        i = self.log.append(functools.partial(self._sign_at, record, made))
         return Signed(made[-1], i)
 
     def prove(self, decision_id: str) -> Proven:

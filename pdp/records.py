@@ -114,24 +114,47 @@ def digest(value: Any) -> str:
 def redact(
     input_doc: dict[str, Any], *, mask: Sequence[str], erase: Sequence[str]
 ) -> tuple[dict[str, Any], list[str], list[str]]:
-    """A copy of the input with JSON pointers masked or erased, and the pointers that applied."""
+    """A copy of the input with JSON pointers masked or erased (through objects and arrays), and
+    the pointers that applied."""
     if not mask and not erase:
         return input_doc, [], []
     doc = copy.deepcopy(input_doc)
-    masked = [p for p in mask if _apply(doc, p, erase=False)]
-    erased = [p for p in erase if _apply(doc, p, erase=True)]
-    return doc, masked, erased
+    masked = [p for p in dict.fromkeys(mask) if _apply(doc, p, erase=False)]
+    # Later array elements first, so that erasing one does not move the next one named.
+    erased = [p for p in sorted(set(erase), key=_order, reverse=True) if _apply(doc, p, erase=True)]
+    return doc, masked, sorted(erased)
 
 
-def _apply(doc: dict[str, Any], pointer: str, *, erase: bool) -> bool:
-    parts = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
-    node: Any = doc
-    for t in parts[:-1]:
-        node = node.get(t) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or not parts or parts[-1] not in node:
+def _order(pointer: str) -> list[tuple[int, int | str]]:
+    return [(0, int(t)) if t.isdigit() else (1, t) for t in pointer.split("/")]
+
+
+def _apply(doc: Any, pointer: str, *, erase: bool) -> bool:
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
+    if not tokens:
+        return False
+    node = doc
+    for t in tokens[:-1]:
+        node = _child(node, t)
+        if node is None:
+            return False
+    last = tokens[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        key: int | str = int(last)
+    elif isinstance(node, dict) and last in node:
+        key = last
+    else:
         return False
     if erase:
-        del node[parts[-1]]
+        del node[key]
     else:
-        node[parts[-1]] = MASK
+        node[key] = MASK
     return True
+
+
+def _child(node: Any, token: str) -> Any:
+    if isinstance(node, dict):
+        return node.get(token)
+    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+        return node[int(token)]
+    return None

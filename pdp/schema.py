@@ -21,6 +21,7 @@ from pdp.errors import RecordError
 
 TYP_DECISION = "pdp-decision+jws"
 TYP_OUTCOME = "pdp-outcome+jws"
+TYP_SHADOW = "pdp-shadow+jws"
 SCHEMA_VERSION = 1
 
 
@@ -223,16 +224,10 @@ class OutcomeReport:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class OutcomeRecord:
-    """An outcome report as logged, linked to its decision record by index and digest."""
+class _Linked:
+    """What an outcome report and a shadow record share: the link to their decision record by its
+    log index and the SHA-256 of its exact bytes, and their own time, token id and log index."""
 
-    TYP: ClassVar[str] = TYP_OUTCOME
-    KIND: ClassVar[str] = "outcome"
-
-    decision_id: str
-    timestamp: str
-    outcome: OutcomeReport
-    requested_by: str
     decision_log_index: str
     decision_record_digest: str
     iat: int
@@ -243,6 +238,39 @@ class OutcomeRecord:
         """This record as signed for log index ``log_index``."""
         return dataclasses.replace(self, log_index=str(log_index))
 
+    def _link(self) -> dict[str, Any]:
+        return {
+            "decision_log_index": self.decision_log_index,
+            "decision_record_digest": self.decision_record_digest,
+            "iat": self.iat,
+            "jti": self.jti,
+            "log_index": self.log_index,
+        }
+
+    @staticmethod
+    def _link_from(pdp: Mapping[str, Any]) -> dict[str, Any]:
+        w = "pdp."
+        return {
+            "decision_log_index": _field(pdp, "decision_log_index", str, w),
+            "decision_record_digest": _field(pdp, "decision_record_digest", str, w),
+            "iat": _field(pdp, "iat", int, w),
+            "jti": _field(pdp, "jti", str, w),
+            "log_index": _field(pdp, "log_index", str, w),
+        }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutcomeRecord(_Linked):
+    """An outcome report as logged, linked to its decision record by index and digest."""
+
+    TYP: ClassVar[str] = TYP_OUTCOME
+    KIND: ClassVar[str] = "outcome"
+
+    decision_id: str
+    timestamp: str
+    outcome: OutcomeReport
+    requested_by: str
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "decision_id": self.decision_id,
@@ -251,11 +279,7 @@ class OutcomeRecord:
             "requested_by": self.requested_by,
             "pdp": {
                 "type": self.KIND,
-                "decision_log_index": self.decision_log_index,
-                "decision_record_digest": self.decision_record_digest,
-                "iat": self.iat,
-                "jti": self.jti,
-                "log_index": self.log_index,
+                **self._link(),
             },
         }
 
@@ -267,25 +291,74 @@ class OutcomeRecord:
             RecordError: a field is missing or of the wrong type (the message names it).
         """
         pdp = _object(claims, "pdp")
-        w = "pdp."
         return cls(
             decision_id=_field(claims, "decision_id", str),
             timestamp=_field(claims, "timestamp", str),
             outcome=OutcomeReport.from_dict(_object(claims, "outcome")),
             requested_by=_field(claims, "requested_by", str),
-            decision_log_index=_field(pdp, "decision_log_index", str, w),
-            decision_record_digest=_field(pdp, "decision_record_digest", str, w),
-            iat=_field(pdp, "iat", int, w),
-            jti=_field(pdp, "jti", str, w),
-            log_index=_field(pdp, "log_index", str, w),
+            **cls._link_from(pdp),
         )
 
 
-Record = DecisionRecord | OutcomeRecord
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ShadowRecord(_Linked):
+    """A shadow candidate's divergence from a live decision (:mod:`pdp.policy.shadow`), linked to
+    the decision record by index and digest. It carries no input and is never a decision: a PEP
+    that checks ``typ`` cannot mistake it for one."""
+
+    TYP: ClassVar[str] = TYP_SHADOW
+    KIND: ClassVar[str] = "shadow"
+
+    decision_id: str
+    timestamp: str
+    bundles: dict[str, dict[str, str]]  # the candidate's revisions
+    result: dict[str, Any]  # the candidate's decision document
+    divergence: str  # allow->deny, deny->allow, ..., reasons
+    live: dict[str, Any]  # {outcome, reasons}
+    candidate: dict[str, Any]  # {outcome, reasons, indeterminate, error_code}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "timestamp": self.timestamp,
+            "bundles": self.bundles,
+            "result": self.result,
+            "pdp": {
+                "type": self.KIND,
+                "kind": self.divergence,
+                "live": self.live,
+                "candidate": self.candidate,
+                **self._link(),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, claims: Mapping[str, Any]) -> ShadowRecord:
+        """Reads verified claims.
+
+        Raises:
+            RecordError: a field is missing or of the wrong type (the message names it).
+        """
+        pdp = _object(claims, "pdp")
+        w = "pdp."
+        return cls(
+            decision_id=_field(claims, "decision_id", str),
+            timestamp=_field(claims, "timestamp", str),
+            bundles=_object(claims, "bundles"),
+            result=_object(claims, "result"),
+            divergence=_field(pdp, "kind", str, w),
+            live=_object(pdp, "live", w),
+            candidate=_object(pdp, "candidate", w),
+            **cls._link_from(pdp),
+        )
+
+
+Record = DecisionRecord | OutcomeRecord | ShadowRecord
 """Any record the PDP signs and logs."""
 
-RECORD_TYPES: dict[str, type[DecisionRecord] | type[OutcomeRecord]] = {
+RECORD_TYPES: dict[str, type[DecisionRecord] | type[OutcomeRecord] | type[ShadowRecord]] = {
     TYP_DECISION: DecisionRecord,
     TYP_OUTCOME: OutcomeRecord,
+    TYP_SHADOW: ShadowRecord,
 }
 """Each record class by its JWS ``typ``."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from pdp.opa import UnixHTTPConnection
+from pdp.policy.bundles import SigningKey, verification_args
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +41,45 @@ def _die_with_parent() -> None:
         _prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Stops a child process if it runs: SIGTERM, then SIGKILL after 5 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class OpaSidecar:
-    """One OPA server process serving a bundle directory.
+    """One OPA server process serving a bundle directory or a signed bundle file.
 
     Args:
         opa_bin: the ``opa`` binary (path or name on ``PATH``).
-        bundle: the bundle directory (``rego/``).
+        bundle: the bundle directory (``rego/``) or tarball; None when the configuration
+            file makes OPA poll a bundle server instead.
         addr: ``host:port`` or ``unix:///path`` to listen on.
-        config_file: an OPA configuration file (e.g. distributed tracing), or None.
+        config_file: an OPA configuration file (e.g. distributed tracing, bundle polling), or None.
         log_file: where OPA's own log goes; None inherits this process's stderr.
+        verification_key: OPA refuses a ``bundle`` this key did not sign (and an unsigned one).
+        bundles_ready: :meth:`start` waits until the configured bundles are activated
+            (``/health?bundles``), not only until OPA answers.
     """
 
     def __init__(
         self,
         *,
         opa_bin: str,
-        bundle: Path,
+        bundle: Path | None,
         addr: str,
         config_file: Path | None = None,
         log_file: IO[bytes] | None = None,
+        verification_key: SigningKey | None = None,
+        bundles_ready: bool = False,
     ) -> None:
+        self._health_path = "/health?bundles" if bundles_ready else "/health"
         resolved = shutil.which(opa_bin)
         if resolved is None:
             raise FileNotFoundError(f"no opa binary at {opa_bin!r} (run `make tools`, or set PDP_OPA_BIN)")
@@ -68,6 +88,7 @@ class OpaSidecar:
         self.addr = addr
         self.config_file = config_file
         self._log_file = log_file
+        self.verification_key = verification_key
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,7 +107,10 @@ class OpaSidecar:
             cmd += ["--config-file", str(self.config_file)]
         # Policy tests live beside the policy (rego/**/x_test.rego) but are not policy: they
         # are never loaded into a serving OPA.
-        cmd += ["--ignore", "*_test.rego", "--bundle", str(self.bundle)]
+        if self.verification_key is not None:
+            cmd += verification_args(self.verification_key)
+        if self.bundle is not None:
+            cmd += ["--ignore", "*_test.rego", "--bundle", str(self.bundle)]
         log.debug("starting %s", " ".join(cmd))
         self.process = subprocess.Popen(
             cmd,
@@ -113,7 +137,7 @@ class OpaSidecar:
         else:
             conn = http.client.HTTPConnection(self.addr, timeout=1.0)
         try:
-            conn.request("GET", "/health")
+            conn.request("GET", self._health_path)
             return conn.getresponse().status == 200
         except OSError:
             return False
@@ -122,14 +146,7 @@ class OpaSidecar:
 
     def stop(self) -> None:
         """Stops OPA: SIGTERM, then SIGKILL after 5 s."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> OpaSidecar:
         self.start()

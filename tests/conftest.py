@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from pdp import keys
 from pdp.config import Settings
+from pdp.policy.bundles import SigningKey
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import decision_pb2_grpc as pb_grpc
@@ -48,7 +49,12 @@ def start_opa(opa_bin: str, tmp_path: Path) -> Iterator[Callable[..., OpaSidecar
     """Starts real OPA processes; stops them all at the end of the test."""
     started: list[OpaSidecar] = []
 
-    def start(bundle: Path = BUNDLE, addr: str | None = None, config: dict[str, Any] | None = None) -> OpaSidecar:
+    def start(
+        bundle: Path | None = BUNDLE,
+        addr: str | None = None,
+        config: dict[str, Any] | None = None,
+        key: SigningKey | None = None,
+    ) -> OpaSidecar:
         config_file = None
         if config is not None:
             config_file = tmp_path / f"opa-config-{len(started)}.json"
@@ -60,6 +66,7 @@ def start_opa(opa_bin: str, tmp_path: Path) -> Iterator[Callable[..., OpaSidecar
             addr=addr or f"127.0.0.1:{free_port()}",
             config_file=config_file,
             log_file=log_file,
+            verification_key=key,  # a signed bundle: OPA refuses one this key did not sign
         )
         started.append(sidecar)
         sidecar.start()

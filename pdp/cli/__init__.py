@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pdp import __version__
-from pdp.cli import audit, decide, dev, keys, serve
+from pdp.cli import audit, decide, dev, keys, policy, serve
 from pdp.cli.base import Register
 from pdp.errors import ConfigError, PdpError
 from pdp.pep import cli as mcp_proxy
@@ -27,6 +27,7 @@ COMMANDS: list[Register] = [
     audit.register,
     mcp_proxy.register,
     report.register,
+    policy.register,  # after report: adds to its `pdp policy` group
 ]
 """Each command group's ``register``, in the order ``pdp --help`` lists them."""
 

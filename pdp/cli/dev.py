@@ -15,6 +15,7 @@ from pdp import keys
 from pdp.cli import serve
 from pdp.cli.base import Subcommands, log, setup_logging
 from pdp.config import Settings
+from pdp.policy import bundles
 from pdp.sidecar import OpaSidecar
 from pdp.telemetry import opa_tracing_config
 
@@ -32,6 +33,7 @@ def register(sub: Subcommands) -> None:
         help="where the OPA sidecar listens (default: a unix socket in a new 0700 directory only this user can "
         "enter; a host:port opens OPA's REST API to everyone on the host)",
     )
+    d.add_argument("--shadow-bundle", type=Path, help="a candidate bundle directory evaluated beside the live one")
     d.set_defaults(func=run)
 
 
@@ -44,30 +46,44 @@ def run(args: argparse.Namespace) -> int:
     if not (args.bundle / ".manifest").is_file():
         print(f"pdp dev: {args.bundle} is not a bundle directory (no .manifest)", file=sys.stderr)
         return 2
-    # OPA joins the PDP's traces when the PDP exports them (OTLP over gRPC).
-    config_file = None
-    tracing = opa_tracing_config()
-    if tracing is not None:
-        fd, name = tempfile.mkstemp(prefix="pdp-opa-", suffix=".yaml")
-        with os.fdopen(fd, "w") as f:
-            json.dump(tracing, f)  # JSON is YAML
-        config_file = Path(name)
-    private = None
-    addr = args.opa_addr
-    if not addr:  # OPA's REST API reads all policy and data and takes writes: only this user may reach it
-        private = Path(tempfile.mkdtemp(prefix="pdp-opa-"))  # mode 0700
-        addr = f"unix://{private / 'opa.sock'}"
-    else:
+    # The bundle is signed with a dev key (beside the key dir, in bundle-key/) and OPA verifies it
+    # through its configuration, as in production; OPA joins the PDP's traces when the PDP exports them.
+    built, config = bundles.dev_bundle(args.bundle, base.key_dir.parent, opa_bin=base.opa_bin)
+    config.update(opa_tracing_config() or {})
+    fd, name = tempfile.mkstemp(prefix="pdp-opa-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)  # JSON is YAML
+    config_file = Path(name)
+    # OPA's REST API reads all policy and data and takes writes: by default only this user may reach
+    # it, on unix sockets in a new 0700 directory (removed on the way out).
+    private = Path(tempfile.mkdtemp(prefix="pdp-opa-"))
+    addr = args.opa_addr or f"unix://{private / 'opa.sock'}"
+    if args.opa_addr:
         log.warning("OPA's REST API on %s: anyone who can reach it reads all policy and data", addr)
-    sidecar = OpaSidecar(opa_bin=base.opa_bin, bundle=args.bundle, addr=addr, config_file=config_file)
-    sidecar.start()
-    log.info("OPA sidecar on %s serving bundle %s", sidecar.url, args.bundle)
+    sidecar = OpaSidecar(opa_bin=base.opa_bin, bundle=None, addr=addr, config_file=config_file, bundles_ready=True)
+    shadow = None
+    if args.shadow_bundle is not None:
+        shadow = OpaSidecar(opa_bin=base.opa_bin, bundle=args.shadow_bundle, addr=f"unix://{private / 'shadow.sock'}")
     try:
-        return serve.run(dataclasses.replace(base, opa_url=sidecar.url))
+        sidecar.start()
+        log.info(
+            "OPA sidecar on %s serving %s (revision %r of %s) signed by key %s",
+            sidecar.url,
+            built.path,
+            built.revision,
+            args.bundle,
+            built.key_id,
+        )
+        settings = dataclasses.replace(base, opa_url=sidecar.url)
+        if shadow is not None:
+            shadow.start()
+            log.info("shadow candidate %s on OPA %s", args.shadow_bundle, shadow.url)
+            settings = dataclasses.replace(settings, shadow_opa_url=shadow.url)
+        return serve.run(settings)
     finally:
-        sidecar.stop()
+        for s in (shadow, sidecar):
+            if s is not None:
+                s.stop()
         log.info("OPA sidecar stopped")
-        if config_file is not None:
-            config_file.unlink(missing_ok=True)
-        if private is not None:
-            shutil.rmtree(private, ignore_errors=True)
+        config_file.unlink(missing_ok=True)
+        shutil.rmtree(private, ignore_errors=True)

@@ -7,7 +7,7 @@ import socket
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pdp import limits
@@ -22,6 +22,8 @@ from pdp.grpc.tls import server_credentials
 from pdp.http.face import HttpFace
 from pdp.keys import KeyRing, id_secret
 from pdp.opa import OpaClient
+from pdp.policy.pipeline import Lifecycle, policy_lifecycle
+from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
 from pdp.telemetry import Telemetry
@@ -38,6 +40,7 @@ class PdpServer:
     store: StateStore
     telemetry: Telemetry
     http: HttpFace | None = None  # the AuthZEN face (PDP_HTTP_LISTEN), or None
+    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)  # bundle watch, policy masks, shadow
     roles: RoleMap = dataclasses.field(default_factory=lambda: RoleMap.default(mtls=False))
     health_server: grpc.Server | None = None  # PDP_HEALTH_LISTEN: grpc.health.v1 only, plaintext
     health_port: int = 0
@@ -59,6 +62,7 @@ class PdpServer:
         if self.health_server is not None:
             self.health_server.stop(0).wait()
         self.monitor.stop()
+        self.lifecycle.close()  # the shadow's queue drains into the log before it closes
         self.recorder.close()
         self.store.close()
         self.telemetry.shutdown()
@@ -118,8 +122,15 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         maximum_concurrent_rpcs=settings.workers * 64,
         interceptors=[*([telemetry.server_interceptor()] if telemetry.exporting else []), AuthzInterceptor(roles)],
     )
+    lifecycle = policy_lifecycle(settings, telemetry.meter_provider, recorder.record_shadow)
     decider = Decider(
-        opa=OpaClient(settings.opa_url, settings.decision_path, telemetry, batch_path=settings.batch_path),
+        # With policy masking on, one evaluation answers the decision and its masks (pdp.policy.masking).
+        opa=OpaClient(
+            settings.opa_url,
+            settings.mask_path or settings.decision_path,
+            telemetry,
+            batch_path=settings.mask_batch_path if settings.mask_path else settings.batch_path,
+        ),
         recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
@@ -128,6 +139,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_batch=settings.max_batch,
         store=store,
         rate_limiter=limits.RateLimiter(rate=settings.decide_rate, burst=settings.decide_burst),
+        lifecycle=lifecycle,
     )
     add_service(
         DecisionServicer(
@@ -138,6 +150,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    health_servicer.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         port = _bind(server, settings)
         health_server, health_port = _health_listener(settings, health_servicer)
@@ -153,6 +166,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
         allow_api_data=settings.allow_opa_api_data,
+        bundles=lifecycle.watch,
     )
     http = None
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
@@ -165,6 +179,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         store=store,
         telemetry=telemetry,
         http=http,
+        lifecycle=lifecycle,
         roles=roles,
         health_server=health_server,
         health_port=health_port,

@@ -10,6 +10,8 @@ from grpc_health.v1 import health, health_pb2
 
 from pdp.errors import NoVerdict
 from pdp.opa import OpaClient
+from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
+from pdp.policy.watch import BundleWatch
 from pdp.recorder import Recorder
 from pdp.state import StateStore
 from pdp.v1 import decision_pb2 as pb
@@ -32,6 +34,7 @@ class OpaHealthMonitor:
         timeout_s: longest wait for one check.
         allow_api_data: policy or data in OPA outside the bundle is expected (PDP_ALLOW_OPA_API_DATA);
             otherwise it means someone wrote into OPA's API, and the PDP stops serving.
+        bundles: reports refused bundle loads (health service ``pdp.policy``, metric, log line).
     """
 
     def __init__(
@@ -44,8 +47,10 @@ class OpaHealthMonitor:
         interval_s: float,
         timeout_s: float,
         allow_api_data: bool = False,
+        bundles: BundleWatch | None = None,
     ) -> None:
         self._opa, self._recorder, self._store, self._health = opa, recorder, store, health_servicer
+        self._bundles = bundles
         self._interval, self._timeout = interval_s, timeout_s
         self._allow_api_data = allow_api_data
         self._stop = threading.Event()
@@ -93,6 +98,10 @@ class OpaHealthMonitor:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
             self._health.set(name, status)
+        if self._bundles is not None:
+            # A refused reload leaves OPA serving the last good policy: the PDP serves too, and says so.
+            refused = bool(self._bundles.check()) or not serving
+            self._health.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING if refused else status)
         return serving
 
     def _run(self) -> None:

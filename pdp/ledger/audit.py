@@ -2,9 +2,9 @@
 
 Checks, in order, and stops at the first problem, naming the entry, file and offset:
 every frame's length and CRC; every entry's JWS signature (by a key in the JWKS, ``typ`` a
-decision or outcome record) and that its signed ``log_index`` is its position (so an entry moved,
-dropped or inserted is caught where it happens); every outcome report links to an earlier
-decision record by digest; every checkpoint's signature, origin and root against the root
+decision, outcome or shadow record) and that its signed ``log_index`` is its position (so an entry
+moved, dropped or inserted is caught where it happens); every outcome report and shadow record
+links to an earlier decision record by digest; every checkpoint's signature, origin and root against the root
 re-derived at its size, and consistency proofs between successive checkpoints.
 """
 
@@ -23,7 +23,7 @@ from pdp.ledger import checkpoint, merkle
 from pdp.ledger.checkpoint import note_verifiers
 from pdp.ledger.files import CHECKPOINTS, read_frames, segment_name, segments
 from pdp.records import header_typ, verify
-from pdp.schema import TYP_DECISION, TYP_OUTCOME, RecordHead
+from pdp.schema import TYP_DECISION, TYP_OUTCOME, TYP_SHADOW, RecordHead
 
 __all__ = ["AuditError", "AuditReport", "verify_log"]
 
@@ -60,7 +60,7 @@ def verify_log(
     by_size = {cp.size: cp for cp in notes}
     tree = merkle.CompactTree()
     decisions: dict[str, str] = {}
-    counts = {"decision": 0, "outcome": 0}
+    counts = {"decision": 0, "outcome": 0, "shadow": 0}
     files = segments(directory)
     for no, path in enumerate(files):
         if path.name != segment_name(no):
@@ -97,7 +97,7 @@ def verify_log(
 
 def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str, str], where: str) -> str:
     token = payload.decode(errors="replace")
-    typ = TYP_OUTCOME if header_typ(token) == TYP_OUTCOME else TYP_DECISION
+    typ = next((t for t in (TYP_OUTCOME, TYP_SHADOW) if header_typ(token) == t), TYP_DECISION)
     try:
         head = RecordHead.from_dict(verify(token, keys, typ=typ))
     except RecordError as e:
@@ -111,9 +111,11 @@ def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str
     if typ == TYP_DECISION:
         decisions[head.decision_id] = sha256_digest(payload)
         return "decision"
+    kind = "outcome" if typ == TYP_OUTCOME else "shadow"
     if decisions.get(head.decision_id) != head.decision_record_digest:
-        raise AuditError("the outcome report does not link to an earlier decision record", index=index, where=where)
-    return "outcome"
+        what = "outcome report" if kind == "outcome" else "shadow record"
+        raise AuditError(f"the {what} does not link to an earlier decision record", index=index, where=where)
+    return kind
 
 
 def _checkpoints(directory: Path, keys: dict[str, Any]) -> list[checkpoint.Checkpoint]:

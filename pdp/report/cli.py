@@ -26,8 +26,8 @@ def register(sub: Any) -> None:
     r = sub.add_parser("report", help="governance report (HTML + JSON) computed from a verified decision log")
     r.add_argument("log_dir", type=Path, help="the log directory (PDP_LOG_DIR)")
     r.add_argument("--jwks", type=Path, required=True, help="the JWKS file (PDP_KEY_DIR/jwks.json, or GetJwks)")
-    r.add_argument("--since", type=_time, help="first decision time in the period (RFC 3339 or a date; UTC)")
-    r.add_argument("--until", type=_time, help="end of the period, exclusive (RFC 3339 or a date; UTC)")
+    r.add_argument("--since", type=time_arg, help="first decision time in the period (RFC 3339 or a date; UTC)")
+    r.add_argument("--until", type=time_arg, help="end of the period, exclusive (RFC 3339 or a date; UTC)")
     r.add_argument("--out", type=Path, default=Path("report"), help="output directory (default: %(default)s)")
     r.add_argument(
         "--bundle", type=Path, help="policy bundle: link reason codes to its catalog, list rules never fired"
@@ -47,7 +47,8 @@ def add_catalog(policy_sub: Any) -> None:
     c.set_defaults(func=_catalog)
 
 
-def _time(text: str) -> float:
+def time_arg(text: str) -> float:
+    """An RFC 3339 time or a date (UTC when it names no zone) as epoch seconds, for argparse."""
     try:
         t = datetime.datetime.fromisoformat(text)
     except ValueError:
