@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,11 +120,58 @@ def mutated(draw: st.DrawFn) -> bytes:
 inputs = st.one_of(st.binary(max_size=512), mutated(), mutated(), structured())
 
 
+_HOSTILE: list[Any] = [
+    math.nan,
+    math.inf,
+    -math.inf,
+    -0.0,
+    1e308,
+    "",
+    "\u0000",
+    "\ud7ff\ue000\U0010ffff",
+    "x" * 20_000,
+    list(range(1500)),
+    _deep(40),
+    {"k" * 300: 1},
+    [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]],
+    None,
+    True,
+]
+
+
+_BENIGN: list[Any] = [0, 1.5, 250_000, "DE89370400440532013000", "acme corp", ["a", "b"], {"x": 1}, False]
+
+
+def _field_variant(data: bytes, rng: random.Random) -> bytes | None:
+    """A request (``data``, or a seed when ``data`` is not one) with one field set to a plain or a
+    hostile value; None when protobuf's own Struct will not take the value."""
+    try:
+        req = pb.DecideRequest.FromString(data)
+    except message.DecodeError:
+        req = pb.DecideRequest.FromString(rng.choice(SEEDS))
+    req.request_id = rng.choice(["", f"fuzz-{rng.getrandbits(64):x}", "x" * 129, "bad id", req.request_id])
+    value = rng.choice(_HOSTILE if rng.random() < 0.5 else _BENIGN)
+    where = rng.choice([req.context.action.arguments, req.context.attributes])
+    try:
+        where.update({rng.choice(["amount", "to", "nested", "items", "ünïcode"]): value})
+    except (ValueError, TypeError):
+        return None
+    if rng.random() < 0.2:
+        req.context.risk.score = rng.choice([math.nan, -1.0, 100.0, 1e9])
+    if rng.random() < 0.2:
+        req.explain = rng.choice([0, 1, 2, 3, 9])
+    return req.SerializeToString()
+
+
 def variants(data: bytes, seed: int, n: int) -> list[bytes]:
-    """``data`` and ``n - 1`` variants of it, each a few random edits away (deterministic in ``seed``)."""
+    """``data`` and ``n - 1`` variants of it: half with one field set to a hostile value, half a few
+    random byte edits away (deterministic in ``seed``)."""
     rng = random.Random(seed)
     out = [data]
-    for _ in range(n - 1):
+    for i in range(n - 1):
+        if i % 2 and (field := _field_variant(data, rng)) is not None:
+            out.append(field)
+            continue
         v = bytearray(data)
         for _ in range(rng.randint(1, 4)):
             at = rng.randrange(len(v) + 1)
