@@ -187,9 +187,9 @@ class Recorder:
 
         indexes = self.log.append_all(makers)
         with self._lock:
-            for (record, input_doc), index in zip(decisions, indexes, strict=True):
+            for (record, _), index in zip(decisions, indexes, strict=True):
                 self._index[record.decision_id] = index
-                self._owner[record.decision_id] = identity_of(input_doc["caller"])
+                self._owner[record.decision_id] = identity_of(record.pdp.caller)
         return [Signed(record, index) for record, index in zip(made, indexes, strict=True)]
 
     def _sign_at(self, record: Record, made: list[str], index: int) -> bytes:
