@@ -81,7 +81,9 @@ policy-check: $(OPA) $(REGAL) ## opa fmt, opa check --strict, opa test with cove
 	$(OPA) check --strict rego
 	$(OPA) test --coverage --threshold $(COVERAGE) rego > /dev/null || \
 	  { $(OPA) test rego; echo "policy coverage is below $(COVERAGE)%: see rego/README.md"; exit 1; }
+	$(REGAL) test .regal/rules > /dev/null || $(REGAL) test .regal/rules
 	$(REGAL) lint rego
+	python3 .regal/asserted_check.py --opa $(OPA) rego
 	$(MAKE) --no-print-directory bundle-check BUNDLE=examples/authzen-todo
 
 # A further bundle (an example), checked on its own: its packages would clash with rego/'s.

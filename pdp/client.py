@@ -2,12 +2,18 @@
 
 A PEP must not act on an answer alone. :func:`verify` checks the record that came with it:
 signature by a key of the PDP's JWKS, record type, expiry, that the record is bound to the very
-action about to run (its action digest, recomputed here from the action), and that the record
-was not seen before (replay). Only then is its outcome the PEP's to enforce::
+action about to run (its action digest, recomputed here from the action) or, better, to the
+whole request the PEP sent (its request digest: the action plus everything else it said,
+tokens included), that it was made for this PEP (its audience), and that the record was not
+seen before (replay). Only then is its outcome the PEP's to enforce::
 
     resp = client.decide(request)
-    decision = verify(resp.record, jwks, action=request.context, replay=cache)
+    decision = verify(resp.record, jwks, request=request, audience="spiffe://example.org/pep", replay=cache)
     if decision.outcome == "allow": ...
+
+The replay cache is a :class:`ReplayCache`: :class:`MemoryReplayCache` for one PEP process, or a
+shared backend (one implementation of the same protocol) so a PEP's replicas refuse a record any
+of them has used.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any, Protocol
 import grpc
 
 from pdp.context import Caller, build_input
+from pdp.digest import request_digest
 from pdp.errors import RecordError, VerificationError
 from pdp.keys import public_keys
 from pdp.records import verify as verify_jws
@@ -40,8 +47,15 @@ __all__ = [
 
 
 class ReplayCache(Protocol):
-    def first_use(self, jti: str, expires_at: int) -> bool:
-        """Records ``jti``; False if it was seen before."""
+    """Where a PEP remembers the records it has acted on, until they expire.
+
+    Implementations may be shared by several PEP replicas; ``first_use`` must then be atomic
+    across all of them (one winner per key).
+    """
+
+    def first_use(self, key: str, expires_at: int, /) -> bool:
+        """Records ``key`` (a record's ``jti``) until ``expires_at`` (Unix seconds); False if it
+        was recorded before and has not expired. Positional: implementations name them freely."""
 
 
 class MemoryReplayCache:
@@ -51,13 +65,13 @@ class MemoryReplayCache:
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def first_use(self, jti: str, expires_at: int) -> bool:
+    def first_use(self, key: str, expires_at: int) -> bool:
         now = int(time.time())
         with self._lock:
             self._seen = {k: exp for k, exp in self._seen.items() if exp >= now}
-            if jti in self._seen:
+            if key in self._seen:
                 return False
-            self._seen[jti] = expires_at
+            self._seen[key] = expires_at
             return True
 
 
@@ -75,23 +89,40 @@ def digest_of(context: pb.ActionContext) -> str:
     """The action digest of an action context, computed exactly as the PDP does."""
     request = pb.DecideRequest(context=context)
     doc = build_input(request, caller=Caller(authenticated=False, peer=""), request_time="", max_depth=64)
-    return str(doc["action_digest"])
+    return str(doc["bound"]["action_digest"])
 
 
 def verify(
     record: str,
     jwks: dict[str, Any],
     *,
-    action: pb.ActionContext,
+    action: pb.ActionContext | None = None,
+    request: pb.DecideRequest | None = None,
+    audience: str | None = None,
     replay: ReplayCache,
     now: float | None = None,
     leeway_s: int = 5,
 ) -> VerifiedDecision:
     """Checks a decision record against the action about to run.
 
+    Args:
+        record: the compact JWS from the answer.
+        jwks: the PDP's public keys (``Client.jwks``).
+        action: the action about to run: the record must carry its action digest.
+        request: the whole DecideRequest sent: the record must carry its request digest (and
+            its action's digest). Give this or ``action`` (or both).
+        audience: the name this PEP is known by to the PDP (its certificate's SPIFFE ID or
+            subject): the record must have been made for it. None skips the check.
+        replay: remembers used records.
+        now: the time to check expiry against (default: now).
+        leeway_s: clock skew tolerated.
+
     Raises:
-        VerificationError: signature, key, type, expiry, action binding or replay failed.
+        VerificationError: signature, key, type, expiry, request/action binding, audience or
+            replay failed.
     """
+    if action is None and request is None:
+        raise VerificationError("give the action or the request the record must answer")
     if not record:
         raise VerificationError("no record: the decision was not recorded, so it must not be acted on")
     try:
@@ -102,8 +133,15 @@ def verify(
     t = int(time.time() if now is None else now)
     if t > pdp.exp + leeway_s:
         raise VerificationError("the record has expired")
-    if pdp.action_digest != digest_of(action):
+    if request is not None:
+        if pdp.request_digest != request_digest(request):
+            raise VerificationError("the record is for a different request")
+        if pdp.action_digest != digest_of(request.context):
+            raise VerificationError("the record is for a different action")
+    if action is not None and pdp.action_digest != digest_of(action):
         raise VerificationError("the record is for a different action")
+    if audience is not None and pdp.aud != audience:
+        raise VerificationError(f"the record was made for {pdp.aud!r}, not for {audience!r}")
     if not replay.first_use(pdp.jti, pdp.exp + leeway_s):
         raise VerificationError("the record was already used (replay)")
     return VerifiedDecision(

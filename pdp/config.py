@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pdp.errors import ConfigError
+from pdp.trust import TrustConfig
 
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -87,6 +88,8 @@ class Settings:
             raise ConfigError("PDP_STATE_URL or PDP_STATE_DIR is required when PDP_LOG_DIR is not set")
         return self.log_dir.parent / "state"
 
+    trust: TrustConfig = dataclasses.field(default_factory=TrustConfig)
+
     def check_exposure(self) -> str:
         """What ``pdp serve`` must say loudly before it listens without TLS beyond loopback ("" nothing).
 
@@ -113,7 +116,7 @@ class Settings:
         return any(a and not _loopback(a) for a in (self.listen, self.http_listen))
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912, PLR0915
         """Reads the ``PDP_*`` variables.
 
         Raises:
@@ -189,6 +192,8 @@ class Settings:
         kw.update(_http(env))
         kw.update(_hardening(env))
         kw.update(_lifecycle(env))
+        if v := env.get("PDP_TRUST_FILE"):
+            kw["trust"] = TrustConfig.load(Path(v))  # validated now: a typo must not silently trust nothing
         settings = cls(**kw)  # type: ignore[arg-type]
         settings.check()
         return settings

@@ -1,8 +1,14 @@
-"""Request → OPA input: validate, normalise, and bind what the PDP itself knows.
+"""Request → OPA input (v2): validate, normalise, and say where every attribute comes from.
 
-The caller describes the action; the PDP adds what a caller must not be able to claim: the
-authenticated caller identity (from the TLS peer) and the request time (from the PDP's
-clock). Both go under keys the request cannot write.
+The input has four parts (the contract is ``docs/tokens.md`` and ``docs/trust-model.md``):
+
+- ``bound``: what the PDP itself knows and a caller cannot claim: the transport-authenticated
+  caller, the request time from the PDP's clock, the action digest it recomputes;
+- the question, at the top level (``agent.id``, ``action``, ``resource`` type and id): what is
+  being asked, covered by the action digest, so lying there only gets an answer to another question;
+- ``verified``: facts from tokens the PEP forwarded, each checked against a trusted issuer
+  (:mod:`pdp.trust`); a key is absent when no valid token gave it;
+- ``asserted``: everything else the caller says, which the policy may only use to be stricter.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from google.protobuf import struct_pb2
 from pdp import limits
 from pdp.digest import action_digest
 from pdp.errors import InvalidArgument
+from pdp.trust import TrustVerifier, Verified
 from pdp.v1 import decision_pb2 as pb
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+\-]{0,127}$")
 _PRINTABLE = re.compile(r"^[\x21-\x7e]{1,128}$")
 _TEXT_MAX = 1024
 _LIST_MAX = 64
+_NOTHING_TRUSTED = TrustVerifier()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +73,41 @@ class Caller:
         }
 
 
-def build_input(request: pb.DecideRequest, *, caller: Caller, request_time: str, max_depth: int) -> dict[str, Any]:
-    """Turns a DecideRequest into the OPA ``input`` document.
+def build_input(
+    request: pb.DecideRequest,
+    *,
+    caller: Caller,
+    request_time: str,
+    max_depth: int,
+    trust: TrustVerifier = _NOTHING_TRUSTED,
+) -> dict[str, Any]:
+    """Turns a DecideRequest into the OPA ``input`` document (see :func:`build`)."""
+    return build(request, caller=caller, request_time=request_time, max_depth=max_depth, trust=trust)[0]
+
+
+def build(
+    request: pb.DecideRequest,
+    *,
+    caller: Caller,
+    request_time: str,
+    max_depth: int,
+    trust: TrustVerifier = _NOTHING_TRUSTED,
+) -> tuple[dict[str, Any], Verified]:
+    """Turns a DecideRequest into the OPA ``input`` document, verifying its tokens.
 
     Args:
         request: the caller's request.
         caller: the transport-authenticated caller.
         request_time: RFC 3339 UTC time from the PDP's clock.
         max_depth: deepest nesting accepted inside Struct fields.
+        trust: the issuers tokens are verified against (default: none, nothing is verified).
+
+    Returns:
+        The input, and what verification found (incl. rejected tokens, for the record).
 
     Raises:
-        InvalidArgument: a field is missing or malformed; the message names it.
+        InvalidArgument: a field is missing or malformed; the message names it. A token that does
+            not verify is not malformed: it is rejected, and its fact is absent.
     """
     if request.request_id and not _PRINTABLE.match(request.request_id):
         raise InvalidArgument("request_id", "must be 1-128 printable ASCII characters without spaces")
@@ -88,27 +120,51 @@ def build_input(request: pb.DecideRequest, *, caller: Caller, request_time: str,
         raise InvalidArgument("context.agent", "is required")
     if not ctx.HasField("action"):
         raise InvalidArgument("context.action", "is required")
-    doc = {
-        "request_id": request.request_id,
-        "request_time": request_time,
-        "caller": caller.to_dict(),
-        "agent": _agent(ctx.agent),
-        "principal": _principal(ctx.principal),
-        "action": _action(ctx.action, max_depth),
-        "resource": _resource(ctx.resource),
-        "lineage": [
-            _lineage(e, f"context.lineage[{i}]") for i, e in enumerate(_bounded(ctx.lineage, "context.lineage"))
-        ],
-        "environment": _environment(ctx.environment),
-        "risk": _risk(ctx.risk),
-        "approvals": [
-            _approval(a, f"context.approvals[{i}]") for i, a in enumerate(_bounded(ctx.approvals, "context.approvals"))
-        ],
-        "purpose_of_use": _text(ctx.purpose_of_use, "context.purpose_of_use"),
-        "attributes": struct_value(ctx.attributes, "context.attributes", max_depth),
+    agent = _agent(ctx.agent)
+    action = _action(ctx.action, max_depth)
+    resource = _resource(ctx.resource)
+    doc: dict[str, Any] = {
+        "bound": {
+            "request_id": request.request_id,
+            "time": request_time,
+            "caller": caller.to_dict(),
+            "action_digest": "",
+            "approvals": [],  # PDP-verified approvals (issue 14)
+            "usage": {},  # budgets and usage counters (issue 20)
+        },
+        "agent": {"id": agent.pop("id")},
+        "action": action,
+        "resource": {"type": resource.pop("type"), "id": resource.pop("id")},
+        "verified": {},
+        "asserted": {
+            "agent": agent,
+            "principal": _principal(ctx.principal),
+            "resource": resource,
+            "destination": {"kind": _text(ctx.action.destination.kind, "context.action.destination.kind")},
+            "lineage": [
+                _lineage(e, f"context.lineage[{i}]") for i, e in enumerate(_bounded(ctx.lineage, "context.lineage"))
+            ],
+            "environment": _environment(ctx.environment),
+            "risk": _risk(ctx.risk),
+            # What the caller presents as approvals; unverified, so never a reason to allow.
+            "approvals": [
+                _approval(a, f"context.approvals[{i}]")
+                for i, a in enumerate(_bounded(ctx.approvals, "context.approvals"))
+            ],
+            "purpose_of_use": _text(ctx.purpose_of_use, "context.purpose_of_use"),
+            "attributes": struct_value(ctx.attributes, "context.attributes", max_depth),
+        },
     }
-    doc["action_digest"] = action_digest(doc)
-    return doc
+    digest = action_digest(doc)
+    doc["bound"]["action_digest"] = digest
+    verified = trust.verify(
+        action_digest=digest,
+        principal_token=ctx.principal_token,
+        risk_assertion=ctx.risk_assertion,
+        lineage_attestations=list(ctx.lineage_attestations),
+    )
+    doc["verified"] = verified.to_input()
+    return doc, verified
 
 
 def _agent(a: pb.Agent) -> dict[str, Any]:
@@ -134,10 +190,7 @@ def _action(a: pb.Action, max_depth: int) -> dict[str, Any]:
         "tool": _id(a.tool, "context.action.tool", required=True),
         "operation": _text(a.operation, "context.action.operation"),
         "arguments": struct_value(a.arguments, "context.action.arguments", max_depth),
-        "destination": {
-            "kind": _text(a.destination.kind, "context.action.destination.kind"),
-            "address": _text(a.destination.address, "context.action.destination.address"),
-        },
+        "destination": {"address": _text(a.destination.address, "context.action.destination.address")},
     }
 
 

@@ -16,19 +16,21 @@ from typing import Any
 
 from pdp.authz import identity_of
 from pdp.config import Settings
-from pdp.context import Caller, build_input
+from pdp.context import Caller, build
 from pdp.decision import Decision
+from pdp.digest import request_digest
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict
 from pdp.limits import RateLimiter
 from pdp.opa import OpaAnswer, OpaClient
 from pdp.policy.masking import Pointers
 from pdp.policy.pipeline import Lifecycle
 from pdp.policy.shadow import Live
-from pdp.recorder import Recorder, Signed, request_digest
+from pdp.recorder import Recorder, Signed
 from pdp.records import digest, unverified_claims
 from pdp.schema import DecisionClaims, DecisionRecord
 from pdp.state import StateStore
 from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, Telemetry
+from pdp.trust import TrustVerifier, Verified
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Verdict, fail_closed, interpret
 
@@ -55,6 +57,7 @@ class Decider:
         store: the shared state store (escalations, consumed approvals, budgets, suspensions).
         rate_limiter: decisions per caller per second (PDP_DECIDE_RATE); None: no limit.
         lifecycle: bundle key ids, policy-driven masks and the shadow candidate (:mod:`pdp.policy.pipeline`).
+        trust: verifies the tokens requests carry (default: no trusted issuer, nothing verified).
     """
 
     def __init__(
@@ -70,7 +73,9 @@ class Decider:
         store: StateStore | None = None,
         rate_limiter: RateLimiter | None = None,
         lifecycle: Lifecycle | None = None,
+        trust: TrustVerifier | None = None,
     ) -> None:
+        self._trust = trust or TrustVerifier()
         self._lifecycle = lifecycle or Lifecycle()
         self._opa = opa
         self._recorder = recorder
@@ -127,11 +132,16 @@ class Decider:
         self._rate.take(identity or caller.peer.rsplit(":", 1)[0], len(requests))
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         with self._tracer.start_as_current_span(SPAN_CONTEXT):
-            inputs = []
+            inputs: list[dict[str, Any]] = []
+            checked: list[Verified] = []
             for i, r in enumerate(requests):
                 with _naming(i if batch else None):
-                    inputs.append(build_input(r, caller=caller, request_time=now, max_depth=self._max_depth))
-        request_digests = [request_digest(doc) for doc in inputs]
+                    doc, verified = build(
+                        r, caller=caller, request_time=now, max_depth=self._max_depth, trust=self._trust
+                    )
+                inputs.append(doc)
+                checked.append(verified)
+        request_digests = [request_digest(r) for r in requests]  # the whole request, tokens included
         decision_ids = [
             self._recorder.decision_id(request_id=r.request_id, caller=identity, request_digest=d)
             for r, d in zip(requests, request_digests, strict=True)
@@ -147,7 +157,12 @@ class Decider:
             todo = [i for i, d in enumerate(decisions) if d is None]
             verdicts, hide = self._evaluate([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
-                self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict)
+                dataclasses.replace(
+                    self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict),
+                    principal_id=(checked[i].principal or {}).get("id", ""),
+                    trust=checked[i].summary(),
+                    audience=caller.audience,
+                )
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
             recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo], hide)
@@ -244,16 +259,20 @@ def _record_of(
         path=d.decision_path,
         result=v.to_dict(),
         bundles=bundles,  # revisions, and the key each bundle was verified with
-        timestamp=input_doc["request_time"],
+        timestamp=input_doc["bound"]["time"],
         metrics={"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
         pdp=DecisionClaims(
             request_id=d.request_id,
             request_digest=request_digest,
-            caller=input_doc["caller"],
-            agent=input_doc["agent"],
+            caller=input_doc["bound"]["caller"],
+            aud=d.audience,
+            agent={"id": input_doc["agent"]["id"], **input_doc["asserted"]["agent"]},
             tool=input_doc["action"]["tool"],
-            principal=input_doc["principal"]["id"],
-            action_digest=input_doc["action_digest"],
+            # The verified principal; the caller's word for it stays in the input (asserted).
+            principal=d.principal_id,
+            action_digest=input_doc["bound"]["action_digest"],
+            trust=d.trust,
+            facts=v.facts,
             outcome=v.outcome.value,
             reasons=tuple(r.code for r in v.reasons),
             obligations=tuple(o.to_dict() for o in v.obligations),

@@ -27,3 +27,7 @@ class Decision:
     opa_eval_ns: int = 0
     record: str = ""
     log_index: int = 0
+    # The trust model: the verified principal, what vouched for what, and the caller it was made for.
+    principal_id: str = ""
+    trust: dict[str, Any] = dataclasses.field(default_factory=dict)
+    audience: str = ""

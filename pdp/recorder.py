@@ -21,7 +21,7 @@ from pdp.errors import AlreadyReported, InvalidArgument, NotFound, PermissionDen
 from pdp.keys import KeyRing, public_keys
 from pdp.ledger.log import Log
 from pdp.policy.masking import NONE, Pointers
-from pdp.records import digest, redact, sign_record, unverified_claims
+from pdp.records import redact, sign_record, unverified_claims
 from pdp.schema import DecisionRecord, OutcomeRecord, OutcomeReport, Record, RecordHead, ShadowRecord
 
 
@@ -58,13 +58,6 @@ def decision_id(*, secret: bytes, request_id: str, caller: str, request_digest: 
     scope = f"caller\n{caller}" if caller else f"anonymous\n{request_digest}"
     mac = hmac.new(secret, f"{scope}\n{request_id}".encode(), hashlib.sha256).digest()
     return str(uuid.UUID(bytes=mac[:16], version=4))
-
-
-def request_digest(input_doc: dict[str, Any]) -> str:
-    """What makes two requests "the same": the input minus the PDP's clock and the peer address."""
-    same = {k: v for k, v in input_doc.items() if k not in ("request_time", "caller")}
-    same["caller_subject"] = input_doc["caller"]["subject"]
-    return digest(same)
 
 
 class Recorder:
@@ -180,7 +173,7 @@ class Recorder:
                 erased=tuple(erased),
                 trace_id=format(span.trace_id, "032x") if span.is_valid else "",
                 span_id=format(span.span_id, "016x") if span.is_valid else "",
-                requested_by=input_doc["caller"]["subject"] or input_doc["caller"]["peer"],
+                requested_by=input_doc["bound"]["caller"]["subject"] or input_doc["bound"]["caller"]["peer"],
                 pdp=dataclasses.replace(given.pdp, iat=now, exp=now + int(self._ttl), jti=str(uuid.uuid4())),
             )
             makers.append(functools.partial(self._sign_at, record, made))

@@ -82,9 +82,15 @@ class DecisionClaims:
     exp: int = 0
     jti: str = ""
     log_index: str = ""  # large integers travel as strings
+    # The trust model (docs/trust-model.md); absent from records written before it.
+    aud: str | None = None  # the caller the record was made for
+    trust: dict[str, Any] | None = None  # which issuers vouched for what, and rejected tokens
+    facts: dict[str, Any] | None = None  # the looked-up facts the policy rested on
 
     def to_dict(self) -> dict[str, Any]:
+        optional = {k: v for k, v in (("aud", self.aud), ("trust", self.trust), ("facts", self.facts)) if v is not None}
         return {
+            **optional,
             "type": DecisionRecord.KIND,
             "version": SCHEMA_VERSION,
             "request_id": self.request_id,
@@ -129,6 +135,9 @@ class DecisionClaims:
             exp=_field(pdp, "exp", int, w),
             jti=_field(pdp, "jti", str, w),
             log_index=_field(pdp, "log_index", str, w),
+            aud=_field(pdp, "aud", str, w) if "aud" in pdp else None,
+            trust=_object(pdp, "trust", w) if "trust" in pdp else None,
+            facts=_object(pdp, "facts", w) if "facts" in pdp else None,
         )
 
 

@@ -4,7 +4,8 @@ The contract (``rego/README.md``): the decision document is an object with
 ``outcome`` ∈ {"allow", "deny", "require_approval"}, ``reasons`` (a list of objects with a
 non-empty string ``code``, and optional ``message``, ``rule``, ``severity``) and
 ``obligations`` (a list of objects with a non-empty string ``type`` and optional object
-``params``). Anything else is :class:`~pdp.errors.PolicyMalformed`: a verdict the PDP cannot
+``params``), and optionally ``facts`` (an object: the looked-up values the decision rested on,
+copied into the signed record). Anything else is :class:`~pdp.errors.PolicyMalformed`: a verdict the PDP cannot
 read in full is not a verdict, because dropping an obligation or a reason would fail open.
 """
 
@@ -52,6 +53,7 @@ class Verdict:
     obligations: tuple[Obligation, ...] = ()
     indeterminate: bool = False
     error_code: str = ""
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)  # the looked-up values it rested on
 
     def __post_init__(self) -> None:
         if self.indeterminate and self.outcome is not Outcome.DENY:
@@ -63,6 +65,7 @@ class Verdict:
             "outcome": self.outcome.value,
             "reasons": [r.to_dict() for r in self.reasons],
             "obligations": [o.to_dict() for o in self.obligations],
+            "facts": self.facts,
         }
 
 
@@ -90,10 +93,14 @@ def interpret(result: Any, *, defined: bool = True) -> Verdict:
         # Every answer says why (the grant, the denial, the pending approval); one that does not
         # is a policy defect an operator must see, not an ALLOW nobody can explain.
         raise PolicyMalformed(f"a {outcome.value} decision without any reason")
+    facts = result.get("facts", {})
+    if not isinstance(facts, dict):
+        raise PolicyMalformed(f"facts is a {type(facts).__name__}, not an object")
     return Verdict(
         outcome=outcome,
         reasons=reasons,
         obligations=tuple(_obligation(o, i) for i, o in enumerate(_list(result, "obligations"))),
+        facts=facts,
     )
 
 

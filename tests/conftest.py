@@ -19,12 +19,14 @@ from pdp.config import Settings
 from pdp.policy.bundles import SigningKey
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar, free_port
+from pdp.trust import TrustConfig
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 from tests.helpers import (
     BUNDLE,
     EXAMPLES,
     ROOT,
     Pdp,
+    dev_issuers,
     load_request,
     request,
     serve_env,
@@ -33,7 +35,7 @@ from tests.helpers import (
 
 pytest_plugins = ["tests.postgres"]
 
-__all__ = ["BUNDLE", "EXAMPLES", "ROOT", "Pdp", "load_request", "request", "serve_env", "wait_for"]
+__all__ = ["BUNDLE", "EXAMPLES", "ROOT", "Pdp", "dev_issuers", "load_request", "request", "serve_env", "wait_for"]
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +100,7 @@ def start_pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
                 health_interval_s=0.1,
                 key_dir=home / "keys",
                 log_dir=home / "log",
+                trust=TrustConfig.load(dev_issuers() / "trust.json"),
             ),
             **overrides,
         )

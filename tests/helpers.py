@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pdp import keys
+from pdp import devissuer, keys
 from pdp.server import PdpServer
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
@@ -53,7 +55,8 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0, what: st
 
 def serve_env(home: Path, *, port: int, opa_url: str, **extra: str) -> dict[str, str]:
     """The environment of a ``pdp serve`` child on ``port``: its signing key (made here) and its
-    log under ``home``, asking the OPA at ``opa_url``; ``extra`` adds or overrides variables."""
+    log under ``home``, trusting the :func:`dev_issuers`, asking the OPA at ``opa_url``; ``extra``
+    adds or overrides variables."""
     keys.ensure(home / "keys")
     return {
         **os.environ,
@@ -61,8 +64,16 @@ def serve_env(home: Path, *, port: int, opa_url: str, **extra: str) -> dict[str,
         "PDP_OPA_URL": opa_url,
         "PDP_KEY_DIR": str(home / "keys"),
         "PDP_LOG_DIR": str(home / "log"),
+        "PDP_TRUST_FILE": str(dev_issuers() / "trust.json"),
         **extra,
     }
+
+
+@functools.cache
+def dev_issuers() -> Path:
+    """One set of dev token issuers (``pdp dev-issuer init``) for the whole test session; the
+    PDPs of the ``start_pdp`` fixture trust them unless told otherwise."""
+    return devissuer.init(Path(tempfile.mkdtemp(prefix="pdp-test-issuers-"))).parent
 
 
 def dev_env(home: Path, *, port: int, opa_bin: str, **extra: str) -> dict[str, str]:
@@ -79,13 +90,17 @@ def dev_env(home: Path, *, port: int, opa_bin: str, **extra: str) -> dict[str, s
     }
 
 
-def load_request(name: str) -> pb.DecideRequest:
-    """An example request from examples/ (proto3 JSON), with a request id of its own.
+def load_request(name: str, *, tokens: bool = True) -> pb.DecideRequest:
+    """An example request from examples/ (proto3 JSON), with a request id of its own, and (as a
+    PEP does) the principal token, risk assertion and lineage attestations for what it asserts,
+    from :func:`dev_issuers` (``tokens=False``: the caller's word only).
 
     Each call is a new request: the PDP answers a repeated request id with its first record.
     """
     req = json_format.Parse((EXAMPLES / name).read_text(), pb.DecideRequest())
     req.request_id = f"{req.request_id}-{uuid.uuid4().hex[:12]}"
+    if tokens:
+        devissuer.forward_tokens(req, dev_issuers())
     return req
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pdp import __version__
+from pdp import __version__, devissuer
 from pdp.cli import audit, decide, dev, keys, policy, serve
 from pdp.cli.base import Register
 from pdp.errors import ConfigError, PdpError
@@ -28,6 +28,7 @@ COMMANDS: list[Register] = [
     mcp_proxy.register,
     report.register,
     policy.register,  # after report: adds to its `pdp policy` group
+    devissuer.add_parser,
 ]
 """Each command group's ``register``, in the order ``pdp --help`` lists them."""
 

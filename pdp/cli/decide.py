@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from pdp import devissuer
 from pdp.cli.base import Subcommands
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
@@ -25,6 +26,13 @@ def register(sub: Subcommands) -> None:
     c.add_argument("--addr", default="127.0.0.1:50051", help="PDP address (default: %(default)s)")
     c.add_argument("--explain", choices=sorted(_EXPLAIN), help="override the request's explain level")
     c.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
+    c.add_argument(
+        "--dev-issuer",
+        type=Path,
+        metavar="DIR",
+        help="mint a principal token, risk assertion and lineage attestations for what each request asserts, "
+        "with the dev issuers in DIR (pdp dev: .run/issuers), and forward them",
+    )
     c.set_defaults(func=_decide)
 
 
@@ -42,6 +50,13 @@ def _decide(args: argparse.Namespace) -> int:
             print("pdp decide: --explain needs a single request (DecideBatch gives no explanations)", file=sys.stderr)
             return 2
         requests[0].explain = _EXPLAIN[args.explain]  # type: ignore[assignment]
+    if args.dev_issuer is not None:
+        try:
+            for r in requests:
+                devissuer.forward_tokens(r, args.dev_issuer)
+        except (OSError, ValueError) as e:
+            print(f"pdp decide: --dev-issuer: {e}", file=sys.stderr)
+            return 2
     with grpc.insecure_channel(args.addr) as channel:
         stub = pb_grpc.DecisionServiceStub(channel)
         try:

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pdp import keys
+from pdp import devissuer, keys
 from pdp.cli import serve
 from pdp.cli.base import Subcommands, log, setup_logging
 from pdp.config import Settings
@@ -33,16 +33,30 @@ def register(sub: Subcommands) -> None:
         help="where the OPA sidecar listens (default: a unix socket in a new 0700 directory only this user can "
         "enter; a host:port opens OPA's REST API to everyone on the host)",
     )
+    d.add_argument(
+        "--issuer-dir",
+        type=Path,
+        default=Path(".run/issuers"),
+        help="dev token issuers, made on first start and trusted unless PDP_TRUST_FILE is set (default: %(default)s)",
+    )
     d.add_argument("--shadow-bundle", type=Path, help="a candidate bundle directory evaluated beside the live one")
     d.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # The defaults go into the settings, not into os.environ: the children see the caller's environment.
-    base = Settings.from_env({**DEV_DEFAULTS, **os.environ})
+    defaults = dict(DEV_DEFAULTS)
+    if "PDP_TRUST_FILE" not in os.environ:  # dev issuers, so examples can forward verifiable tokens
+        defaults["PDP_TRUST_FILE"] = str(devissuer.init(args.issuer_dir))
+    base = Settings.from_env({**defaults, **os.environ})
     assert base.key_dir is not None
     keys.ensure(base.key_dir)
     setup_logging(base.log_level)
+    log.info(
+        "trusting the token issuers of %s (pdp decide --dev-issuer %s forwards tokens)",
+        base.trust.source,
+        args.issuer_dir,
+    )
     if not (args.bundle / ".manifest").is_file():
         print(f"pdp dev: {args.bundle} is not a bundle directory (no .manifest)", file=sys.stderr)
         return 2

@@ -61,6 +61,7 @@ def register(sub: Subcommands) -> None:
         default=",".join(replay.DEFAULT_FAIL_ON),
         help="replay changes that fail the gate (default: %(default)s)",
     )
+    c.add_argument("--exclude-masked", action="store_true", help="replay gate: leave changes on masked input out")
     c.set_defaults(func=_ci)
 
     r = sub.add_parser(
@@ -80,6 +81,11 @@ def register(sub: Subcommands) -> None:
         f"(default: {','.join(replay.DEFAULT_FAIL_ON)})",
     )
     r.add_argument("--max-changes", type=int, help="fail when more decisions than this change at all")
+    r.add_argument(
+        "--exclude-masked",
+        action="store_true",
+        help="leave changes on masked input out of the gate (they may be the mask's doing); still reported",
+    )
     r.add_argument("--out", type=Path, help="write impact.json and impact.html here")
     r.add_argument("--batch", type=int, default=100, help="decisions per OPA query (default: %(default)s)")
     r.add_argument("--examples", type=int, default=5, help="example changes kept per kind (default: %(default)s)")
@@ -138,6 +144,7 @@ def _ci(args: argparse.Namespace) -> int:
     if args.replay_log is not None:
         gate = [str(args.replay_log), "--jwks", str(args.jwks), "--fail-on", args.fail_on]
         gate += ["--out", str(args.replay_out)] if args.replay_out else []
+        gate += ["--exclude-masked"] if args.exclude_masked else []
     checks = ci.steps(
         args.bundle,
         opa_bin=Settings.from_env().opa_bin,
@@ -177,13 +184,18 @@ def _replay(args: argparse.Namespace) -> int:
     except (RuntimeError, replay.ReplayError, bundles.BundleError) as e:
         print(f"pdp replay: {e}", file=sys.stderr)
         return EXIT_UNREADABLE
-    crossed = impact.gate(fail_on=args.fail_on, max_changes=args.max_changes)
+    crossed = impact.gate(fail_on=args.fail_on, max_changes=args.max_changes, exclude_masked=args.exclude_masked)
     report = {
         "log": str(args.log_dir),
         "bundle": str(args.bundle),
         "since": args.since,
         "until": args.until,
-        "gate": {"fail_on": list(args.fail_on), "max_changes": args.max_changes, "crossed": crossed},
+        "gate": {
+            "fail_on": list(args.fail_on),
+            "max_changes": args.max_changes,
+            "exclude_masked": args.exclude_masked,
+            "crossed": crossed,
+        },
         "impact": impact.to_dict(),
     }
     _summary(report, sys.stdout)

@@ -27,6 +27,7 @@ from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
 from pdp.recorder import Recorder, open_recorder
 from pdp.state import StateStore, open_store
 from pdp.telemetry import Telemetry
+from pdp.trust import TrustVerifier
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -139,6 +140,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         max_batch=settings.max_batch,
         store=store,
         rate_limiter=limits.RateLimiter(rate=settings.decide_rate, burst=settings.decide_burst),
+        trust=TrustVerifier(settings.trust),
         lifecycle=lifecycle,
     )
     add_service(

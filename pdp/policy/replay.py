@@ -99,6 +99,7 @@ class Impact:
         self.changed = 0
         self.changes_on_masked_input = 0
         self.by_kind: collections.Counter[str] = collections.Counter()
+        self.masked_by_kind: collections.Counter[str] = collections.Counter()
         self.by_agent: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self.by_tool: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self.reasons_added: collections.Counter[str] = collections.Counter()
@@ -131,6 +132,7 @@ class Impact:
         self.changed += 1
         self.changes_on_masked_input += rec.masked
         self.by_kind[change.kind] += 1
+        self.masked_by_kind[change.kind] += rec.masked
         self.by_agent[rec.agent][change.kind] += 1
         self.by_tool[rec.tool][change.kind] += 1
         self.reasons_added.update(set(reasons_after) - set(rec.reasons))
@@ -138,11 +140,14 @@ class Impact:
         if len(self.examples[change.kind]) < self._keep:
             self.examples[change.kind].append(change)
 
-    def gate(self, *, fail_on: Sequence[str], max_changes: int | None) -> list[str]:
-        """The thresholds crossed (empty: the candidate may pass)."""
-        crossed = [f"{self.by_kind[k]} {k} change(s)" for k in fail_on if self.by_kind.get(k)]
-        if max_changes is not None and self.changed > max_changes:
-            crossed.append(f"{self.changed} changes in all (at most {max_changes} allowed)")
+    def gate(self, *, fail_on: Sequence[str], max_changes: int | None, exclude_masked: bool = False) -> list[str]:
+        """The thresholds crossed (empty: the candidate may pass); ``exclude_masked`` leaves the
+        changes on masked input out of the count (they may be the mask's doing, not the candidate's)."""
+        counts = self.by_kind - self.masked_by_kind if exclude_masked else self.by_kind
+        crossed = [f"{counts[k]} {k} change(s)" for k in fail_on if counts.get(k)]
+        changed = sum(counts.values())
+        if max_changes is not None and changed > max_changes:
+            crossed.append(f"{changed} changes in all (at most {max_changes} allowed)")
         return crossed
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +158,7 @@ class Impact:
             "changed": self.changed,
             "changes_on_masked_input": self.changes_on_masked_input,
             "by_kind": dict(sorted(self.by_kind.items())),
+            "by_kind_on_masked_input": dict(sorted((+self.masked_by_kind).items())),
             "by_agent": {a: dict(sorted(c.items())) for a, c in sorted(self.by_agent.items())},
             "by_tool": {t: dict(sorted(c.items())) for t, c in sorted(self.by_tool.items())},
             "reasons_added": dict(self.reasons_added.most_common()),

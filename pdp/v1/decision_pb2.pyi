@@ -170,8 +170,27 @@ class ActionContext(_message.Message):
     APPROVALS_FIELD_NUMBER: _builtins.int
     PURPOSE_OF_USE_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_TOKEN_FIELD_NUMBER: _builtins.int
+    RISK_ASSERTION_FIELD_NUMBER: _builtins.int
+    LINEAGE_ATTESTATIONS_FIELD_NUMBER: _builtins.int
     purpose_of_use: _builtins.str
     """e.g. "treatment", "payment", "operations" """
+    principal_token: _builtins.str
+    """Signed facts the PEP forwards; the PDP verifies each against the issuers of PDP_TRUST_FILE
+    (docs/tokens.md). A token that fails a check is not an error: the fact is simply not
+    verified (the policy treats it as unknown, i.e. most restrictively) and the record says why
+    (pdp.trust.rejected). The plain fields above (principal, risk, lineage, ...) are the
+    caller's word ("asserted") and can only make a decision stricter.
+
+    An OIDC/JWT access or ID token of the principal the agent acts for (compact JWS; alg EdDSA,
+    ES256 or RS256). Checked: signature by the issuer's JWKS, iss, aud (must contain the
+    configured audience), exp/nbf. Binds sub, roles, groups, tenant, purpose_of_use, principal_type.
+    """
+    risk_assertion: _builtins.str
+    """A risk engine's signed assessment of THIS action (compact JWS): claims iss, action_digest
+    (must equal the action digest the PDP recomputes), score (0..100), indicators, iat, exp
+    (short-lived: at most the issuer's max_lifetime_seconds, default 300).
+    """
     @_builtins.property
     def agent(self) -> Global___Agent:
         """required"""
@@ -202,6 +221,13 @@ class ActionContext(_message.Message):
     def attributes(self) -> _struct_pb2.Struct:
         """anything else the policy wants"""
 
+    @_builtins.property
+    def lineage_attestations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Source systems' signed attestations of the data this action carries (compact JWS each):
+        claims iss, sub (the source id; one the issuer may vouch for), kind, quality (0..1),
+        action_digest (must equal the recomputed one), iat, exp.
+        """
+
     def __init__(
         self,
         *,
@@ -215,10 +241,13 @@ class ActionContext(_message.Message):
         approvals: _abc.Iterable[Global___Approval] | None = ...,
         purpose_of_use: _builtins.str = ...,
         attributes: _struct_pb2.Struct | None = ...,
+        principal_token: _builtins.str = ...,
+        risk_assertion: _builtins.str = ...,
+        lineage_attestations: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent", b"agent", "attributes", b"attributes", "environment", b"environment", "principal", b"principal", "resource", b"resource", "risk", b"risk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent", b"agent", "approvals", b"approvals", "attributes", b"attributes", "environment", b"environment", "lineage", b"lineage", "principal", b"principal", "purpose_of_use", b"purpose_of_use", "resource", b"resource", "risk", b"risk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent", b"agent", "approvals", b"approvals", "attributes", b"attributes", "environment", b"environment", "lineage", b"lineage", "lineage_attestations", b"lineage_attestations", "principal", b"principal", "principal_token", b"principal_token", "purpose_of_use", b"purpose_of_use", "resource", b"resource", "risk", b"risk", "risk_assertion", b"risk_assertion"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,15 +9,19 @@ package pdp
 
 import data.pdp.approvals
 import data.pdp.lib
+import data.pdp.trust
 
 # METADATA
 # title: Decision
-# description: The document the PDP queries for every Decide call.
+# description: |
+#   The document the PDP queries for every Decide call: the outcome, its reasons and
+#   obligations, and the looked-up facts it rested on (for the signed record).
 # entrypoint: true
 decision := {
 	"outcome": outcome,
 	"reasons": [object.remove(r, {"approval"}) | some r in _reasons],
 	"obligations": [o | some o in _obligations],
+	"facts": trust.facts,
 }
 
 # METADATA
@@ -133,5 +137,5 @@ _approval_request(e) := {"type": "approval.required", "params": {
 	"reason": e.code,
 	"role": e.approval.role,
 	"count": e.approval.count,
-	"action_digest": input.action_digest,
+	"action_digest": input.bound.action_digest,
 }}

@@ -1,25 +1,10 @@
 package pdp_test
 
 import data.pdp
+import data.pdp.fixtures_test as fx
 
 # A high-risk transfer by the payments agent with complete lineage: escalated, not denied.
-transfer := {
-	"request_time": "2026-11-24T10:00:00Z",
-	"agent": {"id": "payments-agent", "version": "2.0.3"},
-	"principal": {"id": "bob@bank.example", "roles": ["treasurer"]},
-	"action": {
-		"tool": "payments.transfer", "operation": "execute",
-		"arguments": {"amount": 25000, "currency": "USD", "beneficiary": "DE89370400440532013000"},
-		"destination": {"kind": "", "address": ""},
-	},
-	"resource": {"type": "account", "id": "ACC-1", "classification_level": 3, "data_categories": [], "compartments": []},
-	"lineage": [{"source": "core-banking", "kind": "ledger", "quality": 0.99, "verified": true}],
-	"environment": {"name": "production", "change_ref": ""},
-	"risk": {"score": 75, "indicators": []},
-	"approvals": [],
-	"purpose_of_use": "",
-	"action_digest": "sha256:aa",
-}
+transfer := fx.patch(fx.transfer, {"verified": {"risk": {"score": 75}}})
 
 risk_approval := {
 	"approver_id": "rita.okafor@bank.example",
@@ -28,8 +13,10 @@ risk_approval := {
 }
 
 decide(patch) := d if {
-	d := pdp.decision with input as object.union(transfer, patch)
+	d := pdp.decision with input as fx.patch(transfer, patch)
 }
+
+approved(approval_list) := {"bound": {"approvals": approval_list}}
 
 codes(d) := {r.code | some r in d.reasons}
 
@@ -48,89 +35,106 @@ test_decision_reasons_hide_the_approval_requirement if {
 }
 
 test_decision_allows_with_valid_approval if {
-	d := decide({"approvals": [risk_approval]})
+	d := decide(approved([risk_approval]))
 	d.outcome == "allow"
 	codes(d) == {"tool.granted", "approval.accepted"}
 	{o.type | some o in d.obligations} == {"audit"}
 }
 
 test_decision_approval_for_other_action_does_not_allow if {
-	d := decide({"approvals": [object.union(risk_approval, {"action_digest": "sha256:bb"})]})
+	d := decide(approved([object.union(risk_approval, {"action_digest": "sha256:bb"})]))
 	d.outcome == "require_approval"
 }
 
 test_decision_deny_wins_over_escalation if {
-	d := decide({"risk": {"score": 75}, "lineage": []})
+	d := decide({"verified": {"lineage": []}})
 	d.outcome == "deny"
 	codes(d) == {"lineage.incomplete"}
 	d.obligations == []
 }
 
 test_decision_deny_wins_over_valid_approval if {
-	d := decide({"agent": {"id": "retired-bot", "version": "0.9.0"}, "approvals": [risk_approval]})
+	d := decide(object.union(approved([risk_approval]), {"agent": {"id": "retired-bot"}}))
 	d.outcome == "deny"
 	"agent.disabled" in codes(d)
 }
 
 test_decision_default_deny_without_grant if {
-	lookup := {"agent": {"id": "support-bot", "version": "1.4.1"}, "action": {"tool": "crm.lookup"}}
-	d := decide(object.union(lookup, {"risk": {"score": 0}}))
-	d.outcome == "allow"
-	d2 := decide({"risk": {"score": 0}}) with pdp.baseline.agents["payments-agent"].tools as []
-	d2.outcome == "deny"
-	codes(d2) == {"tool.not_granted"}
+	decide({"verified": {"risk": {"score": 0}}}).outcome == "allow"
+	d := decide({"verified": {"risk": {"score": 0}}}) with pdp.baseline.agents["payments-agent"].tools as []
+	d.outcome == "deny"
+	codes(d) == {"tool.not_granted"}
 }
 
-test_decision_no_matching_allow_reason if {
+test_no_matching_allow_quiet_when_granted if {
+	not "policy.no_matching_allow" in codes(decide({"verified": {"risk": {"score": 0}}}))
+}
+
+test_no_matching_allow_fires if {
 	# A module that neither denies nor grants leaves the default deny, with its own reason.
 	d := pdp.decision with pdp.baseline.deny as set()
 		with pdp.baseline.allow as set()
 		with pdp.baseline.escalate as set()
 		with pdp.packs as {}
+		with input as transfer
 	d.outcome == "deny"
 	codes(d) == {"policy.no_matching_allow"}
 }
 
 test_decision_disabled_pack_is_ignored if {
-	sanctioned := {"action": {"arguments": {"counterparty": "Kestrel Front Ltd"}}, "approvals": [risk_approval]}
+	sanctioned := object.union(approved([risk_approval]), {"action": {"arguments": {"counterparty": "Kestrel Front Ltd"}}})
 	decide(sanctioned).outcome == "deny"
 	d := decide(sanctioned) with pdp.packs.fintech.enabled as false
 	d.outcome == "allow"
 }
 
 test_decision_pack_escalation_needs_its_approver if {
-	d := decide({"risk": {"score": 20}, "action": {"arguments": {"amount": 150000}}})
+	big := {"verified": {"risk": {"score": 20}}, "action": {"arguments": {"amount": 150000}}}
+	d := decide(big)
 	d.outcome == "require_approval"
 	codes(d) == {"fintech.dual_control"}
-	d2 := decide({"risk": {"score": 20}, "action": {"arguments": {"amount": 150000}}, "approvals": [risk_approval]})
-	d2.outcome == "allow"
+	decide(object.union(big, approved([risk_approval]))).outcome == "allow"
 }
 
 test_decision_allow_carries_module_obligations if {
-	d := decide({"risk": {"score": 50}})
+	d := decide({"verified": {"risk": {"score": 50}}})
 	d.outcome == "allow"
 	{o.type | some o in d.obligations} == {"audit", "sandbox", "rate_limit"}
 }
 
 test_decision_allow_carries_pack_obligations if {
-	d := decide({
-		"agent": {"id": "clinical-assistant", "version": "1.0.2"},
-		"principal": {"id": "dr.jones@hospital.example", "roles": ["clinician"]},
-		"action": {"tool": "ehr.read", "arguments": {"fields": ["diagnoses"]}},
-		"resource": {"owner": "patient-4711", "data_categories": ["phi"]},
-		"purpose_of_use": "treatment",
-		"risk": {"score": 5},
-	})
+	d := pdp.decision with input as fx.treatment
 	d.outcome == "allow"
 	{o.type | some o in d.obligations} == {"audit", "minimum_necessary"}
 }
 
+test_decision_facts_say_what_was_looked_up if {
+	d := pdp.decision with input as fx.treatment
+	d.facts == {
+		"catalog_revision": pdp.catalog.revision,
+		"resource": {
+			"classification": "restricted", "level": 4, "data_categories": ["phi"],
+			"compartments": [], "owner": "patient-4711", "catalogued": true,
+		},
+		"environment": ["production"],
+		"destination_internal": true,
+	}
+}
+
+test_decision_facts_for_an_uncatalogued_resource if {
+	d := decide({"resource": {"id": "ACC-404"}})
+	d.facts.resource == {
+		"classification": "top_secret", "level": 6, "data_categories": ["phi", "pii"],
+		"compartments": ["UNCATALOGUED"], "owner": "", "catalogued": false,
+	}
+}
+
 test_batch_decides_each_request_as_alone if {
-	approved := object.union(transfer, {"approvals": [risk_approval]})
-	ungranted := object.union(transfer, {"action": {"tool": "shell.exec"}})
-	batch := pdp.decisions with input as {"requests": [transfer, approved, ungranted]}
+	ok := fx.patch(transfer, approved([risk_approval]))
+	ungranted := fx.patch(transfer, {"action": {"tool": "shell.exec"}})
+	batch := pdp.decisions with input as {"requests": [transfer, ok, ungranted]}
 	one := pdp.decision with input as transfer
-	two := pdp.decision with input as approved
+	two := pdp.decision with input as ok
 	three := pdp.decision with input as ungranted
 	batch == [one, two, three]
 	[d.outcome | some d in batch] == ["require_approval", "allow", "deny"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -12,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
 
-from pdp import keys, records
+from pdp import devissuer, keys, records
 from pdp.config import Settings
 from pdp.ledger.log import Log
 from pdp.sidecar import free_port
+from pdp.v1 import decision_pb2 as pb
 from tests.helpers import EXAMPLES, PDP_COMMAND, ROOT, dev_env, serve_env, start_child, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -31,8 +34,8 @@ OUTCOMES = {
 
 
 class DevStack:
-    def __init__(self, process: subprocess.Popen[str], addr: str, opa_port: int, log: Path) -> None:
-        self.process, self.addr, self.opa_port, self.log = process, addr, opa_port, log
+    def __init__(self, process: subprocess.Popen[str], addr: str, opa_port: int, log: Path, issuers: Path) -> None:
+        self.process, self.addr, self.opa_port, self.log, self.issuers = process, addr, opa_port, log, issuers
 
 
 @pytest.fixture
@@ -40,8 +43,11 @@ def dev_stack(opa_bin: str, tmp_path: Path) -> Iterator[DevStack]:
     port, opa_port = free_port(), free_port()
     log = tmp_path / "dev.log"
     env = dev_env(tmp_path, port=port, opa_bin=opa_bin)
-    process = start_child("dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{opa_port}", env=env, log=log)
-    stack = DevStack(process, f"127.0.0.1:{port}", opa_port, log)
+    issuers = tmp_path / "issuers"
+    process = start_child(
+        "dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{opa_port}", "--issuer-dir", str(issuers), env=env, log=log
+    )
+    stack = DevStack(process, f"127.0.0.1:{port}", opa_port, log, issuers)
     yield stack
     if process.poll() is None:
         process.kill()
@@ -55,7 +61,9 @@ def decide(addr: str, *args: str) -> dict:
 
 def documented_codes() -> dict[str, str]:
     """Reason code → what it does (deny, allow, approval ...) from rego/README.md's table."""
-    rows = re.findall(r"^\| `([a-z_.]+)` \| (\w+)", (ROOT / "rego" / "README.md").read_text(), re.MULTILINE)
+    readme = (ROOT / "rego" / "README.md").read_text()
+    table = readme.split("\n## Reason codes", 1)[1].split("\n## ", 1)[0]  # the section's table only
+    rows = re.findall(r"^\| `([a-z_.]+)` \| (\w+)", table, re.MULTILINE)
     return dict(rows)
 
 
@@ -84,7 +92,9 @@ def test_pdp_decide_on_each_example_gives_its_documented_outcome_and_codes(dev_s
         ]
         if name in example
     )
-    resp = decide(dev_stack.addr, str(EXAMPLES / example))
+    # As a PEP does: forward the principal token, risk assertion and lineage attestations
+    # (here minted by the dev issuers `pdp dev` set up) for what the example asserts.
+    resp = decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), str(EXAMPLES / example))
     assert resp["outcome"] == expected
     assert resp["provenance"]["bundleRevisions"]
     documented = documented_codes()
@@ -98,15 +108,23 @@ def test_explain_flag(dev_stack: DevStack, tmp_path: Path) -> None:
     req = json.loads((EXAMPLES / "allow-crm-lookup.json").read_text())
     req["requestId"] = "explain-me"
     (tmp_path / "req.json").write_text(json.dumps(req))
-    resp = decide(dev_stack.addr, "--explain", "notes", str(tmp_path / "req.json"))
+    resp = decide(
+        dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), "--explain", "notes", str(tmp_path / "req.json")
+    )
     assert resp["explanation"]["level"] == "EXPLAIN_LEVEL_NOTES"
 
 
 @pytest.mark.parametrize(("example", "outcome"), OUTCOMES.items())
-def test_the_same_files_work_with_grpcurl_through_reflection(dev_stack: DevStack, example: str, outcome: str) -> None:
+def test_the_same_files_work_with_grpcurl_through_reflection(
+    dev_stack: DevStack, example: str, outcome: str, tmp_path: Path
+) -> None:
+    # The example with its tokens, as a PEP would send it (the tokens are plain string fields).
+    req = json_format.Parse((EXAMPLES / example).read_text(), pb.DecideRequest())
+    devissuer.forward_tokens(req, dev_stack.issuers)
+    (tmp_path / example).write_text(json_format.MessageToJson(req))
     out = subprocess.run(
         [str(GRPCURL), "-plaintext", "-d", "@", dev_stack.addr, "pdp.v1.DecisionService/Decide"],
-        stdin=(EXAMPLES / example).open(),
+        stdin=(tmp_path / example).open(),
         capture_output=True,
         text=True,
         check=True,
@@ -129,7 +147,7 @@ def test_decide_reports_unreadable_input_clearly(dev_stack: DevStack, tmp_path: 
 
 def test_several_files_are_one_decide_batch(dev_stack: DevStack) -> None:
     names = list(OUTCOMES)
-    resp = decide(dev_stack.addr, *(str(EXAMPLES / n) for n in names))
+    resp = decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), *(str(EXAMPLES / n) for n in names))
     assert [r["outcome"] for r in resp["responses"]] == [OUTCOMES[n] for n in names]
     assert len({r["decisionId"] for r in resp["responses"]}) == len(names)
 
@@ -267,3 +285,49 @@ def test_serve_on_a_damaged_log_says_what_to_do(tmp_path: Path) -> None:
     line = serve_fails(env)
     assert line.startswith("pdp serve: ")
     assert "pdp audit verify" in line
+
+
+def test_a_pep_obtains_tokens_from_the_dev_issuers_and_forwards_them(dev_stack: DevStack, tmp_path: Path) -> None:
+    # `pdp dev` made the dev issuers and trusts them.
+    assert (dev_stack.issuers / "trust.json").is_file()
+    example = EXAMPLES / "fintech-allow-transfer.json"
+
+    def mint(*args: str) -> str:
+        out = subprocess.run(
+            [*PDP, "dev-issuer", *args, "--dir", str(dev_stack.issuers)], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    req = json.loads(example.read_text())
+    req["requestId"] = "forwarded-by-hand"
+    req["context"]["principalToken"] = mint("token", "--sub", "bob@bank.example", "--roles", "treasurer")
+    req["context"]["riskAssertion"] = mint("risk", "--request", str(example), "--score", "12")
+    req["context"]["lineageAttestations"] = [
+        mint("lineage", "--request", str(example), "--source", "core-banking", "--kind", "ledger", "--quality", "0.99")
+    ]
+    (tmp_path / "req.json").write_text(json.dumps(req))
+    resp = decide(dev_stack.addr, str(tmp_path / "req.json"))
+    assert resp["outcome"] == "OUTCOME_ALLOW"
+    assert _trust_of(resp["record"]) == {
+        "principal": {"issuer": devissuer.ISSUERS["principal"], "id": "bob@bank.example"},
+        "risk": {"issuer": devissuer.ISSUERS["risk"]},
+        "lineage": [{"issuer": devissuer.ISSUERS["lineage"], "source": "core-banking"}],
+        "rejected": [],
+    }
+    # Without the tokens the same request rests on the caller's word alone: nothing is verified.
+    bare = decide(dev_stack.addr, str(example))
+    assert _trust_of(bare["record"]) == {"principal": None, "risk": None, "lineage": [], "rejected": []}
+
+    bad = subprocess.run(
+        [*PDP, "dev-issuer", "risk", "--dir", str(tmp_path / "nowhere"), "--request", str(example), "--score", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "pdp dev-issuer init" in bad.stderr
+
+
+def _trust_of(record: str) -> dict:
+    """The provenance summary of a record (its ``pdp.trust``)."""
+    payload = record.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["pdp"]["trust"])

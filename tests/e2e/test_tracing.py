@@ -17,7 +17,17 @@ import pytest
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.helpers import ROOT, assert_fail_closed, dev_env, load_request, request, serve_env, start_child, wait_for
+from tests.helpers import (
+    ROOT,
+    assert_fail_closed,
+    dev_env,
+    dev_issuers,
+    load_request,
+    request,
+    serve_env,
+    start_child,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -122,6 +132,7 @@ def test_one_trace_holds_caller_pdp_and_opa(jaeger: Jaeger, opa_bin: str, tmp_pa
         OTEL_SERVICE_NAME="pdp",
         OTEL_METRICS_EXPORTER="none",  # Jaeger takes traces only
         OTEL_BSP_SCHEDULE_DELAY="100",
+        PDP_TRUST_FILE=str(dev_issuers() / "trust.json"),  # the issuers load_request's tokens come from
     )
     dev = start_child(
         "dev", "--bundle", "rego", "--opa-addr", f"127.0.0.1:{free_port()}", env=env, log=tmp_path / "pdp.log"

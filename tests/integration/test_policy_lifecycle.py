@@ -411,3 +411,24 @@ def test_policy_ci_runs_every_check_and_the_replay_gate(logged: Logged, opa_bin:
     (unformatted / "pdp" / "extra.rego").write_text("package pdp\nx:=1\n")
     bad = subprocess.run([*base, str(unformatted)], env=env, capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and bad.stdout.startswith("FAIL opa fmt") and "extra.rego" in bad.stdout
+
+
+def test_replay_separates_what_masking_changes(
+    start_opa: Callable[..., OpaSidecar], start_pdp: Any, opa_bin: str, tmp_path: Path
+) -> None:
+    # The project's bundle masks patient ids and account numbers in the records; replaying the
+    # same bundle on those masked inputs decides some of them otherwise: the mask's doing.
+    home = tmp_path / "pdp"
+    pdp: Pdp = start_pdp(start_opa(BUNDLE).url, key_dir=home / "keys", log_dir=home / "log")
+    for name in ["healthcare-allow-treatment.json", "fintech-allow-transfer.json", "allow-crm-lookup.json"]:
+        assert pdp.stub.Decide(load_request(name), timeout=5).outcome == 1
+    out = tmp_path / "impact"
+    same = ["--bundle", str(BUNDLE), "--max-changes", "0"]
+    strict = run_replay(Logged(pdp, home), *same, "--out", str(out), opa_bin=opa_bin)
+    impact = json.loads((out / "impact.json").read_text())["impact"]
+    assert strict.returncode == 1 and impact["changed"] >= 1
+    assert impact["changes_on_masked_input"] == impact["changed"], "nothing but masking changed"
+    assert impact["by_kind_on_masked_input"] == impact["by_kind"]
+    assert "deny->allow" not in impact["by_kind"], "a mask never grants more here"
+    lenient = run_replay(Logged(pdp, home), *same, "--exclude-masked", opa_bin=opa_bin)
+    assert lenient.returncode == 0, lenient.stdout

@@ -6,9 +6,10 @@ import datetime
 
 import pytest
 
-from pdp.client import digest_of
+from pdp import client, devissuer
+from pdp.records import unverified_claims as claims_of
 from pdp.v1 import decision_pb2 as pb
-from tests.helpers import Pdp, load_request
+from tests.conftest import Pdp, dev_issuers, load_request
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +45,27 @@ def test_minimum_necessary_names_the_fields_to_drop(pdp: Pdp) -> None:
     assert "diagnoses" in kept.params["keep"]
 
 
+def digest_of(req: pb.DecideRequest) -> str:
+    """The action digest the PDP computes for a request (what an approver signs off)."""
+    return client.digest_of(req.context)
+
+
 def approve(req: pb.DecideRequest, approver: str, *, digest: str | None = None, minutes: int = 30) -> None:
-    approval = req.context.approvals.add(approver_id=approver, action_digest=digest or digest_of(req.context))
+    approval = req.context.approvals.add(approver_id=approver, action_digest=digest or digest_of(req))
     approval.expires_at.FromDatetime(datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=minutes))
 
 
-def test_approvals_bound_to_the_action_turn_escalation_into_allow(pdp: Pdp) -> None:
+def test_approvals_the_caller_writes_itself_never_turn_escalation_into_allow(pdp: Pdp) -> None:
+    # An approval in the request is the caller's word (input.asserted.approvals), even when it
+    # names a registered approver and is bound to this action: only approvals the PDP verified
+    # (input.bound.approvals, issue 14) count. Until then, nothing the caller writes approves.
     req = load_request("require-approval-high-risk.json")
     approve(req, "rita.okafor@bank.example")  # risk officer and payments approver
     resp = pdp.stub.Decide(req, timeout=5)
-    assert resp.outcome == ALLOW
-    assert {r.code for r in resp.reasons} == {"tool.granted", "approval.accepted"}
+    assert resp.outcome == ASK
+    recorded = claims_of(resp.record.encode())["input"]
+    assert recorded["bound"]["approvals"] == []
+    assert [a["approver_id"] for a in recorded["asserted"]["approvals"]] == ["rita.okafor@bank.example"]
 
 
 @pytest.mark.parametrize(
@@ -77,18 +88,19 @@ def test_invalid_approvals_do_not_allow(pdp: Pdp, approver: str, kwargs: dict[st
 
 def test_approval_for_a_different_amount_does_not_allow(pdp: Pdp) -> None:
     approved = load_request("require-approval-high-risk.json")
-    digest = digest_of(approved.context)
-    bigger = load_request("require-approval-high-risk.json")
+    digest = digest_of(approved)
+    bigger = load_request("require-approval-high-risk.json", tokens=False)
     bigger.context.action.arguments["amount"] = 450000
+    devissuer.forward_tokens(bigger, dev_issuers())  # the right tokens for the bigger transfer
     approve(bigger, "rita.okafor@bank.example", digest=digest)
     assert pdp.stub.Decide(bigger, timeout=5).outcome == ASK
 
 
-def test_two_person_rule_needs_two_distinct_officers(pdp: Pdp) -> None:
+def test_two_person_rule_is_not_met_by_approvals_the_caller_writes(pdp: Pdp) -> None:
     req = load_request("defense-require-approval-two-person.json")
     approve(req, "sgt.ray@army.example")
     approve(req, "sgt.ray@army.example")
     assert pdp.stub.Decide(req, timeout=5).outcome == ASK
     approve(req, "capt.ng@army.example")
     req.request_id += "-approved"  # the request with approvals attached is a new request
-    assert pdp.stub.Decide(req, timeout=5).outcome == ALLOW
+    assert pdp.stub.Decide(req, timeout=5).outcome == ASK  # two distinct officers, but in the caller's word

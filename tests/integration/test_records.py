@@ -172,13 +172,15 @@ def test_report_outcome_appends_a_signed_entry_linked_to_the_decision(pdp: Pdp) 
 
 
 def test_masked_fields_never_reach_the_record_but_the_action_stays_bound(opa: OpaSidecar, start_pdp: Any) -> None:
-    pdp = start_pdp(opa.url, mask_pointers=("/action/arguments/customer_id",), erase_pointers=("/principal/roles",))
+    pdp = start_pdp(
+        opa.url, mask_pointers=("/action/arguments/customer_id",), erase_pointers=("/asserted/principal/roles",)
+    )
     req = load_request("allow-crm-lookup.json")
     req.context.action.arguments["customer_id"] = "C-SECRET-77"
     resp = pdp.stub.Decide(req, timeout=5)
     claims = claims_of(resp.record)
     assert claims["input"]["action"]["arguments"]["customer_id"] == "**masked**"
-    assert "roles" not in claims["input"]["principal"]
-    assert (claims["masked"], claims["erased"]) == (["/action/arguments/customer_id"], ["/principal/roles"])
+    assert "roles" not in claims["input"]["asserted"]["principal"]
+    assert (claims["masked"], claims["erased"]) == (["/action/arguments/customer_id"], ["/asserted/principal/roles"])
     assert "C-SECRET-77" not in base64.urlsafe_b64decode(resp.record.split(".")[1] + "==").decode()
     client.verify(resp.record, jwks_of(pdp), action=req.context, replay=client.MemoryReplayCache())

@@ -16,9 +16,9 @@ from google.protobuf import json_format
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pdp.client import digest_of
+from pdp import client
 from pdp.v1 import decision_pb2 as pb
-from tests.helpers import BUNDLE, Pdp
+from tests.conftest import BUNDLE, Pdp
 
 pytestmark = pytest.mark.integration
 
@@ -93,11 +93,15 @@ def approve_all(req: pb.DecideRequest, *, digest: str) -> None:
         a.expires_at.FromDatetime(expires)
 
 
+def digest_of(req: pb.DecideRequest) -> str:
+    return client.digest_of(req.context)
+
+
 @SETTINGS
 @given(context=contexts(agent="retired-bot"))
 def test_disabled_agent_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> None:
     req = to_request(context)
-    approve_all(req, digest=digest_of(req.context))
+    approve_all(req, digest=digest_of(req))
     resp = pdp.stub.Decide(req, timeout=5)
     assert resp.outcome == pb.OUTCOME_DENY
     assert "agent.disabled" in {r.code for r in resp.reasons}
@@ -107,7 +111,7 @@ def test_disabled_agent_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> N
 @given(context=contexts(risk=(90, 100)))
 def test_critical_risk_is_never_allowed(pdp: Pdp, context: dict[str, Any]) -> None:
     req = to_request(context)
-    approve_all(req, digest=digest_of(req.context))
+    approve_all(req, digest=digest_of(req))
     assert pdp.stub.Decide(req, timeout=5).outcome == pb.OUTCOME_DENY
 
 
@@ -117,9 +121,9 @@ def test_approval_for_another_action_never_allows(pdp: Pdp, context: dict[str, A
     req = to_request(context)
     other = to_request(context)
     other.context.action.arguments["amount"] = other_amount
-    if digest_of(other.context) == digest_of(req.context):
+    if digest_of(other) == digest_of(req):
         other.context.resource.id += "-other"
-    approve_all(req, digest=digest_of(other.context))
+    approve_all(req, digest=digest_of(other))
     assert pdp.stub.Decide(req, timeout=5).outcome != pb.OUTCOME_ALLOW
 
 
@@ -134,7 +138,7 @@ def test_a_batch_answers_each_request_exactly_as_decide(pdp: Pdp, batch: list[tu
     for context, approved in batch:
         req = to_request(context)
         if approved:  # reach the allow and obligation paths too, not only denials
-            approve_all(req, digest=digest_of(req.context))
+            approve_all(req, digest=digest_of(req))
         requests.append(req)
     together = pdp.stub.DecideBatch(pb.DecideBatchRequest(requests=requests), timeout=10).responses
     alone = [pdp.stub.Decide(req, timeout=5) for req in requests]

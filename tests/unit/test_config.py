@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from pdp import devissuer
 from pdp.config import Settings
 from pdp.errors import ConfigError
 
@@ -45,6 +46,7 @@ def test_values_are_read() -> None:
         ("PDP_MAX_REQUEST_BYTES", "10"),
         ("PDP_LOG_LEVEL", "chatty"),
         ("PDP_TLS_CERT_FILE", "/nonexistent/cert.pem"),
+        ("PDP_TRUST_FILE", "/nonexistent/trust.json"),
     ],
 )
 def test_invalid_value_names_the_variable(name: str, value: str) -> None:
@@ -59,3 +61,13 @@ def test_tls_needs_cert_and_key_together(tmp_path) -> None:  # type: ignore[no-u
         Settings.from_env({"PDP_TLS_CERT_FILE": str(cert)})
     with pytest.raises(ConfigError, match="mTLS needs TLS"):
         Settings.from_env({"PDP_TLS_CLIENT_CA_FILE": str(cert)})
+
+
+def test_trust_file_is_loaded_and_checked_at_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    trust = devissuer.init(tmp_path / "issuers")
+    settings = Settings.from_env({"PDP_TRUST_FILE": str(trust)})
+    assert set(settings.trust.issuers["principal"]) == {devissuer.ISSUERS["principal"]}
+    assert Settings.from_env({}).trust.issuers == {}  # unset: nothing is verifiable
+    (tmp_path / "issuers" / "risk.jwks.json").write_text('{"keys": []}')
+    with pytest.raises(ConfigError, match=r"^PDP_TRUST_FILE risk\[0\]\.jwks_file: "):
+        Settings.from_env({"PDP_TRUST_FILE": str(trust)})

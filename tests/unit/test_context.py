@@ -28,31 +28,43 @@ def test_builds_the_documented_input_shape() -> None:
         },
         requestId="req-1",
     )
-    assert doc["request_id"] == "req-1"
-    assert doc["caller"] == {
+    bound = doc["bound"]
+    assert bound["request_id"] == "req-1"
+    assert bound["caller"] == {
         "authenticated": True,
         "peer": "ipv4:127.0.0.1:5000",
         "subject": "pep-1",
         "sans": ["spiffe://bank/pep-1"],
         "uri_sans": [],
     }
-    assert doc["request_time"] == "2026-11-24T12:00:00.000000Z"
-    assert doc["agent"]["version"] == "2.0.3"
+    assert bound["time"] == "2026-11-24T12:00:00.000000Z"
+    assert bound["action_digest"].startswith("sha256:")
+    assert bound["approvals"] == [] and bound["usage"] == {}  # nothing the caller says is bound
+    # The question: what is asked, covered by the action digest.
+    assert doc["agent"] == {"id": "payments-agent"}
     assert doc["action"]["arguments"] == {"amount": 10}
-    assert doc["resource"]["classification"] == "restricted"
-    assert doc["resource"]["classification_level"] == 4
-    assert doc["resource"]["data_categories"] == ["pci"]
-    assert doc["lineage"] == [{"source": "core-banking", "kind": "", "quality": 0.99, "verified": True}]
-    assert doc["approvals"][0]["expires_at"] == "2026-11-24T13:00:00Z"
-    assert doc["risk"]["score"] == 42.5
-    assert doc["action_digest"].startswith("sha256:")
+    assert doc["resource"] == {"type": "", "id": ""}
+    # No token forwarded: nothing is verified.
+    assert doc["verified"] == {"lineage": []}
+    # Everything else is the caller's word.
+    asserted = doc["asserted"]
+    assert asserted["agent"]["version"] == "2.0.3"
+    assert asserted["principal"]["id"] == "bob"
+    assert asserted["resource"]["classification"] == "restricted"
+    assert asserted["resource"]["classification_level"] == 4
+    assert asserted["resource"]["data_categories"] == ["pci"]
+    assert asserted["lineage"] == [{"source": "core-banking", "kind": "", "quality": 0.99, "verified": True}]
+    assert asserted["approvals"][0]["expires_at"] == "2026-11-24T13:00:00Z"
+    assert asserted["risk"]["score"] == 42.5
+    assert set(doc) == {"bound", "agent", "action", "resource", "verified", "asserted"}
 
 
 def test_unset_parts_are_present_and_empty() -> None:
     doc = build({"agent": {"id": "a"}, "action": {"tool": "t"}})
-    assert doc["resource"]["classification"] == "unspecified"
-    assert doc["lineage"] == [] and doc["approvals"] == [] and doc["attributes"] == {}
-    assert doc["environment"]["name"] == ""
+    asserted = doc["asserted"]
+    assert asserted["resource"]["classification"] == "unspecified"
+    assert asserted["lineage"] == [] and asserted["approvals"] == [] and asserted["attributes"] == {}
+    assert asserted["environment"]["name"] == "" and asserted["destination"] == {"kind": ""}
 
 
 @pytest.mark.parametrize(

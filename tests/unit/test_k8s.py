@@ -29,7 +29,7 @@ from pdp.errors import ConfigError
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, wait_for
+from tests.conftest import ROOT, dev_issuers, load_request, wait_for
 
 KUBECONFORM = ROOT / ".bin" / "kubeconform"
 K8S = ROOT / "deploy" / "k8s"
@@ -377,6 +377,7 @@ def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(
     variables = {k: here.local(v) for k, v in env(here.containers["pdp"]).items() if not k.startswith("PDP_TLS_")}
     variables |= {"POD_NAME": "pdp-0", "PDP_LISTEN": f"127.0.0.1:{port}", "PDP_HEALTH_INTERVAL_MS": "100"}
     variables |= {"PDP_HEALTH_LISTEN": f"127.0.0.1:{health_port}"}
+    variables["PDP_TRUST_FILE"] = str(dev_issuers() / "trust.json")  # the issuers load_request's tokens come from
     variables["PDP_LOG_ORIGIN"] = variables["PDP_LOG_ORIGIN"].replace("$(POD_NAME)", "pdp-0")
     pdp = here.start("pdp", [sys.executable, "-m", "pdp", *here.containers["pdp"]["args"]], {**os.environ, **variables})
     with (

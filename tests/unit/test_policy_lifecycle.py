@@ -77,6 +77,10 @@ def test_impact_tallies_and_gate() -> None:
     assert impact.gate(fail_on=replay.DEFAULT_FAIL_ON, max_changes=None) == ["2 deny->allow change(s)"]
     assert impact.gate(fail_on=(), max_changes=2) == []
     assert impact.gate(fail_on=(), max_changes=1) == ["2 changes in all (at most 1 allowed)"]
+    assert impact.gate(fail_on=replay.DEFAULT_FAIL_ON, max_changes=None, exclude_masked=True) == [
+        "1 deny->allow change(s)"
+    ]
+    assert impact.to_dict()["by_kind_on_masked_input"] == {"deny->allow": 1}
 
 
 def test_fail_on_kinds_are_checked() -> None:

@@ -50,6 +50,7 @@ def test_undefined_is_no_verdict() -> None:
         {"outcome": "allow", "reasons": [{"code": "c"}], "obligations": {"type": "redact"}},
         {"outcome": "allow", "reasons": [{"code": "c"}], "obligations": [{"params": {}}]},
         {"outcome": "allow", "reasons": [{"code": "c"}], "obligations": [{"type": "redact", "params": ["ssn"]}]},
+        {"outcome": "allow", "reasons": [{"code": "c"}], "facts": ["catalog-1"]},
     ],
 )
 def test_anything_off_contract_is_malformed(result: Any) -> None:
@@ -69,3 +70,10 @@ def test_fail_closed_is_an_indeterminate_deny() -> None:
 def test_an_indeterminate_allow_cannot_be_built() -> None:
     with pytest.raises(ValueError, match="must be DENY"):
         Verdict(outcome=Outcome.ALLOW, indeterminate=True, error_code="x")
+
+
+def test_facts_pass_through_to_the_record_and_default_to_empty() -> None:
+    facts = {"catalog_revision": "cat-7", "resource": {"classification": "secret", "catalogued": True}}
+    v = interpret({"outcome": "deny", "reasons": [{"code": "c"}], "facts": facts})
+    assert v.facts == facts and v.to_dict()["facts"] == facts
+    assert interpret({"outcome": "deny", "reasons": [{"code": "c"}]}).to_dict()["facts"] == {}

@@ -1,24 +1,29 @@
 # METADATA
 # title: Approvals
 # description: |
-#   Which of the request's approvals count. An approval is valid only if its approver is in
-#   the approver registry (roles come from the registry, never from the request), is neither
-#   the agent nor its principal (no self-approval), has not expired at the PDP's clock, and is
-#   bound to this exact action: its action_digest equals the digest the PDP computed over
-#   tool + operation + arguments + resource + destination.
+#   Which of the approvals the PDP bound to the request count (input.bound.approvals; the
+#   PDP puts only approvals it verified there). An approval is valid only if its approver is
+#   in the approver registry (roles come from the registry, never from the request), is
+#   neither the agent nor its principal, verified or asserted (no self-approval), has not
+#   expired at the PDP's clock, and is bound to this exact action: its action_digest equals
+#   the digest the PDP computed over the question.
 package pdp.approvals
 
 import data.pdp.lib
+import data.pdp.trust
+
+# Who may not approve this action: the agent and every principal it acts for.
+_self := {input.agent.id, trust.verified_principal_id, trust.asserted_principal_id} - {""}
 
 # METADATA
 # title: Valid approvals
-# description: The request's approvals that pass every check above.
+# description: The bound approvals that pass every check above.
 valid contains a if {
-	some a in input.approvals
-	a.action_digest == input.action_digest
+	some a in input.bound.approvals
+	a.action_digest == input.bound.action_digest
 	data.pdp.approvals.approvers[a.approver_id].active == true
-	not a.approver_id in {input.agent.id, input.principal.id}
-	time.parse_rfc3339_ns(a.expires_at) > time.parse_rfc3339_ns(input.request_time)
+	count({a.approver_id} & _self) == 0
+	time.parse_rfc3339_ns(a.expires_at) > time.parse_rfc3339_ns(input.bound.time)
 }
 
 # METADATA

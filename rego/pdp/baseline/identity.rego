@@ -4,15 +4,17 @@
 #   Rules every deployment runs: identity and registration, capabilities, environment,
 #   risk tiers, data protection and lineage. Each file holds one concern; all yield into
 #   the same deny / escalate / allow / obligations sets that pdp.decision combines.
+#   Facts come from pdp.trust, which gives each its provenance (docs/trust-model.md).
 package pdp.baseline
 
 import data.pdp.lib
+import data.pdp.trust
 
 # The registry entry of the acting agent (undefined when it is not registered).
 agent := data.pdp.baseline.agents[input.agent.id]
 
 # The action class of the tool; an unknown tool is treated as a write (fail safe).
-action_class := object.get(data.pdp.baseline.tools, [input.action.tool, "class"], "write")
+action_class := object.get(data.pdp.baseline.tools, [trust.tool, "class"], "write")
 
 # METADATA
 # title: Unregistered agent
@@ -40,9 +42,10 @@ deny contains lib.reason(rego.metadata.rule(), msg) if {
 # title: Caller not bound to the agent
 # description: |
 #   An agent whose registry entry lists `callers` may be acted for only by an enforcement
-#   point that authenticated (mTLS) as one of them: the client certificate's subject or one
-#   of its SANs (e.g. a SPIFFE ID), as the PDP put them in input.caller. Anyone else claiming
-#   to speak for the agent is refused. Without `callers`, any caller may name the agent.
+#   point that authenticated (mTLS) as one of them, as the PDP bound it in input.bound.caller:
+#   a `spiffe://` name matches only the certificate's URI SANs; any other name matches its
+#   subject or SANs. Anyone else claiming to speak for the agent is refused. Without
+#   `callers`, any caller may name the agent.
 # custom:
 #   code: agent.caller_not_bound
 #   severity: critical
@@ -54,24 +57,35 @@ deny contains lib.reason(rego.metadata.rule(), msg) if {
 
 # METADATA
 # title: Agent version not allowed
-# description: Only the agent versions its registry entry lists may act.
+# description: |
+#   Only the agent versions its registry entry lists may act. The version is asserted (no
+#   one vouches for it), so it can only deny: an unlisted or missing version is refused.
 # custom:
 #   code: agent.version_not_allowed
 #   severity: high
 deny contains lib.reason(rego.metadata.rule(), msg) if {
 	agent
-	not input.agent.version in agent.versions
-	msg := sprintf("agent %q version %q is not an allowed version", [input.agent.id, input.agent.version])
+	version := trust.asserted(["agent", "version"], "")
+	not version in agent.versions
+	msg := sprintf("agent %q version %q is not an allowed version", [input.agent.id, version])
+}
+
+_caller := object.get(input.bound, "caller", {})
+
+_caller_names(name) := object.get(_caller, "uri_sans", []) if startswith(name, "spiffe://")
+
+_caller_names(name) := array.concat([object.get(_caller, "subject", "")], object.get(_caller, "sans", [])) if {
+	not startswith(name, "spiffe://")
 }
 
 # The caller is one the agent's registry entry binds it to (authenticated by mTLS).
 _caller_bound if {
-	input.caller.authenticated == true
-	some name in array.concat([input.caller.subject], input.caller.sans)
-	name in agent.callers
+	_caller.authenticated == true
+	some name in agent.callers
+	name in _caller_names(name)
 }
 
 _caller_name := name if {
-	name := input.caller.subject
+	name := _caller.subject
 	name != ""
-} else := input.caller.peer
+} else := object.get(_caller, "peer", "")

@@ -1,8 +1,13 @@
 package pdp.baseline
 
 import data.pdp.lib
+import data.pdp.trust
 
 _risk := data.pdp.baseline.risk
+
+_risk_source := "verified" if trust.risk_verified
+
+_risk_source := "unverified" if not trust.risk_verified
 
 # METADATA
 # title: Critical risk
@@ -11,20 +16,22 @@ _risk := data.pdp.baseline.risk
 #   code: risk.critical
 #   severity: critical
 deny contains lib.reason(rego.metadata.rule(), msg) if {
-	input.risk.score >= _risk.critical_at
-	msg := sprintf("risk score %v is critical (>= %v)", [input.risk.score, _risk.critical_at])
+	trust.risk_score >= _risk.critical_at
+	msg := sprintf("%s risk score %v is critical (>= %v)", [_risk_source, trust.risk_score, _risk.critical_at])
 }
 
 # METADATA
 # title: High risk
-# description: High-risk actions need a risk officer's approval.
+# description: |
+#   High-risk actions need a risk officer's approval. Without a verified assessment, the
+#   classes that need one count as high risk.
 # custom:
 #   code: risk.high
 #   severity: high
 escalate contains lib.escalation(rego.metadata.rule(), msg, "risk_officer", 1) if {
-	input.risk.score >= _risk.high_at
-	input.risk.score < _risk.critical_at
-	msg := sprintf("risk score %v needs approval (>= %v)", [input.risk.score, _risk.high_at])
+	trust.risk_score >= _risk.high_at
+	trust.risk_score < _risk.critical_at
+	msg := sprintf("%s risk score %v needs approval (>= %v)", [_risk_source, trust.risk_score, _risk.high_at])
 }
 
 # Medium risk runs, but contained: in a sandbox and rate limited.
@@ -33,6 +40,6 @@ obligations contains {"type": "sandbox", "params": {"reason": "risk.medium"}} if
 obligations contains {"type": "rate_limit", "params": {"per_minute": _risk.rate_limit_per_minute}} if _medium_risk
 
 _medium_risk if {
-	input.risk.score >= _risk.medium_at
-	input.risk.score < _risk.high_at
+	trust.risk_score >= _risk.medium_at
+	trust.risk_score < _risk.high_at
 }

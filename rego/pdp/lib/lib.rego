@@ -43,3 +43,21 @@ within_window(rfc3339, window) if {
 }
 
 _minutes(hhmm) := (to_number(parts[0]) * 60) + to_number(parts[1]) if parts := split(hhmm, ":")
+
+# METADATA
+# title: Screening key
+# description: |
+#   The form names and account identifiers are compared in for screening: Unicode
+#   look-alikes and compatibility forms mapped to ASCII (data.pdp.lib.confusables: NFKC
+#   letters and digits such as fullwidth forms, Latin letters with diacritics, and Cyrillic
+#   and Greek homoglyphs), upper-cased, and every character that is not A-Z or 0-9 (spaces,
+#   punctuation, zero-width characters) removed. "vostok  maritime-holdings" and an IBAN
+#   written in lower case or in groups of four give the same key as the list entry.
+#   Plain ASCII text skips the (costly) look-alike table.
+screening_key(text) := _squash(_ascii_folded(text))
+
+_ascii_folded(text) := text if regex.match(`^[\x00-\x7f]*$`, text)
+
+_ascii_folded(text) := strings.replace_n(data.pdp.lib.confusables, text) if not regex.match(`^[\x00-\x7f]*$`, text)
+
+_squash(text) := regex.replace(upper(text), `[^A-Z0-9]`, "")

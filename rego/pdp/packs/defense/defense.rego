@@ -3,47 +3,58 @@
 # description: |
 #   Controls for classified work (SECRET and above, or any compartment): need-to-know
 #   compartments for both the agent and its principal, no write-down, no cross-domain
-#   egress, and the two-person rule for destructive actions.
+#   egress, and the two-person rule for destructive actions. Labels come from the
+#   catalogue (asserted labels only add); the principal is the verified one (and the
+#   asserted one too when named); an egress with an empty or unknown destination goes to
+#   the low side.
 package pdp.packs.defense
 
 import data.pdp.lib
+import data.pdp.trust
 
 # METADATA
 # title: Need to know
-# description: Agent and principal must both be read into every compartment of the resource.
+# description: |
+#   The agent and the principal (verified; asserted too when named; none verified = read
+#   into nothing) must be read into every compartment of the resource.
 # custom:
 #   code: defense.need_to_know
 #   severity: critical
 deny contains lib.reason(rego.metadata.rule(), msg) if {
-	some who in [input.agent.id, input.principal.id]
-	missing := {c | some c in input.resource.compartments} - _compartments(who)
+	some who in ({input.agent.id} | trust.principal_ids)
+	missing := trust.compartments - _compartments(who)
 	count(missing) > 0
 	msg := sprintf("%q is not read into %v", [who, sort(missing)])
 }
 
 # METADATA
 # title: Cross-domain egress
-# description: Classified data goes only to destinations accredited on the high side.
+# description: |
+#   Classified data goes only to destinations accredited on the high side; an egress with
+#   an empty or unknown destination is the low side.
 # custom:
 #   code: defense.cross_domain
 #   severity: critical
 deny contains lib.reason(rego.metadata.rule(), msg) if {
 	_classified
-	input.action.destination.address != ""
-	object.get(_cfg.destinations, [input.action.destination.address, "domain"], "") != "high"
-	msg := sprintf("%q is not an accredited high-side destination", [input.action.destination.address])
+	trust.egress
+	object.get(_cfg.destinations, [trust.address, "domain"], "") != "high"
+	msg := sprintf("%q is not an accredited high-side destination", [trust.address])
 }
 
 # METADATA
 # title: Write-down
-# description: No writing classified data to a destination accredited at a lower level.
+# description: |
+#   No writing classified data to a destination accredited at a lower level; an empty or
+#   unknown destination is accredited at no level.
 # custom:
 #   code: defense.write_down
 #   severity: critical
 deny contains lib.reason(rego.metadata.rule(), msg) if {
 	_classified
-	level := _cfg.destinations[input.action.destination.address].level
-	level < input.resource.classification_level
+	trust.egress
+	level := object.get(_cfg.destinations, [trust.address, "level"], 0)
+	level < trust.resource_level
 	msg := sprintf("destination accredited to level %d, below the data's level", [level])
 }
 
@@ -57,14 +68,14 @@ escalate contains lib.escalation(rego.metadata.rule(), msg, rule.role, rule.coun
 	_classified
 	rule := _cfg.two_person
 	data.pdp.baseline.action_class in rule.classes
-	msg := sprintf("%s on classified data needs %d %s approvals", [input.action.tool, rule.count, rule.role])
+	msg := sprintf("%s on classified data needs %d %s approvals", [trust.tool, rule.count, rule.role])
 }
 
 _cfg := data.pdp.packs.defense.config
 
-_classified if input.resource.classification_level >= _cfg.applies_from_level
+_classified if trust.resource_level >= _cfg.applies_from_level
 
-_classified if count(input.resource.compartments) > 0
+_classified if count(trust.compartments) > 0
 
 _compartments(who) := {c | some c in _cfg.personnel[who].compartments}
 

@@ -4,13 +4,19 @@
 #   Payments and trading controls for banks and broker-dealers: transfer limits per agent
 #   and per principal, dual control above a threshold, sanctions screening, new-beneficiary
 #   escalation and market hours. Amounts are in the pack's one booking currency.
+#   Principal limits and beneficiary lists are keyed by the verified principal; without
+#   one the lowest (default) limit and no known beneficiaries apply, and an asserted
+#   principal can only lower the limit and shorten the list.
 package pdp.packs.fintech
 
 import data.pdp.lib
+import data.pdp.trust
 
 # METADATA
 # title: Invalid payment
-# description: A payment needs a positive amount, the booking currency and a beneficiary account.
+# description: |
+#   A payment needs a positive amount, the booking currency, a beneficiary account and a
+#   counterparty name (so that screening has something to screen).
 # custom:
 #   code: fintech.payment_invalid
 #   severity: high
@@ -40,13 +46,18 @@ deny contains lib.reason(rego.metadata.rule(), msg) if {
 #   severity: high
 deny contains lib.reason(rego.metadata.rule(), msg) if {
 	_payment
-	_amount > _principal_limit
-	msg := sprintf("%v exceeds %q's transfer limit %v", [_amount, input.principal.id, _principal_limit])
+	some who in trust.principal_ids
+	limit := _principal_limit(who)
+	_amount > limit
+	msg := sprintf("%v exceeds %q's transfer limit %v", [_amount, who, limit])
 }
 
 # METADATA
 # title: Sanctioned counterparty
-# description: No payment to a counterparty or account on the sanctions list.
+# description: |
+#   No payment whose arguments name a counterparty or account on the sanctions list. Every
+#   string in the arguments (at any depth) is compared by its screening key (see
+#   pdp.lib.screening_key: case, spacing, punctuation and Unicode look-alikes do not evade).
 # custom:
 #   code: fintech.sanctioned_counterparty
 #   severity: critical
@@ -63,9 +74,9 @@ deny contains lib.reason(rego.metadata.rule(), msg) if {
 #   code: fintech.outside_market_hours
 #   severity: medium
 deny contains lib.reason(rego.metadata.rule(), msg) if {
-	input.action.tool in _cfg.trading_tools
-	not lib.within_window(input.request_time, _cfg.market_hours)
-	msg := sprintf("the market is closed at %s", [input.request_time])
+	_trading
+	not lib.within_window(input.bound.time, _cfg.market_hours)
+	msg := sprintf("the market is closed at %s", [input.bound.time])
 }
 
 # METADATA
@@ -82,28 +93,39 @@ escalate contains lib.escalation(rego.metadata.rule(), msg, "payments_approver",
 
 # METADATA
 # title: New beneficiary
-# description: The first transfer to an account not on the principal's list needs approval.
+# description: |
+#   A transfer to an account not on the verified principal's beneficiary list (or, when
+#   the caller names a principal, not on that principal's list too) needs approval.
 # custom:
 #   code: fintech.new_beneficiary
 #   severity: medium
 escalate contains lib.escalation(rego.metadata.rule(), msg, "payments_approver", 1) if {
 	_payment
-	not _beneficiary in object.get(_cfg.beneficiaries, input.principal.id, [])
-	msg := sprintf("%q is a new beneficiary for %q", [_beneficiary, input.principal.id])
+	some who in trust.principal_ids
+	known := object.get(_cfg.beneficiaries, who, [])
+	not _beneficiary in known
+	msg := sprintf("%q is a new beneficiary for %q", [_beneficiary, who])
 }
 
 _cfg := data.pdp.packs.fintech.config
 
 _args := input.action.arguments
 
-_payment if input.action.tool in _cfg.payment_tools
+# A payment tool by the pack's list, or any tool the registry classes as a payment.
+_payment if trust.tool in _cfg.payment_tools
+
+_payment if data.pdp.baseline.action_class == "payment"
+
+_trading if trust.tool in _cfg.trading_tools
+
+_trading if data.pdp.baseline.action_class == "trade"
 
 _amount := _args.amount if {
 	is_number(_args.amount)
 	_args.amount > 0
 }
 
-_principal_limit := object.get(_cfg.limits.principals, input.principal.id, _cfg.limits.default_principal)
+_principal_limit(who) := object.get(_cfg.limits.principals, who, _cfg.limits.default_principal)
 
 _beneficiary := _args.beneficiary if is_string(_args.beneficiary)
 
@@ -115,9 +137,20 @@ _payment_problems contains sprintf("currency must be %s", [_cfg.currency]) if no
 
 _payment_problems contains "beneficiary account is required" if not _beneficiary
 
-_sanctions_hits contains name if {
-	name := upper(trim_space(_args.counterparty))
-	name in _cfg.sanctioned.counterparties
+_payment_problems contains "counterparty name is required for screening" if not _counterparty
+
+_counterparty := _args.counterparty if {
+	is_string(_args.counterparty)
+	lib.screening_key(_args.counterparty) != ""
 }
 
-_sanctions_hits contains _args.beneficiary if _args.beneficiary in _cfg.sanctioned.accounts
+_sanctioned contains lib.screening_key(entry) if {
+	some list in [_cfg.sanctioned.counterparties, _cfg.sanctioned.accounts]
+	some entry in list
+}
+
+_sanctions_hits contains value if {
+	walk(_args, [_, value])
+	is_string(value)
+	lib.screening_key(value) in _sanctioned
+}

@@ -1,89 +1,193 @@
 package pdp.packs.healthcare_test
 
+import data.pdp.fixtures_test as fx
 import data.pdp.packs.healthcare
 
-base := {
-	"agent": {"id": "clinical-assistant"},
-	"principal": {"id": "dr.jones@hospital.example", "roles": ["clinician"]},
-	"action": {"tool": "ehr.read", "arguments": {"fields": ["diagnoses", "medications"]}},
-	"resource": {"owner": "patient-4711", "data_categories": ["phi"]},
-	"purpose_of_use": "treatment",
+base := fx.treatment
+
+p(patch) := fx.patch(base, patch)
+
+denied(inp) := result if {
+	result := {r.code | some r in healthcare.deny} with input as inp
 }
 
-denied(patch) := r if {
-	r := {x.code | some x in healthcare.deny} with input as object.union(base, patch)
+escalated(inp) := result if {
+	result := {r.code | some r in healthcare.escalate} with input as inp
 }
 
-escalated(patch) := r if {
-	r := {x.code | some x in healthcare.escalate} with input as object.union(base, patch)
+obligations(inp) := result if {
+	result := healthcare.obligations with input as inp
 }
 
-obligations(patch) := r if {
-	r := healthcare.obligations with input as object.union(base, patch)
+emergency := p({
+	"verified": {"principal": {"id": "dr.patel@hospital.example"}},
+	"asserted": {"principal": {"id": "dr.patel@hospital.example"}, "purpose_of_use": "emergency"},
+})
+
+test_healthcare_quiet_for_treatment_on_the_care_team if {
+	denied(base) == set()
+	escalated(base) == set()
 }
 
-test_base_nothing_fires if {
-	denied({}) == set()
-	escalated({}) == set()
+# ---- purpose_required ----
+
+test_purpose_required_fires if "hipaa.purpose_required" in denied(p({"asserted": {"purpose_of_use": "marketing"}}))
+
+test_purpose_required_fires_when_empty if {
+	"hipaa.purpose_required" in denied(p({"asserted": {"purpose_of_use": ""}}))
+	"hipaa.purpose_required" in denied(fx.without(base, ["asserted/purpose_of_use"]))
 }
 
-test_purpose_required_fires if "hipaa.purpose_required" in denied({"purpose_of_use": "marketing"})
+test_purpose_required_fires_when_the_caller_drops_phi if {
+	# Whether data is PHI comes from the catalogue, not from the request's categories.
+	"hipaa.purpose_required" in denied(p({"asserted": {"purpose_of_use": "marketing", "resource": {"data_categories": []}}}))
+}
 
-test_purpose_required_fires_when_empty if "hipaa.purpose_required" in denied({"purpose_of_use": ""})
+test_purpose_required_fires_for_an_uncatalogued_record if {
+	"hipaa.purpose_required" in denied(p({"resource": {"id": "patient-9999/summary"}, "asserted": {"purpose_of_use": "marketing"}}))
+}
 
 test_purpose_required_quiet_without_phi if {
-	denied({"purpose_of_use": "marketing", "resource": {"data_categories": ["pii"]}}) == set()
+	not "hipaa.purpose_required" in denied(p({"resource": {"type": "customer_record", "id": "C-1042"}, "asserted": {"purpose_of_use": ""}}))
 }
 
-test_role_not_permitted_fires if "hipaa.role_not_permitted" in denied({"principal": {"roles": ["billing"]}})
+test_purpose_required_uses_the_verified_purpose if {
+	# The token's purpose decides; the request need not repeat it.
+	tokened := p({"verified": {"principal": {"purpose_of_use": "treatment"}}, "asserted": {"purpose_of_use": ""}})
+	denied(tokened) == set()
+}
+
+test_purpose_required_fires_for_an_asserted_purpose_when_only_tokens_count if {
+	"hipaa.purpose_required" in denied(base) with data.pdp.baseline.purpose_from_token_only as true
+	tokened := p({"verified": {"principal": {"purpose_of_use": "treatment"}}})
+	denied(tokened) == set() with data.pdp.baseline.purpose_from_token_only as true
+}
+
+# ---- purpose_mismatch ----
+
+test_purpose_mismatch_fires if {
+	claim := p({"verified": {"principal": {"purpose_of_use": "payment"}}, "asserted": {"purpose_of_use": "treatment"}})
+	"hipaa.purpose_mismatch" in denied(claim)
+}
+
+test_purpose_mismatch_fires_without_phi_too if {
+	claim := p({
+		"resource": {"type": "customer_record", "id": "C-1042"},
+		"verified": {"principal": {"purpose_of_use": "payment"}}, "asserted": {"purpose_of_use": "treatment"},
+	})
+	"hipaa.purpose_mismatch" in denied(claim)
+}
+
+test_purpose_mismatch_quiet_when_equal if {
+	not "hipaa.purpose_mismatch" in denied(p({"verified": {"principal": {"purpose_of_use": "treatment"}}}))
+}
+
+test_purpose_mismatch_quiet_without_a_token_purpose if not "hipaa.purpose_mismatch" in denied(base)
+
+# ---- role_not_permitted ----
+
+test_role_not_permitted_fires if "hipaa.role_not_permitted" in denied(p({"verified": {"principal": {"roles": ["billing"]}}}))
+
+test_role_not_permitted_fires_for_asserted_roles_only if {
+	# Roles the caller claims grant nothing: only the token's roles count.
+	claim := p({"verified": {"principal": {"roles": []}}, "asserted": {"principal": {"roles": ["clinician"]}}})
+	"hipaa.role_not_permitted" in denied(claim)
+}
+
+test_role_not_permitted_fires_without_verified_principal if {
+	"hipaa.role_not_permitted" in denied(fx.without(base, ["verified/principal"]))
+}
 
 test_role_not_permitted_quiet_for_billing_payment if {
-	not "hipaa.role_not_permitted" in denied({"principal": {"roles": ["billing"]}, "purpose_of_use": "payment"})
+	billing := p({"verified": {"principal": {"roles": ["billing"]}}, "asserted": {"purpose_of_use": "payment"}})
+	not "hipaa.role_not_permitted" in denied(billing)
 }
 
 test_role_not_permitted_quiet_without_purpose if {
-	not "hipaa.role_not_permitted" in denied({"purpose_of_use": "marketing"})
+	not "hipaa.role_not_permitted" in denied(p({"verified": {"principal": {"roles": []}}, "asserted": {"purpose_of_use": "marketing"}}))
 }
 
+# ---- no_care_relationship ----
+
 test_no_care_relationship_fires if {
-	"hipaa.no_care_relationship" in denied({"principal": {"id": "dr.patel@hospital.example"}})
+	"hipaa.no_care_relationship" in denied(p({"verified": {"principal": {"id": "dr.patel@hospital.example"}}}))
+}
+
+test_no_care_relationship_fires_when_the_caller_claims_another_owner if {
+	# The owner comes from the catalogue: claiming Dr Patel's patient changes nothing.
+	claim := p({
+		"verified": {"principal": {"id": "dr.patel@hospital.example"}},
+		"asserted": {"resource": {"owner": "patient-5020"}},
+	})
+	"hipaa.no_care_relationship" in denied(claim)
+}
+
+test_no_care_relationship_fires_without_verified_principal if {
+	"hipaa.no_care_relationship" in denied(fx.without(base, ["verified/principal"]))
+}
+
+test_no_care_relationship_fires_for_the_asserted_principal_too if {
+	"hipaa.no_care_relationship" in denied(p({"asserted": {"principal": {"id": "dr.patel@hospital.example"}}}))
 }
 
 test_no_care_relationship_fires_for_unknown_patient if {
-	"hipaa.no_care_relationship" in denied({"resource": {"owner": "patient-0"}})
+	"hipaa.no_care_relationship" in denied(p({"resource": {"id": "patient-9999/summary"}}))
 }
+
+test_no_care_relationship_quiet_on_the_care_team if not "hipaa.no_care_relationship" in denied(base)
 
 test_no_care_relationship_quiet_for_payment if {
-	patch := {"principal": {"id": "x", "roles": ["billing"]}, "purpose_of_use": "payment"}
-	not "hipaa.no_care_relationship" in denied(patch)
+	billing := p({"verified": {"principal": {"roles": ["billing"]}}, "asserted": {"purpose_of_use": "payment"}})
+	not "hipaa.no_care_relationship" in denied(billing)
 }
+
+# ---- break_glass ----
 
 test_break_glass_fires if {
-	patch := {"principal": {"id": "dr.patel@hospital.example"}, "purpose_of_use": "emergency"}
-	escalated(patch) == {"hipaa.break_glass"}
-	denied(patch) == set()
-	{"type": "flag", "params": {"tag": "break_glass", "review": "privacy_office"}} in obligations(patch)
+	"hipaa.break_glass" in escalated(emergency)
+	denied(emergency) == set()
+	some o in obligations(emergency)
+	o.type == "flag"
 }
 
-test_break_glass_quiet_for_treatment if not "hipaa.break_glass" in escalated({})
+test_break_glass_fires_when_the_caller_claims_treatment_of_its_own_patient if {
+	# Issue 13's attack: claim treatment and an owner on one's care team. The catalogue says
+	# whose record it is, so treatment is denied and only break-glass (escalated) remains.
+	claim := fx.patch(emergency, {"asserted": {"purpose_of_use": "treatment", "resource": {"owner": "patient-5020"}}})
+	"hipaa.no_care_relationship" in denied(claim)
+}
+
+test_break_glass_quiet_for_treatment if not "hipaa.break_glass" in escalated(base)
+
+# ---- obligations ----
 
 test_minimum_necessary_drops_extra_fields if {
-	some o in obligations({"action": {"arguments": {"fields": ["ssn", "diagnoses", "address"]}}})
+	some o in obligations(base)
 	o.type == "minimum_necessary"
-	o.params.drop == ["address", "ssn"]
-	"diagnoses" in o.params.keep
+	o.params.drop == ["ssn"]
 }
 
 test_minimum_necessary_without_field_list if {
-	some o in obligations({"action": {"arguments": {}}})
+	some o in obligations(fx.without(base, ["action/arguments/fields"]))
 	o.type == "minimum_necessary"
 	o.params.drop == []
 }
 
 test_deidentify_on_export if {
-	{"type": "deidentify", "params": {"method": "hipaa-safe-harbor"}} in obligations({"action": {"tool": "ehr.export"}})
+	export := p({"action": {"tool": "ehr.export", "destination": {"address": "research@hospital.example"}}})
+	some o in obligations(export)
+	o.type == "deidentify"
 }
 
-test_deidentify_quiet_on_read if every o in obligations({}) {
-	o.type != "deidentify"
+test_deidentify_quiet_on_read if {
+	every o in obligations(base) {
+		o.type != "deidentify"
+	}
+}
+
+test_minimum_necessary_with_a_malformed_field_list if {
+	# A `fields` that is not a list still gets the obligation (keep only the purpose's fields).
+	some o in obligations(p({"action": {"arguments": {"fields": "everything"}}}))
+	o.type == "minimum_necessary"
+	o.params.drop == []
 }

@@ -4,10 +4,11 @@ package pdp
 decision := {
 	"outcome": "deny",
 	"reasons": [{"code": "echo", "message": json.marshal({
-		"caller": input.caller,
-		"request_time": input.request_time,
-		"action_digest": input.action_digest,
-		"classification": input.resource.classification,
+		"caller": input.bound.caller,
+		"request_time": input.bound.time,
+		"action_digest": input.bound.action_digest,
+		"classification": input.asserted.resource.classification,
+		"verified": input.verified,
 	})}],
 	"obligations": [],
 }
