@@ -46,15 +46,19 @@ Call = Callable[[int], int]  # i-th call → decisions made
 
 def to_authzen(request: pb.DecideRequest) -> dict[str, Any]:
     """The AuthZEN evaluation that the default mapping turns back into ``request``'s context
-    (a request without a resource gets type and id ``none``: AuthZEN requires both)."""
+    (a request without a resource gets type and id ``none``: AuthZEN requires both), tokens
+    included: the principal token as ``subject.properties.token``, the others in ``context``."""
     c = json_format.MessageToDict(request.context, preserving_proto_field_name=True)
     agent, principal, action = c["agent"], c.get("principal", {}), c["action"]
-    resource, ctx = c.get("resource", {}), {k: c[k] for k in ("environment", "risk", "lineage") if k in c}
+    carried = ("environment", "risk", "lineage", "risk_assertion", "lineage_attestations")
+    resource, ctx = c.get("resource", {}), {k: c[k] for k in carried if k in c}
     if "classification" in resource:
         resource["classification"] = resource["classification"].removeprefix("CLASSIFICATION_").lower()
     subject_props = {f"agent_{k}": v for k, v in agent.items()} | {
         k: principal[k] for k in ("roles", "tenant") if k in principal
     }
+    if "principal_token" in c:
+        subject_props["token"] = c["principal_token"]
     return {
         "subject": {"type": principal.get("type", "user"), "id": principal["id"], "properties": subject_props},
         "action": {"name": action["tool"], "properties": {k: v for k, v in action.items() if k != "tool"}},
@@ -202,6 +206,7 @@ def bench_authzen(*, seconds: float, concurrency: int, work: Path) -> dict[str, 
     bodies = [to_authzen(r) for r in mix]
     assert all(
         authzen.Mapping.default().to_request(b).context.agent == r.context.agent
+        and authzen.Mapping.default().to_request(b).context.principal_token == r.context.principal_token
         for b, r in zip(bodies, mix, strict=True)
     )
     opa = start_opa(work)

@@ -5,6 +5,9 @@ An AuthZEN evaluation (``subject``, ``action``, ``resource``, ``context``) becom
 DecideRequest field takes the value at this JSON pointer of the evaluation (or this constant)",
 plus the rest of the evaluation (every member no rule placed elsewhere) kept under
 ``context.attributes.<keep_request>``, so a policy can read any AuthZEN field, each in one place.
+By default the subject's ``token`` property is the principal token and the context's
+``risk_assertion`` / ``lineage_attestations`` are the other tokens: the PDP verifies them
+(``input.verified``); all else the evaluation says is the PEP's word (``input.asserted``).
 The default mapping is :data:`DEFAULT_MAPPING`; a deployment replaces it with a JSON file
 (``PDP_AUTHZEN_MAPPING``, format in ``docs/authzen.md``). The DecideRequest then goes through
 the same :class:`~pdp.decide.Decider` as gRPC ``Decide``: validation, caller binding, OPA,
@@ -44,7 +47,10 @@ SEMANTICS = (EXECUTE_ALL, DENY_ON_FIRST_DENY, PERMIT_ON_FIRST_PERMIT)
 # into the (merged) AuthZEN evaluation; "default" is used when the pointer finds nothing; "value"
 # is a constant. The AuthZEN subject is the principal the request is for; the agent is named by
 # the subject's ``agent_id`` property, else it is the constant ``authzen`` (grant tools to an agent
-# of that name, or map the agent from your own field).
+# of that name, or map the agent from your own field). The subject's ``token`` property is the
+# principal token (the PDP verifies it: ``input.verified.principal``); the context's
+# ``risk_assertion`` and ``lineage_attestations`` are the other tokens. Everything else the subject
+# and context say is the PEP's word (``input.asserted``): it can only make a decision stricter.
 DEFAULT_MAPPING: dict[str, Any] = {
     "keep_request": "authzen",
     "request_id": "none",
@@ -54,6 +60,9 @@ DEFAULT_MAPPING: dict[str, Any] = {
         "context.agent.version": {"from": "/subject/properties/agent_version"},
         "context.agent.owner": {"from": "/subject/properties/agent_owner"},
         "context.agent.model": {"from": "/subject/properties/agent_model"},
+        "context.principal_token": {"from": "/subject/properties/token"},
+        "context.risk_assertion": {"from": "/context/risk_assertion"},
+        "context.lineage_attestations": {"from": "/context/lineage_attestations"},
         "context.principal.id": {"from": "/subject/id"},
         "context.principal.type": {"from": "/subject/type"},
         "context.principal.roles": {"from": "/subject/properties/roles"},

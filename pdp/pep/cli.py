@@ -40,6 +40,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--agent", required=True, help="the agent id the calls are made for (its registry entry)")
     p.add_argument("--agent-version", default="", help="the agent's version (checked against the registry)")
     p.add_argument("--principal", default="", help="on whose behalf the agent acts (optional)")
+    p.add_argument(
+        "--principal-token-file",
+        type=Path,
+        default=os.environ.get("PDP_PRINCIPAL_TOKEN_FILE") or None,
+        help="a file holding the principal's OIDC/JWT token, forwarded with every question and read "
+        "again for each (PDP_PRINCIPAL_TOKEN_FILE; else the token itself from PDP_PRINCIPAL_TOKEN)",
+    )
     p.add_argument("--mapping", type=Path, required=True, help="the server's mapping file (JSON or YAML)")
     p.add_argument(
         "--pdp",
@@ -77,9 +84,14 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         return _usage(f"--jwks: cannot read {args.jwks}: {e}")
     principal = pb.Principal(id=args.principal) if args.principal else None
+    token_file: Path | None = args.principal_token_file
+    if token_file is not None and not token_file.is_file():
+        return _usage(f"--principal-token-file: {token_file} is not a readable file")
     settings = Settings(
         agent=pb.Agent(id=args.agent, version=args.agent_version),
         principal=principal,
+        principal_token="" if token_file else os.environ.get("PDP_PRINCIPAL_TOKEN", "").strip(),
+        principal_token_file=token_file,
         timeout_s=args.timeout,
         list_ttl_s=args.list_ttl,
     )

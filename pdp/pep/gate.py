@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -59,12 +60,29 @@ class Permit:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
-    """What the proxy puts into every question, and how it talks to the PDP."""
+    """What the proxy puts into every question, and how it talks to the PDP.
+
+    The principal token (an OIDC/JWT token of the user the agent acts for) is forwarded with every
+    question; the PDP verifies it, and only a verified principal can grant or relax anything.
+    """
 
     agent: pb.Agent
     principal: pb.Principal | None = None
+    principal_token: str = ""
+    principal_token_file: Path | None = None
     timeout_s: float = 2.0
     list_ttl_s: float = 30.0
+
+    def token(self) -> str:
+        """The principal token to forward: the file's content, read for every question (so that
+        whatever refreshes the token can rewrite it), else ``principal_token`` ("" for none).
+
+        Raises:
+            OSError: the file cannot be read.
+        """
+        if self.principal_token_file is not None:
+            return self.principal_token_file.read_text().strip()
+        return self.principal_token
 
 
 class Gate:
@@ -112,7 +130,7 @@ class Gate:
             ) from None
         request = pb.DecideRequest(request_id=f"mcp-{uuid.uuid4().hex}", context=ctx)
         response = self._pdp("Decide", lambda: self._client.decide(request, timeout_s=self._settings.timeout_s))
-        decision = self._verify(response.record, ctx)
+        decision = self._verify(response.record, request)
         data = _decision_data(decision)
         if decision.outcome == "deny":
             self._report_blocked(decision, "denied by policy")
@@ -210,9 +228,9 @@ class Gate:
             "DecideBatch", lambda: self._client.decide_batch(requests, timeout_s=self._settings.timeout_s)
         )
         allowed = set()
-        for (name, ctx), response in zip(contexts.items(), responses, strict=True):
+        for name, request, response in zip(contexts, requests, responses, strict=True):
             try:
-                if self._verify(response.record, ctx).outcome == "allow":
+                if self._verify(response.record, request).outcome == "allow":
                     allowed.add(name)
             except Refusal as e:
                 log.warning("tools/list: %s hidden: %s", name, e.message)
@@ -221,13 +239,23 @@ class Gate:
     # ---- helpers ----------------------------------------------------------------------------
 
     def _context(self, tool: str, arguments: dict[str, Any], operation: str | None = None) -> pb.ActionContext:
-        return self._mapping.context(
+        ctx = self._mapping.context(
             agent=self._settings.agent,
             principal=self._settings.principal,
             tool=tool,
             arguments=arguments,
             operation=operation,
         )
+        try:
+            ctx.principal_token = self._settings.token()
+        except OSError as e:
+            raise Refusal(
+                code=DENIED,
+                message=f"Refused: the principal token file {self._settings.principal_token_file} "
+                f"cannot be read ({e.strerror or e}); nothing was forwarded.",
+                data={"principal_token_file": str(self._settings.principal_token_file)},
+            ) from None
+        return ctx
 
     def _pdp(self, what: str, call: Callable[[], Any]) -> Any:
         try:
@@ -247,14 +275,15 @@ class Gate:
         assert self._jwks is not None
         return self._jwks
 
-    def _verify(self, record: str, ctx: pb.ActionContext) -> VerifiedDecision:
+    def _verify(self, record: str, request: pb.DecideRequest) -> VerifiedDecision:
+        """The record, verified against the whole request sent (its request digest and its action's)."""
         try:
             try:
-                return verify(record, self._keys(), action=ctx, replay=self._replay)
+                return verify(record, self._keys(), request=request, replay=self._replay)
             except VerificationError as e:
                 if self._pinned or "unknown kid" not in str(e):
                     raise
-                return verify(record, self._keys(refresh=True), action=ctx, replay=self._replay)
+                return verify(record, self._keys(refresh=True), request=request, replay=self._replay)
         except VerificationError as e:
             raise Refusal(
                 code=PDP_UNAVAILABLE,

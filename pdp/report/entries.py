@@ -36,9 +36,10 @@ class Entry:
         opa_version: the OPA that evaluated the policy (decisions).
         timers_ns: the record's ``metrics`` timers, ``timer_*_ns`` (decisions).
         masked, erased: JSON pointers of the input masked or erased before signing (decisions).
-        has_trust: the decision carries a provenance summary (``pdp.trust`` or ``facts``).
-        classification: the data's classification from that summary ("" when none).
-        lineage_verified: some lineage attestation verified for the decision.
+        has_trust: the decision carries the PDP's provenance summary (``pdp.trust``).
+        classification: the data's classification the policy looked up (``pdp.facts.resource``; ""
+            when the record has no facts, e.g. fail-closed).
+        lineage_verified: the PDP verified at least one lineage attestation (``pdp.trust.lineage``).
         step: an escalation's step (opened, approved, rejected, expired, consumed).
         escalation_id: the escalation a step belongs to.
     """
@@ -89,12 +90,10 @@ def entry_of(index: int, claims: Mapping[str, Any]) -> Entry:
 
 
 def _decision(index: int, claims: Mapping[str, Any], pdp: Mapping[str, Any], iat: float) -> Entry:
+    # pdp.trust: who vouched for what (its `lineage` lists the attestations the PDP verified);
+    # pdp.facts: the catalogue's labels the policy decided on (absent when no verdict was reached).
     trust = _obj(pdp.get("trust"))
-    facts = _obj(claims.get("facts")) or _obj(pdp.get("facts")) or _obj(_obj(claims.get("result")).get("facts"))
-    verified = _obj(_obj(claims.get("input")).get("verified"))
-    lineage = trust.get("lineage_verified")
-    if lineage is None:
-        lineage = bool(trust.get("lineage") or verified.get("lineage"))
+    resource = _obj(_obj(pdp.get("facts")).get("resource"))
     return Entry(
         index=index,
         kind=DECISION,
@@ -121,9 +120,9 @@ def _decision(index: int, claims: Mapping[str, Any], pdp: Mapping[str, Any], iat
         ),
         masked=tuple(str(p) for p in claims.get("masked") or ()),
         erased=tuple(str(p) for p in claims.get("erased") or ()),
-        has_trust="trust" in pdp or any("facts" in _obj(d) for d in (claims, pdp, claims.get("result"))),
-        classification=str(trust.get("classification") or _obj(facts.get("resource")).get("classification") or ""),
-        lineage_verified=bool(lineage),
+        has_trust="trust" in pdp,
+        classification=str(resource.get("classification") or ""),
+        lineage_verified=bool(trust.get("lineage")),
     )
 
 

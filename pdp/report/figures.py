@@ -15,8 +15,10 @@ Definitions (docs/report.md repeats them for readers of the report):
 * **audit completeness**: allows with at least one outcome report, over allows. An allow without
   one is *overdue* once its record's ``exp`` is before ``as_of`` (the newest record time in the
   verified log, so the figure is reproducible), else *pending*.
-* **lineage completeness**: decisions on classified data (a classification other than ``public``
-  in the record's provenance summary) whose lineage verified, over those decisions.
+* **lineage completeness**: decisions with the PDP's provenance summary (``pdp.trust``) on
+  classified data (a looked-up classification, ``pdp.facts.resource.classification``, other than
+  ``public``) for which the PDP verified at least one lineage attestation (``pdp.trust.lineage``),
+  over those decisions.
 * **percentiles**: nearest rank over the record's ``metrics`` timers (nanoseconds).
 * Rates are ``null`` when their denominator is 0.
 """
@@ -206,7 +208,7 @@ class Tally:
                 "completeness": _rate(self.lineage_verified, self.classified),
                 "note": ""
                 if self.with_trust
-                else "no decision in the period carries a provenance summary (pdp.trust / facts): "
+                else "no decision in the period carries a provenance summary (pdp.trust): "
                 "the log predates it, so lineage completeness cannot be computed from it",
             },
             "latency": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import subprocess
@@ -18,14 +19,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import DNSName, UniformResourceIdentifier
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pdp import keys
+from pdp import devissuer, keys
 from pdp.client import MemoryReplayCache, verify
 from pdp.config import Settings
 from pdp.errors import ConfigError
 from pdp.http import authzen
+from pdp.records import unverified_claims
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar, free_port
 from tests.conftest import ROOT, Pdp, wait_for
+from tests.helpers import dev_issuers
 from tests.integration.test_mtls import _issue, _pem_key
 
 pytestmark = pytest.mark.integration
@@ -100,6 +103,22 @@ def _ask(name: str = "read", **extra: Any) -> dict[str, Any]:
     }
 
 
+def _with_tokens(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """``evaluation`` as a real PEP sends it: with the principal token, risk assertion and lineage
+    attestations it obtained for what it asks (the dev issuers the PDP trusts standing in for the
+    identity provider, the risk engine and the source system), where the default mapping reads them."""
+    request = authzen.Mapping.default().to_request(evaluation)
+    devissuer.forward_tokens(request, dev_issuers())
+    tokens = request.context
+    sent = copy.deepcopy(evaluation)
+    sent["subject"].setdefault("properties", {})["token"] = tokens.principal_token
+    if tokens.risk_assertion:
+        sent.setdefault("context", {})["risk_assertion"] = tokens.risk_assertion
+    if tokens.lineage_attestations:
+        sent.setdefault("context", {})["lineage_attestations"] = list(tokens.lineage_attestations)
+    return sent
+
+
 def _echo(result: dict[str, Any]) -> dict[str, Any]:
     echoed: dict[str, Any] = json.loads(result["context"]["reasons"][0]["message"])
     return echoed
@@ -141,32 +160,37 @@ def test_every_mapped_field_reaches_the_policy_input(face: Face) -> None:
     result = face.evaluate(ask)
     echoed = _echo(result)
     assert result["decision"] is False
-    assert echoed["agent"] == {"id": "support-bot", "version": "1.4.1", "owner": "", "model": ""}
-    assert echoed["principal"] == {"id": "alice@example.com", "type": "user", "roles": ["teller"], "tenant": "eu"}
+    # The question: what is asked (covered by the action digest).
+    assert echoed["agent"] == {"id": "support-bot"}
     assert echoed["action"] == {
         "tool": "crm.update",
         "operation": "write",
         "arguments": {"customer_id": "C-1", "fields": {"email": "a@b.example"}},
-        "destination": {"kind": "external", "address": "mail.example"},
+        "destination": {"address": "mail.example"},
     }
-    assert echoed["resource"]["classification"] == "confidential"
-    assert {k: echoed["resource"][k] for k in ("type", "id", "owner", "data_categories", "compartments")} == {
-        "type": "customer_record",
-        "id": "C-1",
+    assert echoed["resource"] == {"type": "customer_record", "id": "C-1"}
+    # Without tokens, all the subject and context say is the PEP's word: asserted, nothing verified.
+    assert echoed["verified"] == {"lineage": []}
+    asserted = echoed["asserted"]
+    assert asserted["agent"] == {"version": "1.4.1", "owner": "", "model": ""}
+    assert asserted["principal"] == {"id": "alice@example.com", "type": "user", "roles": ["teller"], "tenant": "eu"}
+    assert asserted["destination"] == {"kind": "external"}
+    assert asserted["resource"]["classification"] == "confidential"
+    assert {k: asserted["resource"][k] for k in ("owner", "data_categories", "compartments")} == {
         "owner": "crm-team",
         "data_categories": ["pii"],
         "compartments": ["eu"],
     }
-    assert echoed["environment"] == {
+    assert asserted["environment"] == {
         "name": "production",
         "change_ref": "CHG-1",
         "region": "eu-west",
         "session_id": "s-1",
     }
-    assert echoed["risk"] == {"score": 42, "indicators": ["new_device"]}
-    assert echoed["purpose_of_use"] == "support"
+    assert asserted["risk"] == {"score": 42, "indicators": ["new_device"]}
+    assert asserted["purpose_of_use"] == "support"
     # What no rule placed elsewhere is kept for the policy, each member in one place.
-    assert echoed["attributes"]["authzen"] == {
+    assert asserted["attributes"]["authzen"] == {
         "resource": {"properties": {"ownerID": "someone"}},
         "context": {"ip": "10.0.0.1"},
     }
@@ -176,8 +200,53 @@ def test_every_mapped_field_reaches_the_policy_input(face: Face) -> None:
     assert _echo(face.evaluate(_ask()))["agent"]["id"] == "authzen"
 
 
+def test_tokens_the_pep_forwards_are_verified_and_stay_out_of_the_attributes(face: Face) -> None:
+    ask = _with_tokens(
+        _ask(
+            subject={"type": "user", "id": "alice@example.com", "properties": {"roles": ["teller"], "tenant": "eu"}},
+            context={
+                "risk": {"score": 12, "indicators": ["known_device"]},
+                "lineage": [{"source": "crm", "kind": "record", "quality": 0.9, "verified": True}],
+            },
+        )
+    )
+    assert ask["subject"]["properties"]["token"] and ask["context"]["risk_assertion"]
+    result = face.evaluate(ask)
+    echoed = _echo(result)
+    principal = echoed["verified"]["principal"]
+    assert (principal["id"], principal["issuer"], principal["roles"], principal["tenant"]) == (
+        "alice@example.com",
+        devissuer.ISSUERS["principal"],
+        ["teller"],
+        "eu",
+    )
+    risk, lineage = echoed["verified"]["risk"], echoed["verified"]["lineage"]
+    assert (risk["score"], risk["issuer"]) == (12, devissuer.ISSUERS["risk"])
+    assert [(e["source"], e["issuer"]) for e in lineage] == [("crm", devissuer.ISSUERS["lineage"])]
+    # The tokens are mapped, not kept as attributes (nothing reaches the policy twice).
+    assert "authzen" not in echoed["asserted"]["attributes"]
+    trust = unverified_claims(result["context"]["record"].encode())["pdp"]["trust"]
+    assert trust["principal"] == {"issuer": devissuer.ISSUERS["principal"], "id": "alice@example.com"}
+    assert trust["rejected"] == []
+
+
+def test_a_token_that_does_not_verify_leaves_the_subject_asserted(face: Face) -> None:
+    forged = _with_tokens(_ask())
+    header, body, _ = forged["subject"]["properties"]["token"].split(".")
+    forged["subject"]["properties"]["token"] = f"{header}.{body}.{'A' * 86}"  # not the issuer's signature
+    result = face.evaluate(forged)
+    echoed = _echo(result)
+    assert "principal" not in echoed["verified"]
+    assert echoed["asserted"]["principal"]["id"] == "alice@example.com"
+    trust = unverified_claims(result["context"]["record"].encode())["pdp"]["trust"]
+    assert trust["principal"] is None
+    assert [r["field"] for r in trust["rejected"]] == ["principal_token"]
+
+
 def test_an_allow_is_true_with_a_record_a_pep_can_verify(face: Face) -> None:
-    ask = _ask(subject={"type": "user", "id": "alice@example.com", "properties": {"agent_id": "support-bot"}})
+    ask = _with_tokens(
+        _ask(subject={"type": "user", "id": "alice@example.com", "properties": {"agent_id": "support-bot"}})
+    )
     r = face.post("/access/v1/evaluation", ask, headers={"X-Request-ID": "rq-77"})
     assert r.status_code == 200
     assert r.headers["X-Request-ID"] == "rq-77"
@@ -262,7 +331,8 @@ def test_evaluations_entries_override_the_defaults(face: Face) -> None:
         ],
     }
     echoed = [_echo(e) for e in face.post("/access/v1/evaluations", body).json()["evaluations"]]
-    assert [(e["principal"]["id"], e["resource"]["id"], e["purpose_of_use"]) for e in echoed] == [
+    said = [(e["asserted"]["principal"]["id"], e["resource"]["id"], e["asserted"]["purpose_of_use"]) for e in echoed]
+    assert said == [
         ("alice@example.com", "default", "audit"),
         ("alice@example.com", "f-1", "audit"),
         ("bob@example.com", "default", ""),
@@ -329,6 +399,16 @@ def test_metadata_names_the_configured_identifier(start_face: Callable[..., Face
         ),
         ("/access/v1/evaluation", _ask(action={"name": "no spaces allowed"}), "action.name: must be 1-128 letters"),
         ("/access/v1/evaluation", _ask(context={"risk": {"score": 500}}), "context.risk.score: must be a number"),
+        (
+            "/access/v1/evaluation",
+            _ask(subject={"type": "user", "id": "a", "properties": {"token": 7}}),
+            "subject.properties.token: must be a string",
+        ),
+        (
+            "/access/v1/evaluation",
+            _ask(context={"lineage_attestations": "x.y.z"}),
+            "context.lineage_attestations: must be a list of strings",
+        ),
         ("/access/v1/evaluation", [], "request: must be a JSON object"),
         ("/access/v1/evaluations", {**_ask(), "evaluations": [{}, {"action": {}}]}, "evaluations[1].action.name"),
         (
@@ -426,9 +506,9 @@ def test_a_deployment_maps_its_own_fields(start_face: Callable[..., Face], tmp_p
     ask = _ask(subject={"type": "agent", "id": "support-bot"}, context={"on_behalf_of": "carol@example.com"})
     echoed = _echo(face.evaluate(ask))
     assert echoed["agent"]["id"] == "support-bot"
-    assert echoed["principal"]["id"] == "carol@example.com"
-    assert echoed["environment"]["name"] == "staging"
-    assert echoed["attributes"] == {}
+    assert echoed["asserted"]["principal"]["id"] == "carol@example.com"
+    assert echoed["asserted"]["environment"]["name"] == "staging"
+    assert echoed["asserted"]["attributes"] == {}
     assert echoed["resource"]["id"] == ""
 
 

@@ -23,10 +23,10 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
-from pdp import keys
+from pdp import devissuer, keys
 from pdp.ledger.log import read_frames, segments
 from pdp.sidecar import OpaSidecar, free_port
-from tests.conftest import BUNDLE, EXAMPLES, ROOT, Pdp, wait_for
+from tests.conftest import BUNDLE, EXAMPLES, ROOT, Pdp, dev_issuers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +69,8 @@ class World:
     def files(self, *extra: str) -> StdioServerParameters:
         return self.proxy("filesystem.json", str(FS_SERVER), str(self.root), extra=extra)
 
-    def git(self) -> StdioServerParameters:
-        return self.proxy("git.yaml", str(GIT_SERVER), "--repository", str(self.repo))
+    def git(self, *extra: str) -> StdioServerParameters:
+        return self.proxy("git.yaml", str(GIT_SERVER), "--repository", str(self.repo), extra=extra)
 
 
 @pytest.fixture
@@ -320,6 +320,50 @@ def test_git_reads_are_allowed_and_a_commit_is_held(world: World) -> None:
     assert err.data["outcome"] == "require_approval"
     assert "repo_maintainer" in err.message
     assert _git(world.repo, "log", "--oneline").count("\n") == 1  # no new commit
+
+
+def test_the_proxy_forwards_the_principal_token_and_the_record_names_the_verified_principal(
+    world: World, tmp_path: Path
+) -> None:
+    token = tmp_path / "principal.jwt"
+    token.write_text(devissuer.mint(dev_issuers(), "principal", {"sub": "dev@example.org", "roles": []}) + "\n")
+    status = ("git_status", {"repo_path": str(world.repo)})
+    git, with_token = world.git(), world.git("--principal-token-file", str(token))
+
+    signed = session(with_token, lambda c: c.call_tool(*status))
+    unsigned = session(git, lambda c: c.call_tool(*status))
+
+    claims = log_claims(world.log_dir)
+    verified = claims[(signed.meta or {})[META]["log_index"]]["pdp"]
+    assert verified["principal"] == "dev@example.org"
+    assert verified["trust"]["principal"] == {"issuer": devissuer.ISSUERS["principal"], "id": "dev@example.org"}
+    assert verified["trust"]["rejected"] == []
+    without = claims[(unsigned.meta or {})[META]["log_index"]]["pdp"]
+    assert without["principal"] == "" and without["trust"]["principal"] is None
+
+
+def test_an_unreadable_principal_token_file_stops_the_proxy_with_a_message_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jwt"
+    mapping = str(EXAMPLES / "mcp" / "git.yaml")
+    done = subprocess.run(
+        [
+            *PDP_CMD,
+            "mcp-proxy",
+            "--agent",
+            "a",
+            "--mapping",
+            mapping,
+            "--principal-token-file",
+            str(missing),
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+    assert done.returncode == 2
+    assert f"--principal-token-file: {missing} is not a readable file" in done.stderr
 
 
 def test_a_mapping_file_with_a_bad_field_stops_the_proxy_with_a_message_naming_it(tmp_path: Path) -> None:

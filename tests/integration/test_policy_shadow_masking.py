@@ -22,9 +22,10 @@ from pdp.config import Settings
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar
 from pdp.telemetry import Telemetry
+from pdp.trust import TrustConfig
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, load_request, wait_for
+from tests.conftest import ROOT, dev_issuers, load_request, wait_for
 
 V1 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v1"
 V2 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v2"
@@ -65,14 +66,22 @@ class Running:
 
 @pytest.fixture
 def run_pdp(tmp_path: Path) -> Iterator[Callable[..., Running]]:
-    """A real PDP whose metrics are read in memory; its own key and log under tmp_path."""
+    """A real PDP whose metrics are read in memory; its own key and log under tmp_path; it trusts the
+    dev issuers whose tokens :func:`load_request` forwards."""
     started: list[Any] = []
 
     def start(opa_url: str, **overrides: Any) -> Running:
         home = tmp_path / f"pdp-{len(started)}"
         keys.ensure(home / "keys")
         settings = dataclasses.replace(
-            Settings(listen="127.0.0.1:0", opa_url=opa_url, key_dir=home / "keys", log_dir=home / "log"), **overrides
+            Settings(
+                listen="127.0.0.1:0",
+                opa_url=opa_url,
+                key_dir=home / "keys",
+                log_dir=home / "log",
+                trust=TrustConfig.load(dev_issuers() / "trust.json"),
+            ),
+            **overrides,
         )
         reader = InMemoryMetricReader()
         telemetry = Telemetry({})
@@ -192,6 +201,9 @@ def test_policy_masked_fields_never_reach_the_log_in_clear(opa: OpaSidecar, run_
     assert "/action/arguments/beneficiary" in masked["payments.transfer"][0]
     ehr = next(c for _, c, _ in entries if c["pdp"]["tool"] == "ehr.read")
     assert ehr["input"]["action"]["arguments"]["patient_id"] == "**masked**"
+    # The catalogue's owner of the patient record (a looked-up fact) is masked in the decision too.
+    assert ehr["pdp"]["facts"]["resource"]["owner"] == ehr["result"]["facts"]["resource"]["owner"] == "**masked**"
+    assert ehr["pdp"]["facts"]["resource"]["classification"] == "restricted"
     assert ehr["input"]["action"]["arguments"]["fields"] == ["diagnoses", "medications", "ssn"], (
         "only what the policy names"
     )

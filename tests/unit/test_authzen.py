@@ -63,6 +63,21 @@ def test_the_default_mapping_fills_the_request_and_keeps_only_the_rest() -> None
     assert ev["resource"]["properties"] == {"classification": "SECRET", "ownerID": "bob"}
 
 
+def test_the_default_mapping_forwards_the_tokens_and_keeps_them_out_of_the_attributes() -> None:
+    ev = _evaluation(
+        subject={"type": "user", "id": "alice", "properties": {"token": "h.p.s"}},
+        context={"risk_assertion": "r.r.r", "lineage_attestations": ["l.l.1", "l.l.2"]},
+    )
+    ctx = MAPPING.to_request(ev).context
+    assert (ctx.principal_token, ctx.risk_assertion, list(ctx.lineage_attestations)) == (
+        "h.p.s",
+        "r.r.r",
+        ["l.l.1", "l.l.2"],
+    )
+    assert ctx.principal.id == "alice"  # the subject's word, beside the token the PDP verifies
+    assert not ctx.HasField("attributes")
+
+
 def test_nothing_unmapped_means_no_attributes() -> None:
     assert not MAPPING.to_request(_evaluation()).context.HasField("attributes")
 

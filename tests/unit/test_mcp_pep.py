@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pdp.pep import mapping, obligations
+from pdp.pep.gate import Settings
 from pdp.v1 import decision_pb2 as pb
 from tests.conftest import EXAMPLES
 
@@ -110,3 +111,17 @@ def test_an_audit_note_goes_to_the_report() -> None:
 def test_obligations_it_cannot_carry_out_are_refused(obligation: dict[str, object]) -> None:
     with pytest.raises(obligations.UnsupportedObligation, match=str(obligation["type"])):
         obligations.plan([obligation])  # type: ignore[list-item]
+
+
+def test_the_principal_token_file_is_read_for_every_question(tmp_path: Path) -> None:
+    token = tmp_path / "principal.jwt"
+    settings = Settings(agent=pb.Agent(id="a"), principal_token="ignored", principal_token_file=token)
+    token.write_text("first.token.sig\n")
+    assert settings.token() == "first.token.sig"
+    token.write_text("rotated.token.sig\n")  # whatever refreshes the token rewrites the file
+    assert settings.token() == "rotated.token.sig"
+    token.unlink()
+    with pytest.raises(OSError):
+        settings.token()
+    assert Settings(agent=pb.Agent(id="a"), principal_token="t.k.s").token() == "t.k.s"
+    assert Settings(agent=pb.Agent(id="a")).token() == ""

@@ -211,30 +211,31 @@ def test_escalation_records_give_the_approval_rate_and_time_to_approval() -> Non
     assert e["time_to_approval_s"] == {"count": 2, "p50": 100, "p90": 300, "p99": 300, "max": 300}
 
 
+def _summarised(claims: dict[str, Any], classification: str | None, lineage: list[dict[str, str]]) -> dict[str, Any]:
+    """A decision record as the PDP writes it: its trust summary, and the facts the policy looked up
+    (``classification`` None: no facts, as in a fail-closed record)."""
+    claims["pdp"]["trust"] = {"principal": None, "risk": None, "lineage": lineage, "rejected": []}
+    if classification is not None:
+        claims["pdp"]["facts"] = {"catalog_revision": "c1", "resource": {"classification": classification}}
+    return claims
+
+
 def test_lineage_completeness_from_the_provenance_summary() -> None:
+    erp = [{"issuer": "https://lineage.example", "source": "erp"}]
     claims = [
-        decision(
-            "d1",
-            T0,
-            "allow",
-            ["tool.granted"],
-            facts={"resource": {"classification": "confidential"}},
-            input={"verified": {"lineage": [{"source": "erp"}]}},
-        ),
-        decision(
-            "d2",
-            T0,
-            "deny",
-            ["lineage.incomplete"],
-            facts={"resource": {"classification": "restricted"}},
-            input={"verified": {"lineage": []}},
-        ),
-        decision("d3", T0, "allow", ["tool.granted"], facts={"resource": {"classification": "public"}}),
+        _summarised(decision("d1", T0, "allow", ["tool.granted"]), "confidential", erp),
+        _summarised(decision("d2", T0, "deny", ["lineage.incomplete"]), "restricted", []),
+        _summarised(decision("d3", T0, "allow", ["tool.granted"]), "public", erp),  # not classified
         decision("d4", T0, "allow", ["tool.granted"]),  # an older record: no summary
-        decision("d5", T0, "allow", ["tool.granted"]),
-        decision("d6", T0, "allow", ["tool.granted"], facts={}),  # a summary with nothing looked up
+        _summarised(decision("d5", T0, "allow", ["tool.granted"]), "internal", erp),
+        _summarised(decision("d6", T0, "deny", [], error="pdp.opa_unavailable"), None, []),  # no facts
+        # Only the PDP's own claims count: a caller's word in the input or elsewhere is not a summary.
+        decision("d7", T0, "allow", ["tool.granted"], facts={"resource": {"classification": "secret"}}),
+        decision(
+            "d8", T0, "allow", ["tool.granted"], input={"verified": {"lineage": erp}, "asserted": {"lineage": erp}}
+        ),
     ]
-    claims[4]["pdp"]["trust"] = {"classification": "secret", "lineage_verified": True}
+    claims[7]["pdp"]["facts"] = {"resource": {"classification": "secret"}}  # facts without a trust summary
     lin = figures(claims)["lineage"]
     assert lin == {
         "source": "provenance summary",

@@ -7,10 +7,12 @@ morty := "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
 jerry := "CiRmZDQ2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
 
 update(subject, owner) := {
-	"principal": {"id": subject},
 	"action": {"tool": "can_update_todo"},
 	"resource": {"type": "todo", "id": "t-1"},
-	"attributes": {"authzen": {"resource": {"properties": {"ownerID": owner}}}},
+	"asserted": {
+		"principal": {"id": subject},
+		"attributes": {"authzen": {"resource": {"properties": {"ownerID": owner}}}},
+	},
 }
 
 test_decision_allow_with_the_granting_reasons if {

@@ -4,15 +4,39 @@
 #   Which input fields the PDP masks ("**masked**") or erases before it signs a decision record,
 #   decided per decision by the policy (like OPA's system.log.mask): the healthcare pack's patient
 #   identifiers and the fintech pack's account numbers never reach the log in clear. The answer is
-#   JSON pointers into the input; the rules are data (data.json), one per pack. The PDP queries
-#   `answer` (`answers` for a batch): the decision and its masks from one evaluation.
+#   JSON pointers into the input (v2: the question and `asserted`); the rules are data (data.json),
+#   one per pack. What the decision itself carries for the record (its looked-up `facts`, e.g. a
+#   patient record's owner from the catalogue) is masked in the answered decision (a rule's
+#   `decision_fields`), so it cannot reach the log in clear either. The PDP queries `answer`
+#   (`answers` for a batch): the decision and its masks from one evaluation.
 package pdp.mask
 
 # METADATA
 # title: Decision with masks
 # description: the decision and what its record must hide, from one evaluation (PDP_MASK_PATH)
 # entrypoint: true
-answer := {"decision": data.pdp.decision, "hide": pointers}
+answer := {"decision": decision, "hide": pointers}
+
+# METADATA
+# title: Decision as recorded
+# description: |
+#   data.pdp.decision with the fields its rules name (JSON pointers into the decision, e.g. its
+#   looked-up facts) masked; outcome, reasons and obligations are never named, so the verdict is
+#   the unmasked one.
+decision := json.patch(data.pdp.decision, [{"op": "replace", "path": p, "value": "**masked**"} |
+	some p in decision_masked
+])
+
+# JSON pointers into the decision that are present and that a rule names.
+decision_masked contains pointer if {
+	some rule in _rules
+	names := {p | some p in object.get(rule, "decision_fields", [])}
+	count(names) > 0
+	[path, _] := walk(data.pdp.decision)
+	count(path) > 0
+	pointer := concat("/", array.concat([""], [_escape(p) | some p in path]))
+	pointer in names
+}
 
 # METADATA
 # title: Decisions with masks

@@ -9,7 +9,14 @@ ehr := {
 		"contacts": [{"phone": "555-0100", "role": "next/of~kin"}],
 		"notes": "free text",
 	}},
-	"resource": {"type": "patient_record", "id": "patient-4711/summary", "owner": "patient-4711"},
+	"resource": {"type": "patient_record", "id": "patient-4711/summary"},
+	"asserted": {"resource": {"owner": "patient-4711"}},
+}
+
+ehr_decision := {
+	"outcome": "allow",
+	"reasons": [{"code": "hipaa.treatment"}],
+	"facts": {"catalog_revision": "r1", "resource": {"classification": "restricted", "owner": "patient-4711"}},
 }
 
 payment := {
@@ -21,7 +28,7 @@ test_pointers_healthcare_masks_phi if {
 	mask.pointers == {
 		"mask": {
 			"/action/arguments/patient_id", "/action/arguments/contacts/0/phone",
-			"/resource/id", "/resource/owner", "/asserted/resource/owner",
+			"/resource/id", "/asserted/resource/owner",
 		},
 		"erase": {"/action/arguments/notes"},
 	} with input as ehr
@@ -60,4 +67,24 @@ test_answers_one_per_request if {
 	answers := mask.answers with input as {"requests": [payment, {}]} with data.pdp.decision as {"outcome": "deny"}
 	[a.decision.outcome | some a in answers] == ["deny", "deny"]
 	answers[1].hide == {"mask": set(), "erase": set()}
+}
+
+test_answer_masks_the_facts_a_rule_names if {
+	a := mask.answer with input as ehr with data.pdp.decision as ehr_decision
+	a.decision.facts.resource == {"classification": "restricted", "owner": "**masked**"}
+	a.decision.outcome == "allow"
+	a.decision.reasons == ehr_decision.reasons
+	a.decision.facts.catalog_revision == "r1"
+}
+
+test_answer_without_the_named_facts_is_the_decision if {
+	d := {"outcome": "deny", "reasons": [{"code": "x"}], "facts": {}}
+	a := mask.answer with input as ehr with data.pdp.decision as d
+	a.decision == d
+}
+
+test_answer_other_tools_keep_their_facts if {
+	d := object.union(ehr_decision, {"facts": {"resource": {"owner": "bob@bank.example"}}})
+	a := mask.answer with input as payment with data.pdp.decision as d
+	a.decision == d
 }

@@ -3,15 +3,22 @@
 # description: |
 #   Users, roles and permissions of the AuthZEN working group's Todo scenario
 #   (openid/authzen, interop/), as data in data.todo; the rules below read the
-#   request as the PDP's default AuthZEN mapping puts it into the input:
-#   subject.id → principal.id, action.name → action.tool, resource.type/id →
+#   request as the PDP's default AuthZEN mapping puts it into the policy input (v2):
+#   subject.id → asserted.principal.id, action.name → action.tool, resource.type/id →
 #   resource.type/id, and what no rule maps (here resource.properties.ownerID)
-#   under attributes.authzen.
+#   under asserted.attributes.authzen.
+#
+#   On purpose, and unlike the project's main bundle (rego/), this interop demo
+#   trusts the subject id as the PEP states it (input.asserted.principal): the
+#   scenario's premise is that the PEP has authenticated the user and passes the
+#   PID it took from the user's token, and the working group's cases carry no token
+#   for the PDP to verify. The main bundle grants only on input.verified.principal
+#   (a principal token the PDP checked) and uses asserted values only to be stricter.
 package pdp.todo
 
 # METADATA
 # title: Requesting user
-# description: The directory entry of the subject (the PID the PEP took from the user's token).
+# description: The directory entry of the subject (the PID the PEP took from the user's token, as the PEP states it).
 user := data.todo.users[_subject] # regal ignore:unresolved-reference
 
 # METADATA
@@ -27,7 +34,7 @@ permissions contains p if {
 # METADATA
 # title: Owner
 # description: The id (e-mail) of the todo's owner, from resource.properties.ownerID.
-owner := input.attributes.authzen.resource.properties.ownerID
+owner := input.asserted.attributes.authzen.resource.properties.ownerID
 
 # METADATA
 # title: Owns the todo
@@ -36,7 +43,7 @@ owns if owner == user.id
 
 # What the request asks, "" where it says nothing: every rule below stays defined (the PDP's
 # health check asks with an empty input, and an undefined decision is a policy fault).
-_subject := object.get(input, ["principal", "id"], "")
+_subject := object.get(input, ["asserted", "principal", "id"], "")
 
 _action := object.get(input, ["action", "tool"], "")
 

@@ -8,12 +8,14 @@ morty := "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
 
 beth := "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
 
-# The policy input the PDP builds from an AuthZEN evaluation (default mapping).
+# The policy input (v2) the PDP builds from an AuthZEN evaluation (default mapping).
 ask(subject, action, owner) := {
-	"principal": {"id": subject},
 	"action": {"tool": action},
 	"resource": {"type": "todo", "id": "t-1"},
-	"attributes": {"authzen": {"resource": {"properties": {"ownerID": owner}}}},
+	"asserted": {
+		"principal": {"id": subject},
+		"attributes": {"authzen": {"resource": {"properties": {"ownerID": owner}}}},
+	},
 }
 
 test_user_is_looked_up_by_subject_id if {

@@ -1,4 +1,5 @@
-# Echoes the policy input the PDP built from an AuthZEN request, and decides by the action:
+# Echoes the policy input (v2: bound, the question, verified, asserted) the PDP built from an
+# AuthZEN request, and decides by the action asked (the question, not the caller's word):
 # "read" → allow (with an obligation), "escalate" → require_approval, anything else → deny.
 package pdp
 
@@ -12,15 +13,12 @@ decision := {
 	"outcome": outcome,
 	"reasons": [{"code": sprintf("echo.%s", [outcome]), "message": json.marshal({
 		"agent": input.agent,
-		"principal": input.principal,
 		"action": input.action,
 		"resource": input.resource,
-		"environment": input.environment,
-		"risk": input.risk,
-		"purpose_of_use": input.purpose_of_use,
-		"attributes": input.attributes,
-		"caller": input.caller,
-		"request_id": input.request_id,
+		"verified": input.verified,
+		"asserted": input.asserted,
+		"caller": input.bound.caller,
+		"request_id": input.bound.request_id,
 	})}],
 	"obligations": [{"type": "audit", "params": {"level": "standard"}} | outcome == "allow"],
 }
