@@ -11,13 +11,12 @@ REGAL  := $(BIN)/regal
 COVERAGE ?= 100
 
 PDP_PORT ?= 50051
-OPA_PORT ?= 8181
 HTTP_PORT ?= 8080
 CONSOLE_PORT ?= 8081
 
 PROTOS := $(wildcard protos/pdp/v1/*.proto)
 
-.PHONY: help install tools protos run jaeger bench soak test lint typecheck policy-check policy-ci bundle-check pytest clean mcp-servers
+.PHONY: help install tools protos run jaeger bench soak test lint typecheck policy-check policy-ci bundle-check pytest clean mcp-servers fuzz
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,11 +53,11 @@ protos: $(VENV)/.installed ## regenerate pdp/v1 stubs from protos/
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. \
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=. $(PROTOS)
 
-run: install ## OPA sidecar + PDP (gRPC, AuthZEN HTTP, approver console) on localhost (PDP_PORT, HTTP_PORT, CONSOLE_PORT, OPA_PORT)
+run: install ## OPA sidecar (on a private unix socket) + PDP (gRPC, AuthZEN HTTP, approver console) on localhost (PDP_PORT, HTTP_PORT, CONSOLE_PORT)
 	@echo "Approver console: http://127.0.0.1:$(CONSOLE_PORT)/ (docs/console.md). Dev login, local only: an approver"
 	@echo "from rego/pdp/approvals/data.json (e.g. dan.meyer@bank.example) and the code in the 'approver console' line below."
 	PDP_OPA_BIN=$(OPA) PDP_LISTEN=127.0.0.1:$(PDP_PORT) PDP_HTTP_LISTEN=127.0.0.1:$(HTTP_PORT) \
-	  PDP_CONSOLE_LISTEN=127.0.0.1:$(CONSOLE_PORT) $(VENV)/bin/pdp dev --bundle rego --opa-addr 127.0.0.1:$(OPA_PORT)
+	  PDP_CONSOLE_LISTEN=127.0.0.1:$(CONSOLE_PORT) $(VENV)/bin/pdp dev --bundle rego
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
@@ -117,6 +116,11 @@ $(MCP_SERVERS)/.installed: Makefile
 # tests/unit/test_k8s.py runs kubeconform on deploy/k8s against the schemas of the kubernetes-validate dev dependency.
 pytest: $(VENV)/.installed $(OPA) $(BIN)/notecheck $(BIN)/kubeconform $(MCP_SERVERS)/.installed
 	PDP_OPA_BIN=$(OPA) $(PY) -m pytest
+
+FUZZ_INPUTS ?= 100000
+
+fuzz: $(VENV)/.installed $(OPA) ## fuzz Decide's request bytes against a real PDP and OPA (FUZZ_INPUTS, default 100000); prints the count
+	PDP_OPA_BIN=$(OPA) PDP_FUZZ_INPUTS=$(FUZZ_INPUTS) $(PY) -m pytest tests/property/test_fuzz_decide.py -q -s -o timeout=0
 
 clean:
 	rm -rf $(BIN) $(VENV) $(MCP_SERVERS) .pytest_cache .mypy_cache .ruff_cache

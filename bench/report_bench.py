@@ -118,7 +118,7 @@ def build(log_dir: Path, key_dir: Path, entries: int) -> None:
             decided += len(made)
             allows = [c["decision_id"] for c, _ in made if c["pdp"]["outcome"] == "allow"]
             for did in allows[:reports]:
-                recorder.record_outcome(decision_id=did, report={"status": "executed"}, reporter="pep-1")
+                recorder.record_outcome(decision_id=did, report={"status": "executed"}, reporter="pep-1", owner=None)
             written += len(made) + min(reports, len(allows))
             print(f"\rbuilding: {written}/{entries}", end="", file=sys.stderr)
     finally:

@@ -8,6 +8,7 @@ variable means is the one table in docs/configuration.md, which a test keeps equ
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -71,6 +72,17 @@ class Settings:
     # Approver console (pdp.http.console)
     console_listen: str = ""
     console_dev_login: bool = False
+    # Hardening (docs/authorization.md, docs/threat-model.md)
+    roles_file: Path | None = None
+    allow_insecure_non_loopback: bool = False
+    max_list_entries: int = 1000
+    max_string_chars: int = 16384
+    max_struct_bytes: int = 256 * 1024
+    max_outcome_bytes: int = 64 * 1024
+    decide_rate: int = 2000
+    decide_burst: int = 4000
+    health_listen: str = ""
+    allow_opa_api_data: bool = False
 
     @property
     def state_location(self) -> str | Path:
@@ -90,6 +102,31 @@ class Settings:
     def console_dev_login_honoured(self) -> bool:
         """``PDP_CONSOLE_DEV_LOGIN`` counts only on a loopback console address without TLS."""
         return self.console_dev_login and self.tls_cert_file is None and _loopback(self.console_listen)
+
+    def check_exposure(self) -> str:
+        """What ``pdp serve`` must say loudly before it listens without TLS beyond loopback ("" nothing).
+
+        Raises:
+            ConfigError: it would, and ``PDP_ALLOW_INSECURE_NON_LOOPBACK`` is not 1.
+        """
+        if not self.listen_is_public or self.tls_cert_file is not None:
+            return ""
+        if not self.allow_insecure_non_loopback:
+            raise ConfigError(
+                f"PDP_LISTEN/PDP_HTTP_LISTEN: {self.listen} {self.http_listen} reach beyond loopback and TLS is off: "
+                "anyone on the network could decide, read decisions and report outcomes. Set PDP_TLS_CERT_FILE and "
+                "PDP_TLS_KEY_FILE (and PDP_TLS_CLIENT_CA_FILE), or PDP_ALLOW_INSECURE_NON_LOOPBACK=1 if something "
+                "else protects the network"
+            )
+        return (
+            f"INSECURE: listening beyond loopback ({self.listen} {self.http_listen}) without TLS because "
+            "PDP_ALLOW_INSECURE_NON_LOOPBACK=1: every caller on the network is anonymous"
+        )
+
+    @property
+    def listen_is_public(self) -> bool:
+        """Whether ``PDP_LISTEN`` or ``PDP_HTTP_LISTEN`` binds beyond loopback."""
+        return any(a and not _loopback(a) for a in (self.listen, self.http_listen))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -165,7 +202,7 @@ class Settings:
                     "PDP_STATE_URL: must be a postgresql:// URL (PDP_STATE_DIR is the embedded SQLite store)"
                 )
             kw["state_url"] = v
-        for group in (_http, _approvals, _console, _lifecycle, _coalescing):  # each feature's settings
+        for group in (_http, _approvals, _console, _lifecycle, _coalescing, _hardening):  # each feature's settings
             kw.update(group(env))
         if v := env.get("PDP_TRUST_FILE"):
             kw["trust"] = TrustConfig.load(Path(v))  # validated now: a typo must not silently trust nothing
@@ -259,11 +296,6 @@ def _opa_url(name: str, value: str) -> str:
     raise ConfigError(f"{name}: {value!r} must be http://host:port or unix:///path (a sidecar on loopback)")
 
 
-def _loopback(listen: str) -> bool:
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 def _approvals(env: Mapping[str, str]) -> dict[str, object]:
     """The approvals settings (docs/approvals.md)."""
     kw: dict[str, object] = {}
@@ -305,4 +337,42 @@ def _console(env: Mapping[str, str]) -> dict[str, object]:
         kw["console_listen"] = _listen("PDP_CONSOLE_LISTEN", v)
     if (v := env.get("PDP_CONSOLE_DEV_LOGIN")) is not None:
         kw["console_dev_login"] = _bool("PDP_CONSOLE_DEV_LOGIN", v)
+    return kw
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
+def _hardening(env: Mapping[str, str]) -> dict[str, object]:
+    """Authorisation, limits, rate and the OPA lock-down (docs/authorization.md)."""
+    kw: dict[str, object] = {}
+    if v := env.get("PDP_ROLES_FILE"):
+        if not Path(v).is_file():
+            raise ConfigError(f"PDP_ROLES_FILE: {v!r} is not a readable file")
+        kw["roles_file"] = Path(v)
+    for name, field in (
+        ("PDP_ALLOW_INSECURE_NON_LOOPBACK", "allow_insecure_non_loopback"),
+        ("PDP_ALLOW_OPA_API_DATA", "allow_opa_api_data"),
+    ):
+        if (v := env.get(name)) is not None:
+            kw[field] = _bool(name, v)
+    for name, field, lo, hi in (
+        ("PDP_MAX_LIST_ENTRIES", "max_list_entries", 1, 1_000_000),
+        ("PDP_MAX_STRING_CHARS", "max_string_chars", 16, 16 << 20),
+        ("PDP_MAX_STRUCT_BYTES", "max_struct_bytes", 1024, 64 << 20),
+        ("PDP_MAX_OUTCOME_BYTES", "max_outcome_bytes", 256, 16 << 20),
+        ("PDP_DECIDE_RATE", "decide_rate", 0, 10_000_000),
+        ("PDP_DECIDE_BURST", "decide_burst", 1, 10_000_000),
+    ):
+        if (v := env.get(name)) is not None:
+            kw[field] = _int(name, v, lo, hi)
+    if v := env.get("PDP_HEALTH_LISTEN"):
+        kw["health_listen"] = _listen("PDP_HEALTH_LISTEN", v)
     return kw

@@ -19,8 +19,9 @@ import re
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
+from pdp import limits
 from pdp.digest import action_digest
 from pdp.errors import InvalidArgument
 from pdp.trust import TrustVerifier, Verified
@@ -267,21 +268,5 @@ def _enum_name(name: str, prefix: str) -> str:
 
 
 def struct_value(s: struct_pb2.Struct, field: str, max_depth: int) -> dict[str, Any]:
-    """A Struct field as a dict, refused past ``max_depth`` levels (INVALID_ARGUMENT naming it)."""
-    value: dict[str, Any] = json_format.MessageToDict(s)
-    _check_depth(value, field, max_depth)
-    return value
-
-
-def _check_depth(value: Any, field: str, max_depth: int) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            raise InvalidArgument(field, f"nests deeper than {max_depth} levels")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise InvalidArgument(field, "holds a number that is not finite")
+    """A Struct field as a dict within the limits (:mod:`pdp.limits`; INVALID_ARGUMENT naming the path)."""
+    return limits.struct_to_dict(s, field, limits.configured(max_depth=max_depth))

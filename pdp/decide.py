@@ -15,17 +15,19 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pdp.approvals.binding import ApprovalsStep, Bound, bind_nothing
+from pdp.authz import identity_of
 from pdp.budgets import Budgets, Counter
 from pdp.config import Settings
 from pdp.context import Caller, build
 from pdp.decision import Decision
 from pdp.digest import request_digest
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict, PolicyMalformed
+from pdp.limits import RateLimiter
 from pdp.opa import OpaAnswer, OpaClient
 from pdp.policy.masking import Pointers
 from pdp.policy.pipeline import Lifecycle
 from pdp.policy.shadow import Live
-from pdp.recorder import Recorder, Signed, decision_id
+from pdp.recorder import Recorder, Signed
 from pdp.records import digest, unverified_claims
 from pdp.schema import DecisionClaims, DecisionRecord
 from pdp.state import StateStore, StateUnavailable
@@ -60,6 +62,7 @@ class Decider:
             request's approval tokens are all ignored and nothing is escalated.
         suspensions: the kill switch's list (default: read from ``store``); shared with the admin
             service so that a suspension made here is in force here at once.
+        rate_limiter: decisions per caller per second (PDP_DECIDE_RATE); None: no limit.
         lifecycle: bundle key ids, policy-driven masks and the shadow candidate (:mod:`pdp.policy.pipeline`).
         trust: verifies the tokens requests carry (default: no trusted issuer, nothing verified).
     """
@@ -77,6 +80,7 @@ class Decider:
         store: StateStore | None = None,
         approvals: ApprovalsStep | None = None,
         suspensions: SuspensionList | None = None,
+        rate_limiter: RateLimiter | None = None,
         lifecycle: Lifecycle | None = None,
         trust: TrustVerifier | None = None,
     ) -> None:
@@ -94,6 +98,7 @@ class Decider:
         self._telemetry = telemetry
         self._budgets = Budgets(store, telemetry) if store is not None else None
         self._suspensions = suspensions or (SuspensionList(store) if store is not None else None)
+        self._rate = rate_limiter or RateLimiter(rate=0, burst=0)
 
     def decide(self, request: pb.DecideRequest, *, caller: Caller, time_remaining_s: float | None) -> Decision:
         """Decides one request. Never raises for a missing verdict or record: that is a DENY.
@@ -103,6 +108,7 @@ class Decider:
 
         Raises:
             InvalidArgument: the request is malformed, or its request id was used for another request.
+            RateLimited: the caller is over ``PDP_DECIDE_RATE``.
         """
         return self._decide([request], caller=caller, time_remaining_s=time_remaining_s, batch=False)[0]
 
@@ -134,6 +140,9 @@ class Decider:
         self, requests: Sequence[pb.DecideRequest], *, caller: Caller, time_remaining_s: float | None, batch: bool
     ) -> list[Decision]:
         start = time.perf_counter_ns()
+        caller_doc = caller.to_dict()
+        identity = identity_of(caller_doc)
+        self._rate.take(identity or caller.peer.rsplit(":", 1)[0], len(requests))
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         now_s = int(time.time())
         with self._tracer.start_as_current_span(SPAN_CONTEXT):
@@ -149,8 +158,11 @@ class Decider:
             bounds = [
                 self._bind_approvals(doc, r.approval_tokens, now_s) for doc, r in zip(inputs, requests, strict=True)
             ]
-        decision_ids = [decision_id(request_id=r.request_id, caller_subject=caller.subject) for r in requests]
         request_digests = [request_digest(r) for r in requests]  # the whole request, tokens included
+        decision_ids = [
+            self._recorder.decision_id(request_id=r.request_id, caller=identity, request_digest=d)
+            for r, d in zip(requests, request_digests, strict=True)
+        ]
         decisions: list[Decision | None] = [None] * len(requests)
         retriable = [d for d, r in zip(decision_ids, requests, strict=True) if r.request_id]
         with self._recorder.exclusive(retriable):

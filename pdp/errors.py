@@ -43,7 +43,17 @@ class NotFound(PdpError):
 
 
 class PermissionDenied(PdpError):
-    """The caller may not do this (an admin call from a peer that is neither mTLS-authenticated nor local)."""
+    """The authenticated caller's roles do not allow this call (see docs/authorization.md)."""
+
+    hint = "give the caller's identity the role in PDP_ROLES_FILE"
+
+
+class AlreadyReported(PdpError):
+    """An outcome was already reported for this decision: a decision has one outcome."""
+
+
+class RateLimited(PdpError):
+    """The caller is over its rate of decisions (PDP_DECIDE_RATE)."""
 
 
 class LedgerCorrupt(PdpError):

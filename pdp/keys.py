@@ -2,7 +2,8 @@
 
 A key directory holds one private key per ``kid`` (``<kid>.pem``, PKCS#8, mode 0600), the file
 ``active`` naming the key that signs now, and ``jwks.json`` with the public keys of every key that
-ever signed (rotation adds; nothing is removed, so old records and checkpoints keep verifying).
+ever signed (rotation adds; nothing is removed, so old records and checkpoints keep verifying),
+and ``id-secret``, the secret decision ids are derived with (:func:`id_secret`).
 A retired key's private file is deleted at rotation. The ``kid`` is the RFC 7638 JWK thumbprint.
 """
 
@@ -110,6 +111,7 @@ def rotate(directory: Path) -> KeyRing:
     _write(directory / "active", public["kid"].encode() + b"\n", 0o644)
     if old is not None:
         (directory / f"{old.kid}.pem").unlink(missing_ok=True)
+    id_secret(directory)  # made once, beside the first key (rotation keeps it: ids stay stable)
     return KeyRing.load(directory)
 
 
@@ -118,3 +120,34 @@ def ensure(directory: Path) -> KeyRing:
     if not (directory / "active").exists():
         return rotate(directory)
     return KeyRing.load(directory)
+
+
+ID_SECRET = "id-secret"  # noqa: S105  (a file name, not a secret)
+"""The file in the key directory holding the server-held secret decision ids are derived with."""
+
+
+def id_secret(directory: Path) -> bytes:
+    """The decision-id secret (32 random bytes, mode 0600), made on first use.
+
+    Raises:
+        ConfigError: it cannot be read or made (a read-only key directory without the file).
+    """
+    path = directory / ID_SECRET
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"PDP_KEY_DIR: cannot make {path}: {e} (create it: 32 random bytes, mode 0600)") from None
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+            f.flush()
+            os.fsync(f.fileno())
+    try:
+        secret = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"PDP_KEY_DIR: cannot read {path}: {e}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"PDP_KEY_DIR: {path} must hold at least 16 random bytes")
+    return secret

@@ -125,6 +125,56 @@ class OpaClient:
         headers: dict[str, str] = getattr(self._local, "trace_headers", {})
         return headers
 
+    def outside_bundle(self, *, timeout_s: float) -> list[str]:
+        """Policy modules and data OPA holds outside its bundles' roots (put there through its REST
+        API: the bundle's own are under the roots it declares), one line each; [] when there are none.
+
+        Raises:
+            OpaUnavailable, OpaTimeout, OpaError: as :meth:`query`.
+        """
+        bundles = self._get("/v1/data/system/bundles", b"", timeout_s).get("result") or {}
+        names = [str(n) for n in bundles] if isinstance(bundles, dict) else []
+        roots = [
+            str(r).strip("/").split("/")
+            for b in (bundles.values() if isinstance(bundles, dict) else [])
+            for r in ((b.get("manifest") or {}).get("roots") or [""])
+        ]
+        found = []
+        for module in self._get("/v1/policies", b"", timeout_s).get("result") or []:
+            path = [str(t.get("value")) for t in module.get("ast", {}).get("package", {}).get("path", [])[1:]]
+            ident = str(module.get("id", ""))
+            if not any(ident.startswith(f"{n}/") for n in names) or not any(path[: len(r)] == r for r in roots):
+                found.append(f"policy module {ident!r} (package {'.'.join(path)})")
+        query = json.dumps({"query": "keys := {k | some k; _ = data[k]}"}).encode()
+        answer = self._get("/v1/query", query, timeout_s).get("result") or [{}]
+        tops = {r[0] for r in roots if r and r[0]} | {"system"}
+        found += [f"data at /{k}" for k in sorted(answer[0].get("keys", [])) if k not in tops]
+        return found
+
+    def _get(self, path: str, body: bytes, timeout_s: float) -> dict[str, Any]:
+        """GET ``path`` (POST when ``body``) and its JSON object."""
+        try:
+            conn = self._connection(timeout_s)
+            try:
+                if body:
+                    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                else:
+                    conn.request("GET", path)
+                resp = conn.getresponse()
+                status, raw = resp.status, resp.read()
+            except BaseException:
+                self.close()
+                raise
+        except (http.client.HTTPException, OSError) as e:
+            raise _classify(e, self._url) from None
+        if status != 200:
+            raise OpaError(f"OPA answered HTTP {status} to {path}: {_error_message(raw)}")
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise OpaError(f"OPA's answer to {path} is not JSON") from None
+        return doc if isinstance(doc, dict) else {}
+
     def close(self) -> None:
         """Closes this thread's connection."""
         conn = getattr(self._local, "conn", None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import hmac
 import threading
 import time
 import uuid
@@ -13,8 +15,9 @@ from typing import Any
 
 from opentelemetry import trace
 
+from pdp.authz import identity_of
 from pdp.encoding import sha256_digest
-from pdp.errors import InvalidArgument, NotFound
+from pdp.errors import AlreadyReported, InvalidArgument, NotFound, PermissionDenied
 from pdp.keys import KeyRing, public_keys
 from pdp.ledger.log import Log
 from pdp.policy.masking import NONE, Pointers
@@ -28,8 +31,6 @@ from pdp.schema import (
     RecordHead,
     ShadowRecord,
 )
-
-_ID_SPACE = uuid.UUID("6f1d2a52-4d0b-4e8e-9a43-3c1bd6c1a7e2")  # namespace of deterministic decision ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +52,20 @@ class Proven:
     inclusion_proof: list[bytes]
 
 
-def decision_id(*, request_id: str, caller_subject: str) -> str:
-    """Deterministic for a request id (per authenticated caller); random without one."""
+def decision_id(*, secret: bytes, request_id: str, caller: str, request_digest: str) -> str:
+    """A decision id nobody without the server's secret can compute: HMAC-SHA256 over the caller's
+    identity and the request id (random without a request id).
+
+    An authenticated caller's request ids are its own: another caller's equal request id is
+    another decision. Anonymous callers (no mTLS) cannot be told apart, so their ids also cover
+    the request itself: a request id sent first by someone else with other content does not
+    block the real request (it only makes exact retries idempotent).
+    """
     if not request_id:
         return str(uuid.uuid4())
-    return str(uuid.uuid5(_ID_SPACE, f"{caller_subject}\n{request_id}"))
+    scope = f"caller\n{caller}" if caller else f"anonymous\n{request_digest}"
+    mac = hmac.new(secret, f"{scope}\n{request_id}".encode(), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=mac[:16], version=4))
 
 
 class Recorder:
@@ -69,24 +79,47 @@ class Recorder:
     """
 
     def __init__(
-        self, *, ring: KeyRing, log: Log, ttl_s: float, mask: Sequence[str] = (), erase: Sequence[str] = ()
+        self,
+        *,
+        ring: KeyRing,
+        log: Log,
+        ttl_s: float,
+        mask: Sequence[str] = (),
+        erase: Sequence[str] = (),
+        id_secret: bytes = b"",
     ) -> None:
         self.ring = ring
+        self._id_secret = id_secret or uuid.uuid4().bytes + uuid.uuid4().bytes
         self.log = log
         self._ttl = ttl_s
         self._mask, self._erase = tuple(mask), tuple(erase)
         self._index: dict[str, int] = {}
+        self._owner: dict[str, str] = {}  # decision id → the identity that asked (pdp.authz.identity_of)
+        self._reported: set[str] = set()  # decisions with an outcome report
         self._lock = threading.Lock()
         self._in_use: set[str] = set()
         self._released = threading.Condition()
         for i, entry in log.entries():
-            head = RecordHead.from_dict(unverified_claims(entry))
+            claims = unverified_claims(entry)
+            head = RecordHead.from_dict(claims)
             if head.kind == DecisionRecord.KIND:
                 self._index[head.decision_id] = i
+                self._owner[head.decision_id] = identity_of(claims.get("pdp", {}).get("caller", {}))
+            elif head.kind == OutcomeRecord.KIND:
+                self._reported.add(head.decision_id)
 
     @property
     def healthy(self) -> bool:
-        return self.log.healthy
+        """Whether the log takes entries; a failed log is re-probed first (space may be back)."""
+        return self.log.healthy or self.log.recover()
+
+    def decision_id(self, *, request_id: str, caller: str, request_digest: str) -> str:
+        """This PDP's id for a request (:func:`decision_id` under its secret)."""
+        return decision_id(secret=self._id_secret, request_id=request_id, caller=caller, request_digest=request_digest)
+
+    def owner(self, decision_id: str) -> str | None:
+        """The identity that asked for a logged decision ("" anonymous), or None: no such decision."""
+        return self._owner.get(decision_id)
 
     def jwks(self) -> dict[str, Any]:
         return self.ring.jwks
@@ -157,6 +190,7 @@ class Recorder:
         with self._lock:
             for (record, _), index in zip(decisions, indexes, strict=True):
                 self._index[record.decision_id] = index
+                self._owner[record.decision_id] = identity_of(record.pdp.caller)
         return [Signed(record, index) for record, index in zip(made, indexes, strict=True)]
 
     def _sign_at(self, record: Record, made: list[str], index: int) -> bytes:
@@ -164,16 +198,33 @@ class Recorder:
         made.append(sign_record(record.at(index), self.ring))
         return made[-1].encode()
 
-    def record_outcome(self, *, decision_id: str, report: OutcomeReport, reporter: str) -> Signed:
+    def record_outcome(self, *, decision_id: str, report: OutcomeReport, reporter: str, owner: str | None) -> Signed:
         """Appends a PEP's report of what it did, linked to the decision and its record's digest.
+        A decision has one report, and only an ALLOW can have been executed (or failed): on any
+        other decision the only report is BLOCKED (the PEP saying it obeyed).
+
+        Args:
+            decision_id: the decision reported on.
+            report: what happened.
+            reporter: who reports (recorded).
+            owner: the identity the decision must belong to; None: any (an admin).
 
         Raises:
-            NotFound: no such decision in this log.
+            NotFound: no such decision in this log, or not one of ``owner``'s.
+            PermissionDenied: EXECUTED or FAILED on a decision that was not an ALLOW.
+            AlreadyReported: the decision has a report already.
             LedgerUnavailable: not durable.
         """
         index = self._index.get(decision_id)
-        if index is None:
-            raise NotFound(f"no decision {decision_id} in this PDP's log")
+        if index is None or (owner is not None and self._owner.get(decision_id) != owner):
+            raise NotFound(f"no decision {decision_id} of yours in this PDP's log")
+        decided = self.log.entry(index)
+        if unverified_claims(decided)["pdp"]["outcome"] != "allow" and report.status != "blocked":
+            raise PermissionDenied(f"decision {decision_id} was not an ALLOW: only BLOCKED may be reported on it")
+        with self._lock:
+            if decision_id in self._reported:
+                raise AlreadyReported(f"decision {decision_id} already has an outcome report; a decision has one")
+            self._reported.add(decision_id)
         now = int(time.time())
         record = OutcomeRecord(
             decision_id=decision_id,
@@ -181,11 +232,16 @@ class Recorder:
             outcome=report,
             requested_by=reporter,
             decision_log_index=str(index),
-            decision_record_digest=sha256_digest(self.log.entry(index)),
+            decision_record_digest=sha256_digest(decided),
             iat=now,
             jti=str(uuid.uuid4()),
         )
-        return self.record(record)
+        try:
+            return self.record(record)
+        except BaseException:
+            with self._lock:
+                self._reported.discard(decision_id)
+            raise
 
     def record(self, record: Record) -> Signed:
         """Signs ``record`` with its log index and appends it durably (outcomes, shadows, suspensions).
@@ -254,6 +310,7 @@ def open_recorder(
     checkpoint_interval_s: float,
     segment_max_bytes: int,
     on_sync: Callable[[float], None] | None = None,
+    id_secret: bytes = b"",
 ) -> Recorder:
     """Opens the log under the key ring and returns the recorder on it."""
     log = Log.open(
@@ -266,4 +323,4 @@ def open_recorder(
         segment_max_bytes=segment_max_bytes,
         on_sync=on_sync,
     )
-    return Recorder(ring=ring, log=log, ttl_s=ttl_s, mask=mask, erase=erase)
+    return Recorder(ring=ring, log=log, ttl_s=ttl_s, mask=mask, erase=erase, id_secret=id_secret)

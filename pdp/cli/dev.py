@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from pdp.cli import serve
 from pdp.cli.base import Subcommands, log, setup_logging
 from pdp.config import Settings
 from pdp.policy import bundles
-from pdp.sidecar import OpaSidecar, free_port
+from pdp.sidecar import OpaSidecar
 from pdp.telemetry import opa_tracing_config
 
 DEV_DEFAULTS = {
@@ -33,7 +34,12 @@ dev login (``PDP_CONSOLE_LISTEN=`` turns it off)."""
 def register(sub: Subcommands) -> None:
     d = sub.add_parser("dev", help="start an OPA sidecar with the bundle, and serve in front of it")
     d.add_argument("--bundle", type=Path, default=Path("rego"), help="policy bundle directory (default: rego)")
-    d.add_argument("--opa-addr", default="127.0.0.1:8181", help="where the OPA sidecar listens (default: %(default)s)")
+    d.add_argument(
+        "--opa-addr",
+        default="",
+        help="where the OPA sidecar listens (default: a unix socket in a new 0700 directory only this user can "
+        "enter; a host:port opens OPA's REST API to everyone on the host)",
+    )
     d.add_argument(
         "--issuer-dir",
         type=Path,
@@ -69,12 +75,16 @@ def run(args: argparse.Namespace) -> int:
     with os.fdopen(fd, "w") as f:
         json.dump(config, f)  # JSON is YAML
     config_file = Path(name)
-    sidecar = OpaSidecar(
-        opa_bin=base.opa_bin, bundle=None, addr=args.opa_addr, config_file=config_file, bundles_ready=True
-    )
+    # OPA's REST API reads all policy and data and takes writes: by default only this user may reach
+    # it, on unix sockets in a new 0700 directory (removed on the way out).
+    private = Path(tempfile.mkdtemp(prefix="pdp-opa-"))
+    addr = args.opa_addr or f"unix://{private / 'opa.sock'}"
+    if args.opa_addr:
+        log.warning("OPA's REST API on %s: anyone who can reach it reads all policy and data", addr)
+    sidecar = OpaSidecar(opa_bin=base.opa_bin, bundle=None, addr=addr, config_file=config_file, bundles_ready=True)
     shadow = None
     if args.shadow_bundle is not None:
-        shadow = OpaSidecar(opa_bin=base.opa_bin, bundle=args.shadow_bundle, addr=f"127.0.0.1:{free_port()}")
+        shadow = OpaSidecar(opa_bin=base.opa_bin, bundle=args.shadow_bundle, addr=f"unix://{private / 'shadow.sock'}")
     try:
         sidecar.start()
         log.info(
@@ -97,3 +107,4 @@ def run(args: argparse.Namespace) -> int:
                 s.stop()
         log.info("OPA sidecar stopped")
         config_file.unlink(missing_ok=True)
+        shutil.rmtree(private, ignore_errors=True)

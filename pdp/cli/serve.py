@@ -6,6 +6,7 @@ import gc
 import signal
 import threading
 
+from pdp.authz import open_warning
 from pdp.cli.base import Subcommands, log, setup_logging
 from pdp.config import Settings
 from pdp.grpc.app import create_server
@@ -19,12 +20,18 @@ def register(sub: Subcommands) -> None:
 def run(settings: Settings) -> int:
     """Serves with ``settings`` until a signal; drains in-flight calls on the way out."""
     setup_logging(settings.log_level)
+    if insecure := settings.check_exposure():
+        log.warning("%s", insecure)
     server, port = create_server(settings)
     server.start()
     # Start-up's objects (modules, descriptors, keys) leave the collector's view: a full (gen-2)
     # collection no longer walks them on a request thread (measured: a ~200 ms pause gone, bench/tail.py).
     gc.collect()
     gc.freeze()
+    if warning := open_warning(server.roles):
+        log.warning("%s", warning)
+    else:
+        log.info("authorisation: roles from %s (docs/authorization.md)", server.roles.source)
     host = settings.listen.rsplit(":", 1)[0]
     log.info("PDP gRPC on %s:%d, asking OPA at %s for %s", host, port, settings.opa_url, settings.decision_path)
     if server.http is not None:

@@ -10,20 +10,23 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pdp import limits
 from pdp.approvals.binding import ApprovalsStep
 from pdp.approvals.desk import ApprovalDesk, opa_registry
+from pdp.authz import RoleMap
 from pdp.coalesce import CoalescingOpaClient
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import ConfigError, PdpError
 from pdp.grpc import admin
 from pdp.grpc import approvals as approval_service
+from pdp.grpc.authz import AuthzInterceptor
 from pdp.grpc.health import SERVICE_NAME, OpaHealthMonitor
 from pdp.grpc.servicer import DecisionServicer, add_service
 from pdp.grpc.tls import server_credentials
 from pdp.http.console import ConsoleFace, create_console
 from pdp.http.face import HttpFace
-from pdp.keys import KeyRing
+from pdp.keys import KeyRing, id_secret
 from pdp.opa import OpaClient
 from pdp.policy.pipeline import Lifecycle, policy_lifecycle
 from pdp.policy.watch import HEALTH_SERVICE as BUNDLE_HEALTH
@@ -49,9 +52,14 @@ class PdpServer:
     console: ConsoleFace | None = None  # the approver console (PDP_CONSOLE_LISTEN), or None
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)  # bundle watch, policy masks, shadow
     opa: OpaClient | None = None  # the decision path's OPA client (coalescing unless PDP_OPA_COALESCE=false)
+    roles: RoleMap = dataclasses.field(default_factory=lambda: RoleMap.default(mtls=False))
+    health_server: grpc.Server | None = None  # PDP_HEALTH_LISTEN: grpc.health.v1 only, plaintext
+    health_port: int = 0
 
     def start(self) -> None:
         self.grpc_server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         for face in self._faces():
             face.start()
         self.monitor.start()
@@ -62,6 +70,8 @@ class PdpServer:
         for face in self._faces():
             face.stop(grace_s)
         self.grpc_server.stop(grace_s).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
         self.monitor.stop()
         self.lifecycle.close()  # the shadow's queue drains into the log before it closes
         self.recorder.close()
@@ -88,6 +98,16 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     if settings.key_dir is None or settings.log_dir is None:
         raise ConfigError("PDP_KEY_DIR and PDP_LOG_DIR are required: a decision that cannot be recorded is not made")
     ring = KeyRing.load(settings.key_dir)
+    secret = id_secret(settings.key_dir)
+    roles = RoleMap.load(settings.roles_file) if settings.roles_file else RoleMap.default(mtls=_mtls(settings))
+    limits.configure(
+        limits.Limits(
+            max_depth=settings.max_depth,
+            max_entries=settings.max_list_entries,
+            max_chars=settings.max_string_chars,
+            max_bytes=settings.max_struct_bytes,
+        )
+    )
     telemetry = telemetry or Telemetry()
     recorder = open_recorder(
         ring=ring,
@@ -100,6 +120,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         checkpoint_interval_s=settings.checkpoint_interval_s,
         segment_max_bytes=settings.segment_max_bytes,
         on_sync=telemetry.ledger_sync_duration.record,
+        id_secret=secret,
     )
     try:
         store = open_store(settings.state_location)
@@ -113,7 +134,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=settings.workers * 64,
-        interceptors=[telemetry.server_interceptor()] if telemetry.exporting else [],
+        interceptors=[*([telemetry.server_interceptor()] if telemetry.exporting else []), AuthzInterceptor(roles)],
     )
     desk = ApprovalDesk(
         store=store,
@@ -136,6 +157,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         store=store,
         approvals=ApprovalsStep(desk=desk, jwks=recorder.jwks()),
         suspensions=suspensions,
+        rate_limiter=limits.RateLimiter(rate=settings.decide_rate, burst=settings.decide_burst),
         trust=TrustVerifier(settings.trust),
         lifecycle=lifecycle,
     )
@@ -145,7 +167,12 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         ),
         server,
     )
-    add_service(DecisionServicer(decider, recorder, telemetry, max_depth=settings.max_depth), server)
+    add_service(
+        DecisionServicer(
+            decider, recorder, telemetry, max_depth=settings.max_depth, max_outcome_bytes=settings.max_outcome_bytes
+        ),
+        server,
+    )
     kill_switch = KillSwitch(store=store, recorder=recorder, suspensions=suspensions)
     admin.add_service(admin.AdminServicer(kill_switch, store, telemetry), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -157,6 +184,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     health_servicer.set(BUNDLE_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         port = _bind(server, settings)
+        health_server, health_port = _health_listener(settings, health_servicer)
     except ConfigError:
         recorder.close()
         store.close()
@@ -168,11 +196,12 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         health_servicer=health_servicer,
         interval_s=settings.health_interval_s,
         timeout_s=settings.opa_timeout_s,
+        allow_api_data=settings.allow_opa_api_data,
         bundles=lifecycle.watch,
     )
     http = None
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
-        http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry)
+        http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry, roles=roles)
     # ---- the approver console (pdp.http.console), a face over the approvals desk ----
     console = create_console(settings, desk=desk) if settings.console_listen else None
     # ----
@@ -188,6 +217,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         console=console,
         lifecycle=lifecycle,
         opa=opa,
+        roles=roles,
+        health_server=health_server,
+        health_port=health_port,
     )
     return server_, port
 
@@ -202,6 +234,26 @@ def _opa_client(settings: Settings, telemetry: Telemetry) -> OpaClient:
     if not settings.opa_coalesce:
         return OpaClient(settings.opa_url, path, telemetry, batch_path=batch_path)
     return CoalescingOpaClient(settings.opa_url, path, telemetry, batch_path=batch_path, max_batch=settings.max_batch)
+
+
+def _mtls(settings: Settings) -> bool:
+    return settings.tls_client_ca_file is not None
+
+
+def _health_listener(settings: Settings, servicer: health.HealthServicer) -> tuple[grpc.Server | None, int]:
+    """``PDP_HEALTH_LISTEN``: the same health servicer on a plaintext port with nothing else on it,
+    so that the kubelet's gRPC probes (which cannot present a client certificate) work under mTLS."""
+    if not settings.health_listen:
+        return None, 0
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pdp-health"))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    try:
+        port = server.add_insecure_port(settings.health_listen)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"PDP_HEALTH_LISTEN: cannot listen on {settings.health_listen}")
+    return server, port
 
 
 def _bind(server: grpc.Server, settings: Settings) -> int:

@@ -1,5 +1,5 @@
-"""grpc.health.v1: SERVING only while OPA evaluates the decision document under a bundle, the log is
-writable and the state store answers."""
+"""grpc.health.v1: SERVING only while OPA evaluates the decision document under a bundle and holds
+nothing outside it, the log is writable and the state store answers."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class OpaHealthMonitor:
         health_servicer: the grpc.health.v1 servicer to update.
         interval_s: time between checks.
         timeout_s: longest wait for one check.
+        allow_api_data: policy or data in OPA outside the bundle is expected (PDP_ALLOW_OPA_API_DATA);
+            otherwise it means someone wrote into OPA's API, and the PDP stops serving.
         bundles: reports refused bundle loads (health service ``pdp.policy``, metric, log line).
     """
 
@@ -44,11 +46,13 @@ class OpaHealthMonitor:
         health_servicer: health.HealthServicer,
         interval_s: float,
         timeout_s: float,
+        allow_api_data: bool = False,
         bundles: BundleWatch | None = None,
     ) -> None:
         self._opa, self._recorder, self._store, self._health = opa, recorder, store, health_servicer
         self._bundles = bundles
         self._interval, self._timeout = interval_s, timeout_s
+        self._allow_api_data = allow_api_data
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="opa-health", daemon=True)
         self._serving: bool | None = None
@@ -68,6 +72,16 @@ class OpaHealthMonitor:
             answer = self._opa.query({}, timeout_s=self._timeout)
             interpret(answer.result, defined=answer.defined)
             problem = "" if answer.bundle_revisions else "OPA has no bundle loaded"
+            if (
+                not problem
+                and not self._allow_api_data
+                and (planted := self._opa.outside_bundle(timeout_s=self._timeout))
+            ):
+                problem = (
+                    "pdp.opa_tampered: OPA holds what its bundle does not (written through its REST API?): "
+                    + "; ".join(planted[:5])
+                    + " (PDP_ALLOW_OPA_API_DATA=1 if that is on purpose)"
+                )
         except NoVerdict as e:
             problem = f"{e.error_code}: {e}"
         if not problem and not self._recorder.healthy:

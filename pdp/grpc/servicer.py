@@ -8,10 +8,12 @@ from typing import Any
 import grpc
 from google.protobuf import message
 
+from pdp.authz import Role
 from pdp.context import Caller, struct_value
 from pdp.decide import Decider
 from pdp.decision import Decision
-from pdp.errors import InvalidArgument, ProofError
+from pdp.errors import InvalidArgument, NotFound, PermissionDenied, ProofError
+from pdp.grpc.authz import grant
 from pdp.grpc.convert import ACTION_STATUS_NAMES, to_proto
 from pdp.grpc.status import answering
 from pdp.recorder import Recorder
@@ -24,20 +26,29 @@ from pdp.v1 import decision_pb2_grpc as pb_grpc
 class DecisionServicer(pb_grpc.DecisionServiceServicer):
     """pdp.v1.DecisionService. Every method answers through :func:`pdp.grpc.status.answering`."""
 
-    def __init__(self, decider: Decider, recorder: Recorder, telemetry: Telemetry, *, max_depth: int) -> None:
+    def __init__(
+        self,
+        decider: Decider,
+        recorder: Recorder,
+        telemetry: Telemetry,
+        *,
+        max_depth: int,
+        max_outcome_bytes: int = 64 * 1024,
+    ) -> None:
         self._decider = decider
         self._recorder = recorder
         self._telemetry = telemetry
         self._max_depth = max_depth
+        self._max_outcome_bytes = max_outcome_bytes
 
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:  # noqa: N802
-        decision: Decision = answering(
-            context,
-            "Decide",
-            lambda: self._decider.decide(
-                request, caller=Caller.from_grpc(context), time_remaining_s=context.time_remaining()
-            ),
-        )
+        def decide() -> Decision:
+            if request.explain > pb.EXPLAIN_LEVEL_NOTES and not grant().has(Role.AUDITOR):
+                raise PermissionDenied("explain: explanations beyond NOTES are for auditors (PDP_ROLES_FILE)")
+            caller = Caller.from_grpc(context)
+            return self._decider.decide(request, caller=caller, time_remaining_s=context.time_remaining())
+
+        decision: Decision = answering(context, "Decide", decide)
         self._telemetry.record([decision])
         return to_proto(decision)
 
@@ -61,7 +72,11 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         self, request: pb.GetDecisionRequest, context: grpc.ServicerContext
     ) -> pb.GetDecisionResponse:
         def get() -> pb.GetDecisionResponse:
-            p = self._recorder.prove(_required_id(request.decision_id))
+            decision_id = _required_id(request.decision_id)
+            g = grant()
+            if not g.reads_all and self._recorder.owner(decision_id) != g.identity:
+                raise NotFound(f"no decision {decision_id} of yours in this PDP's log")
+            p = self._recorder.prove(decision_id)
             return pb.GetDecisionResponse(
                 record=p.record,
                 log_index=p.log_index,
@@ -93,7 +108,11 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             decision_id = _required_id(request.decision_id)
             if request.status not in ACTION_STATUS_NAMES:
                 raise InvalidArgument("status", "must be EXECUTED, BLOCKED or FAILED")
+            if request.ByteSize() > self._max_outcome_bytes:
+                limit = self._max_outcome_bytes
+                raise InvalidArgument("request", f"is larger than {limit} bytes (PDP_MAX_OUTCOME_BYTES)")
             caller = Caller.from_grpc(context)
+            g = grant()
             signed = self._recorder.record_outcome(
                 decision_id=decision_id,
                 report=OutcomeReport(
@@ -102,6 +121,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                     impact=struct_value(request.impact, "impact", self._max_depth),
                 ),
                 reporter=caller.subject or caller.peer,
+                owner=g.identity,
             )
             self._decider.settle(decision_id, status=ACTION_STATUS_NAMES[request.status])  # budgets: keep or release
             return pb.ReportOutcomeResponse(record=signed.record, log_index=signed.log_index)

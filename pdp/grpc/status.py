@@ -11,6 +11,7 @@ import grpc
 from pdp.approvals.desk import ApprovalRefused, Unauthenticated
 from pdp.approvals.tokens import ApprovalError
 from pdp.errors import (
+    AlreadyReported,
     ConfigError,
     InvalidArgument,
     LedgerCorrupt,
@@ -19,6 +20,7 @@ from pdp.errors import (
     NoVerdict,
     PdpError,
     PermissionDenied,
+    RateLimited,
 )
 from pdp.state import EscalationError, StateUnavailable
 
@@ -30,6 +32,8 @@ STATUS_OF: dict[type[PdpError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    AlreadyReported: grpc.StatusCode.ALREADY_EXISTS,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     LedgerCorrupt: grpc.StatusCode.FAILED_PRECONDITION,
     LedgerUnavailable: grpc.StatusCode.UNAVAILABLE,

@@ -3,8 +3,10 @@
 Thin, like the gRPC servicer: JSON in → :mod:`pdp.http.authzen` → :class:`~pdp.decide.Decider`
 (in a worker thread: the pipeline blocks on OPA and the log) → JSON out. Errors map to HTTP
 statuses in one place (:meth:`AuthzenApp._answer`): 400 naming the field, 401 without the client
-certificate mTLS requires, 403 for a caller not on the allow-list, 413 past the size limit, 415
-for a body that is not JSON, 500 without a Python repr. Every answer echoes ``X-Request-ID``.
+certificate mTLS requires, 403 for a caller not on the allow-list or without the route's role
+(:data:`pdp.authz.ROUTE_ROLES`, checked before any route runs), 413 past the size limit, 415
+for a body that is not JSON, 429 over the caller's rate, 500 without a Python repr. Every answer
+echoes ``X-Request-ID``.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pdp.authz import PUBLIC, ROUTE_ROLES, RoleMap, authorize
 from pdp.context import Caller
 from pdp.decide import Decider
-from pdp.errors import InvalidArgument, PdpError
+from pdp.errors import InvalidArgument, PdpError, PermissionDenied, RateLimited
 from pdp.http import authzen
 from pdp.recorder import Recorder
 from pdp.telemetry import Telemetry
@@ -43,7 +46,7 @@ _WRAPPING = 4
 
 # What the TLS layer established about each open connection, keyed by the client address
 # (host, port) that the ASGI scope carries: (certificate subject CN, subject alternative names).
-PeerNames = Mapping[tuple[str, int], tuple[str, tuple[str, ...]]]
+PeerNames = Mapping[tuple[str, int], tuple[str, tuple[str, ...], tuple[str, ...]]]
 
 
 class HttpError(PdpError):
@@ -70,6 +73,7 @@ class AuthzenApp:
         allowed_callers: when not empty, only callers whose certificate subject or a SAN is
             listed may ask (others get 403).
         base_url: the PDP identifier in the metadata; empty: the URL the caller used.
+        roles: who may call which route (:data:`pdp.authz.ROUTE_ROLES`).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class AuthzenApp:
         require_client_cert: bool = False,
         allowed_callers: frozenset[str] = frozenset(),
         base_url: str = "",
+        roles: RoleMap | None = None,
     ) -> None:
         self._decider = decider
         self._recorder = recorder
@@ -96,6 +101,7 @@ class AuthzenApp:
         self._require_cert = require_client_cert
         self._allowed = allowed_callers
         self._base_url = base_url
+        self._roles = roles or RoleMap.default(mtls=require_client_cert)
 
     def asgi(self) -> ASGIApp:
         """The ASGI application."""
@@ -107,7 +113,29 @@ class AuthzenApp:
                 Route(JWKS, self._jwks, methods=["GET"]),
             ]
         )
-        return _echo_request_id(routes)
+        return _echo_request_id(self._authorizing(routes, {r.path for r in routes.routes if isinstance(r, Route)}))
+
+    def _authorizing(self, app: ASGIApp, paths: set[str]) -> ASGIApp:
+        """The one place HTTP calls are authorised: the route's roles (:data:`pdp.authz.ROUTE_ROLES`)
+        against the caller's, before any route runs. A route of ours that declares no roles is
+        refused (fail closed); anything else goes on to the router (its 404 / 405)."""
+
+        async def authorizing(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["path"] in paths:
+                what = f"{scope['method']} {scope['path']}"
+                declared = what in ROUTE_ROLES or any(k.endswith(f" {scope['path']}") for k in ROUTE_ROLES)
+                if ROUTE_ROLES.get(what) != PUBLIC and (what in ROUTE_ROLES or not declared):
+                    try:
+                        authorize(ROUTE_ROLES, what, self._roles.grant(self._caller_of(scope).to_dict()))
+                    except HttpError as e:
+                        await Response(e.message, e.status, media_type="text/plain")(scope, receive, send)
+                        return
+                    except PermissionDenied as e:
+                        await Response(str(e), 403, media_type="text/plain")(scope, receive, send)
+                        return
+            await app(scope, receive, send)
+
+        return authorizing
 
     # ---- routes ---------------------------------------------------------------------------
 
@@ -142,6 +170,8 @@ class AuthzenApp:
         except InvalidArgument as e:
             field = authzen.name_field(e, self._mapping, batch=batch)
             return Response(f"{field}: {e.problem}", status_code=400, headers=headers, media_type="text/plain")
+        except RateLimited as e:
+            return Response(str(e), status_code=429, headers=headers, media_type="text/plain")
         except Exception:
             # Never a Python repr to the caller; no answer is a deny for any PEP.
             log.exception("%s %s failed unexpectedly", request.method, request.url.path)
@@ -153,16 +183,19 @@ class AuthzenApp:
 
     def _caller(self, request: Request) -> Caller:
         """The caller as the transport established it, bound as gRPC binds it (never from the body)."""
-        client = request.scope.get("client") or ("", 0)
+        return self._caller_of(request.scope)
+
+    def _caller_of(self, scope: Scope) -> Caller:
+        client = scope.get("client") or ("", 0)
         host, port = client[0], client[1]
-        subject, sans = self._peers.get((host, port), ("", ()))
+        subject, sans, uris = self._peers.get((host, port), ("", (), ()))
         authenticated = bool(subject or sans)
         if self._require_cert and not authenticated:
             raise HttpError(401, "a client certificate is required (mTLS)")
         if self._allowed and not ({subject, *sans} & self._allowed):
             raise HttpError(403, f"caller {subject or host!r} is not allowed to ask this PDP")
         peer = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
-        return Caller(authenticated=authenticated, peer=peer, subject=subject, sans=sans)
+        return Caller(authenticated=authenticated, peer=peer, subject=subject, sans=sans, uri_sans=uris)
 
     async def _body(self, request: Request) -> Any:
         ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()

@@ -314,7 +314,7 @@ class ConsoleApp:
         if not self._mtls:
             return session.identity if session is not None else ""
         client = request.scope.get("client") or ("", 0)
-        subject, _ = self._peers.get((client[0], client[1]), ("", ()))
+        subject, _, _ = self._peers.get((client[0], client[1]), ("", (), ()))
         return subject
 
 
@@ -332,7 +332,7 @@ def create_console(settings: Settings, *, desk: ApprovalDesk) -> ConsoleFace:
     dev_code = f"{secrets.randbelow(10**8):08d}" if dev else ""
     host = settings.console_listen.rpartition(":")[0]
     hosts = frozenset({f"{host}:{port}", f"localhost:{port}"}) if dev else frozenset()
-    peers: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
+    peers: dict[tuple[str, int], tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
     app = ConsoleApp(
         desk=desk,
         peers=peers,

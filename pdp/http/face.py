@@ -25,6 +25,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pdp.authz import RoleMap
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import PdpError
@@ -73,7 +74,9 @@ class HttpFace:
         self._failed: BaseException | None = None
 
     @classmethod
-    def create(cls, settings: Settings, *, decider: Decider, recorder: Recorder, telemetry: Telemetry) -> HttpFace:
+    def create(
+        cls, settings: Settings, *, decider: Decider, recorder: Recorder, telemetry: Telemetry, roles: RoleMap
+    ) -> HttpFace:
         """Builds the AuthZEN application for ``decider`` and binds ``PDP_HTTP_LISTEN``.
 
         Raises:
@@ -83,7 +86,7 @@ class HttpFace:
         mapping = (
             authzen.Mapping.load(settings.authzen_mapping) if settings.authzen_mapping else authzen.Mapping.default()
         )
-        peers: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
+        peers: dict[tuple[str, int], tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
         app = AuthzenApp(
             decider=decider,
             recorder=recorder,
@@ -95,6 +98,7 @@ class HttpFace:
             require_client_cert=settings.tls_client_ca_file is not None,
             allowed_callers=frozenset(settings.http_callers),
             base_url=settings.http_base_url,
+            roles=roles,
         )
         sock = bind(settings.http_listen, "PDP_HTTP_LISTEN")
         return cls(app=app.asgi(), sock=sock, settings=settings, peers=peers)
@@ -172,8 +176,9 @@ def _protocol_noting_peers(peers: dict[Any, Any]) -> type[HttpToolsProtocol]:
     return _Protocol
 
 
-def _names(cert: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
-    """(subject CN, SANs) of a verified peer certificate, as gRPC's auth context names them."""
+def _names(cert: dict[str, Any]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(subject CN, SANs, URI SANs) of a verified peer certificate, as gRPC's auth context names them."""
     cn = next((value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"), "")
     sans = tuple(value for _, value in cert.get("subjectAltName", ()))
-    return cn, sans
+    uris = tuple(value for kind, value in cert.get("subjectAltName", ()) if kind == "URI")
+    return cn, sans, uris

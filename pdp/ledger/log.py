@@ -31,6 +31,8 @@ __all__ = ["CHECKPOINTS", "Damage", "Frame", "Log", "frame", "note_verifiers", "
 
 log = logging.getLogger(__name__)
 
+_PROBE_BYTES = 1 << 20  # room a recovering log must find free past its end
+
 
 class Log:
     """One PDP's decision log. Use :meth:`open`."""
@@ -70,6 +72,7 @@ class Log:
         self._segment_bytes = 0
         self._fd = -1
         self._cp_fd = -1
+        self._cp_bytes = 0  # the checkpoint file's size after its last whole, fsynced note
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._checkpointer, name="ledger-checkpoints", daemon=True)
@@ -155,6 +158,7 @@ class Log:
             self._segment_no = max(len(files) - 1, 0)
         self._open_segment()
         self._cp_fd = os.open(self.directory / CHECKPOINTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._cp_bytes = os.fstat(self._cp_fd).st_size
         _fsync_dir(self.directory)
 
     def _recover_checkpoints(self) -> list[tuple[checkpoint.Checkpoint, bytes]]:
@@ -224,6 +228,8 @@ class Log:
         if not make_entries:
             return []
         indexes = []
+        if self._failure is not None:
+            self.recover()  # space may be back
         with self._lock:
             self._check()
             for make_entry in make_entries:
@@ -255,11 +261,59 @@ class Log:
         self._mark_failed(why)
         raise LedgerUnavailable(f"the decision log is not writable: {why}")
 
+    def recover(self) -> bool:
+        """Re-probes a failed log (e.g. the disk was full and has space again); True: it takes entries.
+
+        Only what was answered as durable is kept: entries written after the last successful
+        fsync were refused to their callers, so they are cut off the segment (and the tree), as is
+        a torn checkpoint frame. The probe reserves room past the end of the segment (fallocate)
+        and gives it back; the segment is then re-read and must be exactly the entries kept.
+        A closed log, or one that failed starting a new segment, stays failed (restart).
+        """
+        with self._lock, self._cond:
+            if self._failure is None:
+                return True
+            if self._failure == "closed" or self._syncing or self._fd < 0:
+                return False
+            keep = self._synced
+            if keep < len(self._where_segment):
+                seg, offset = self._where_segment[keep], self._where_offset[keep]
+            else:
+                seg, offset = self._segment_no, self._segment_bytes
+            if seg != self._segment_no:
+                return False
+            try:
+                os.posix_fallocate(self._fd, offset, _PROBE_BYTES)
+                os.ftruncate(self._fd, offset)
+                os.fdatasync(self._fd)
+                os.ftruncate(self._cp_fd, self._cp_bytes)
+                os.fsync(self._cp_fd)
+                data = (self.directory / segment_name(seg)).read_bytes()
+            except OSError:
+                return False
+            first = next((i for i, no in enumerate(self._where_segment) if no == seg), keep)
+            frames, damage = read_frames(data)
+            if (
+                damage is not None
+                or len(frames) != keep - first
+                or not all(merkle.leaf_hash(f.payload) == self.tree.leaves[first + i] for i, f in enumerate(frames))
+            ):
+                log.error("decision log: after the failure the segment is not the entries kept; restart to recover")
+                return False
+            self.tree.truncate(keep)
+            del self._where_segment[keep:]
+            del self._where_offset[keep:]
+            self._written = keep
+            self._segment_bytes = offset
+            log.warning("decision log writable again (%d entries kept; was: %s)", keep, self._failure)
+            self._failure = None
+            return True
+
     def _mark_failed(self, why: str) -> None:
-        """The log takes nothing more until restart; said once, and every waiter is woken to see it."""
+        """The log takes nothing more until :meth:`recover`; said once, and every waiter is woken to see it."""
         with self._cond:  # re-entrant: callers may already hold it
             if self._failure is None:
-                log.error("decision log failed, no decision can be recorded until restart: %s", why)
+                log.error("decision log failed, no decision can be recorded until it recovers: %s", why)
                 self._failure = why
             self._cond.notify_all()
 
@@ -345,6 +399,7 @@ class Log:
             os.fsync(self._cp_fd)
         except OSError as e:
             self._fail(f"checkpoint write failed: {e}")
+        self._cp_bytes += len(frame(note))
         self._notes.append(note)
         self._checkpointed = cp.size
 

@@ -145,13 +145,21 @@ class CompactTree:
         return len(self.leaves)
 
     def append(self, entry: bytes) -> None:
-        h = leaf_hash(entry)
+        self._push(leaf_hash(entry))
+
+    def _push(self, h: bytes) -> None:
         self.leaves.append(h)
         height = 0
         while self._edge and self._edge[-1][0] == height:
             _, left = self._edge.pop()
             h, height = node_hash(left, h), height + 1
         self._edge.append((height, h))
+
+    def truncate(self, n: int) -> None:
+        """Keeps the first ``n`` leaves (a log cutting entries that never became durable)."""
+        leaves, self.leaves, self._edge = self.leaves[:n], [], []
+        for h in leaves:
+            self._push(h)
 
     def root(self) -> bytes:
         if not self._edge:

@@ -487,8 +487,8 @@ def test_x_request_id_as_idempotency_key_when_mapped(start_face: Callable[..., F
     assert again["context"]["decision_id"] == first["context"]["decision_id"]
     assert again["context"]["record"] == first["context"]["record"]
     other = face.post("/access/v1/evaluation", _ask("delete"), headers={"X-Request-ID": "retry-1"})
-    assert other.status_code == 400
-    assert other.text.startswith("X-Request-ID:")
+    assert other.status_code == 200  # anonymous: another request is another decision (no squatting)
+    assert other.json()["context"]["decision_id"] != first["context"]["decision_id"]
 
 
 def test_a_deployment_maps_its_own_fields(start_face: Callable[..., Face], tmp_path: Path) -> None:
@@ -602,6 +602,25 @@ def test_mtls_binds_the_certificate_and_refuses_others(start_face: Callable[...,
     done = face.audit()
     assert done.returncode == 0, done.stderr
     assert "(1 decisions" in done.stdout
+
+
+def test_routes_need_their_role(start_face: Callable[..., Face], pki: dict[str, Path], tmp_path: Path) -> None:
+    roles = {"spiffe://bank.example/pep-gateway": ["auditor"], "spiffe://bank.example/intruder": ["pep"]}
+    (tmp_path / "roles.json").write_text(json.dumps({"roles": roles}))
+    face = start_face(
+        ca=pki["ca"],
+        tls_cert_file=pki["server.crt"],
+        tls_key_file=pki["server.key"],
+        tls_client_ca_file=pki["ca"],
+        roles_file=tmp_path / "roles.json",
+    )
+    auditor = (str(pki["pep-gateway.crt"]), str(pki["pep-gateway.key"]))
+    r = face.post("/access/v1/evaluation", _ask(), cert=auditor, headers={"X-Request-ID": "denied"})
+    assert r.status_code == 403 and "needs the role pep" in r.text and r.headers["X-Request-ID"] == "denied"
+    assert face.session.get(f"{face.url}/.well-known/jwks.json", cert=auditor).status_code == 200  # public
+    pep = (str(pki["intruder.crt"]), str(pki["intruder.key"]))
+    assert face.evaluate(_ask(), cert=pep)["decision"] is True
+    assert "(1 decisions" in face.audit().stdout  # the refused call decided nothing
 
 
 @pytest.mark.parametrize("case", INTEROP["cases"], ids=[c["name"] for c in INTEROP["cases"]])

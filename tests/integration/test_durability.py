@@ -47,7 +47,7 @@ class Proc:
             _as_an_ordinary_process()
             if fsize is not None:  # the disk is full past this many bytes per file
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.RLIM_INFINITY))
 
         self.process = start_child("serve", env=env, log=home / "pdp.out", preexec_fn=limit)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
@@ -125,6 +125,34 @@ def test_a_log_that_cannot_be_written_never_yields_allow(opa: OpaSidecar, tmp_pa
     failed_at = next(i for i, o in enumerate(outcomes) if o[1])
     assert all(o == (pb.OUTCOME_DENY, "pdp.ledger_unavailable", False) for o in outcomes[failed_at:])
     wait_for(lambda: not pdp.serving(), timeout_s=5, what="NOT_SERVING")
+
+
+def test_a_full_disk_recovers_without_restart(opa: OpaSidecar, tmp_path: Path, procs: list[Proc]) -> None:
+    open_store(tmp_path / "state").close()
+    pdp = Proc(opa, tmp_path, fsize=64_000)
+    procs.append(pdp)
+    answered = []
+    for _ in range(120):  # past the file size limit: the disk is full
+        resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
+        if resp.error_code:
+            break
+        answered.append(resp)
+    assert resp.error_code == "pdp.ledger_unavailable" and answered
+    wait_for(lambda: not pdp.serving(), timeout_s=5, what="NOT_SERVING while the disk is full")
+    assert not pdp.serving()  # the health monitor's re-probe finds no room either
+    resource.prlimit(pdp.process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    wait_for(pdp.serving, timeout_s=10, what="SERVING again once there is space, without a restart")
+    later = [pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5) for _ in range(3)]
+    assert all(r.outcome == pb.OUTCOME_ALLOW and r.record for r in later)
+    # Nothing answered was lost or moved: the answered records are where they were, and the log
+    # goes on right after them, and verifies from its files alone.
+    assert [r.log_index for r in later] == [answered[-1].log_index + 1 + i for i in range(3)]
+    for r in [*answered, *later]:
+        got = pdp.stub.GetDecision(pb.GetDecisionRequest(decision_id=r.decision_id), timeout=5)
+        assert (got.record, got.log_index) == (r.record, r.log_index)
+    pdp.stop()
+    report = audit.verify_log(tmp_path / "log", jwks=json.loads((tmp_path / "keys/jwks.json").read_text()))
+    assert report.entries == answered[-1].log_index + 4
 
 
 def test_a_read_only_log_directory_never_yields_allow(opa: OpaSidecar, tmp_path: Path, procs: list[Proc]) -> None:

@@ -71,7 +71,7 @@ def test_unset_parts_are_present_and_empty() -> None:
     [
         (
             {"agent": {"id": "a"}, "action": {"tool": "t", "arguments": {"a": {"b": {"c": {"d": 1}}}}}},
-            "context.action.arguments",
+            "context.action.arguments.a.b.c.d",
         ),
         (
             {"agent": {"id": "a"}, "action": {"tool": "t"}, "principal": {"roles": ["r"] * 65}},

@@ -242,13 +242,16 @@ def test_mtls_material_comes_from_the_cert_manager_certificate(docs: list[dict[s
     }
 
 
-def test_probes_are_grpc_health_on_the_pdp_port(pod: dict[str, Any]) -> None:
+def test_probes_are_grpc_health_on_the_health_only_port(pod: dict[str, Any]) -> None:
     pdp = containers(pod)["pdp"]
-    (port,) = pdp["ports"]
-    assert port["name"] == "grpc" and env(pdp)["PDP_LISTEN"] == f"0.0.0.0:{port['containerPort']}"
+    ports = {p["name"]: p for p in pdp["ports"]}
+    assert set(ports) == {"grpc", "health"}
+    assert env(pdp)["PDP_LISTEN"] == f"0.0.0.0:{ports['grpc']['containerPort']}"
+    # Plaintext grpc.health.v1 only: the kubelet's probe cannot present a client certificate.
+    assert env(pdp)["PDP_HEALTH_LISTEN"] == f"0.0.0.0:{ports['health']['containerPort']}"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         handler = {k for k in pdp[probe] if k in ("grpc", "httpGet", "tcpSocket", "exec")}
-        assert handler == {"grpc"} and pdp[probe]["grpc"] == {"port": port["containerPort"]}, probe
+        assert handler == {"grpc"} and pdp[probe]["grpc"] == {"port": ports["health"]["containerPort"]}, probe
 
 
 def test_network_policy_admits_only_peps_and_only_to_grpc(docs: list[dict[str, Any]], pod: dict[str, Any]) -> None:
@@ -370,14 +373,18 @@ def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(
     assert socket.stat().st_mode & 0o777 == 0o600
     assert listening_tcp_ports(opa.pid) == set()  # OPA listens on no TCP port at all
 
-    port = free_port()
+    port, health_port = free_port(), free_port()
     variables = {k: here.local(v) for k, v in env(here.containers["pdp"]).items() if not k.startswith("PDP_TLS_")}
     variables |= {"POD_NAME": "pdp-0", "PDP_LISTEN": f"127.0.0.1:{port}", "PDP_HEALTH_INTERVAL_MS": "100"}
+    variables |= {"PDP_HEALTH_LISTEN": f"127.0.0.1:{health_port}"}
     variables["PDP_TRUST_FILE"] = str(dev_issuers() / "trust.json")  # the issuers load_request's tokens come from
     variables["PDP_LOG_ORIGIN"] = variables["PDP_LOG_ORIGIN"].replace("$(POD_NAME)", "pdp-0")
     pdp = here.start("pdp", [sys.executable, "-m", "pdp", *here.containers["pdp"]["args"]], {**os.environ, **variables})
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+        grpc.insecure_channel(f"127.0.0.1:{health_port}") as probes,
+    ):
+        health = health_pb2_grpc.HealthStub(probes)  # where the kubelet asks
 
         def serving() -> bool:
             assert pdp.poll() is None, (home / "pdp.out").read_text()
@@ -388,6 +395,9 @@ def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(
             return bool(status == health_pb2.HealthCheckResponse.SERVING)
 
         wait_for(serving, timeout_s=30, what="the PDP's gRPC health SERVING (what the probes ask)")
+        with pytest.raises(grpc.RpcError) as e:  # the health port serves health and nothing else
+            pb_grpc.DecisionServiceStub(probes).Decide(load_request("fintech-allow-transfer.json"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
         stub = pb_grpc.DecisionServiceStub(channel)
         assert stub.Decide(load_request("fintech-allow-transfer.json"), timeout=5).outcome == pb.OUTCOME_ALLOW
         assert stub.Decide(load_request("fintech-deny-sanctioned.json"), timeout=5).outcome == pb.OUTCOME_DENY
