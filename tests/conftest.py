@@ -108,7 +108,8 @@ def start_pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
             keys.ensure(settings.key_dir)
         server, port = create_server(settings)
         server.start()
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        # Full explanations of the bundle run to megabytes: a PEP asking for one must accept the answer.
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 << 20)])
         pdp = Pdp(server, port, channel, pb_grpc.DecisionServiceStub(channel), health_pb2_grpc.HealthStub(channel))
         started.append(pdp)
         return pdp

@@ -224,7 +224,7 @@ def test_bad_configuration_is_refused_at_start(tmp_path: Path) -> None:
 
 def test_keys_and_audit_commands(dev_stack: DevStack, tmp_path: Path) -> None:
     for example in OUTCOMES:
-        decide(dev_stack.addr, str(EXAMPLES / example))
+        decide(dev_stack.addr, "--dev-issuer", str(dev_stack.issuers), str(EXAMPLES / example))
     dev_stack.process.send_signal(signal.SIGINT)  # final checkpoint on the way out
     dev_stack.process.wait(30)
     jwks = tmp_path / "keys" / "jwks.json"
