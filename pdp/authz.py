@@ -70,6 +70,8 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
 ROUTE_ROLES: dict[str, frozenset[Role]] = {
     "POST /access/v1/evaluation": frozenset({Role.PEP}),
     "POST /access/v1/evaluations": frozenset({Role.PEP}),
+    # Access requests (AuthZEN approval profile): submitted and polled by the PEP whose decision opened it.
+    "POST /access/v1/access_requests": frozenset({Role.PEP}),
     "GET /.well-known/authzen-configuration": PUBLIC,
     "GET /.well-known/jwks.json": PUBLIC,
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -25,12 +26,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pdp import keys, records
+from pdp.approvals.desk import ApprovalDesk
 from pdp.authz import PUBLIC, ROUTE_ROLES, RoleMap, authorize
 from pdp.context import Caller
 from pdp.decide import Decider
-from pdp.errors import InvalidArgument, PdpError, PermissionDenied, RateLimited
+from pdp.errors import InvalidArgument, NotFound, PdpError, PermissionDenied, RateLimited, RecordError
 from pdp.http import authzen
 from pdp.recorder import Recorder
+from pdp.state import Escalation, EscalationError
 from pdp.telemetry import Telemetry
 from pdp.v1 import decision_pb2 as pb
 
@@ -74,6 +78,7 @@ class AuthzenApp:
             listed may ask (others get 403).
         base_url: the PDP identifier in the metadata; empty: the URL the caller used.
         roles: who may call which route (:data:`pdp.authz.ROUTE_ROLES`).
+        desk: the approvals desk behind the access request routes.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class AuthzenApp:
         allowed_callers: frozenset[str] = frozenset(),
         base_url: str = "",
         roles: RoleMap | None = None,
+        desk: ApprovalDesk | None = None,
     ) -> None:
         self._decider = decider
         self._recorder = recorder
@@ -102,6 +108,7 @@ class AuthzenApp:
         self._allowed = allowed_callers
         self._base_url = base_url
         self._roles = roles or RoleMap.default(mtls=require_client_cert)
+        self._desk = desk
 
     def asgi(self) -> ASGIApp:
         """The ASGI application."""
@@ -109,6 +116,8 @@ class AuthzenApp:
             routes=[
                 Route(EVALUATION, self._evaluation, methods=["POST"]),
                 Route(EVALUATIONS, functools.partial(self._evaluation, plural=True), methods=["POST"]),
+                Route(authzen.ACCESS_REQUESTS, self._submit, methods=["POST"]),
+                Route(authzen.ACCESS_REQUESTS + "/{id}", self._status, methods=["GET"]),
                 Route(METADATA, self._metadata, methods=["GET"]),
                 Route(JWKS, self._jwks, methods=["GET"]),
             ]
@@ -146,6 +155,45 @@ class AuthzenApp:
             return await run_in_threadpool(self._evaluate, body, caller, request, plural=plural)
 
         return await self._answer(request, answer, batch=plural)
+
+    async def _submit(self, request: Request) -> Response:
+        """Submits a requestable denial: ``{"request_token": <the denial's signed record>}``.
+
+        The escalation is already open (the denial opened it); submitting binds the PEP to it by the
+        PDP-signed token and answers the task handle. Approvers decide only through the
+        authenticated ApprovalService and console, never here.
+        """
+
+        async def answer() -> Any:
+            caller = self._caller(request)
+            body = await self._body(request)
+            token = body.get("request_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise InvalidArgument("request_token", "is required (the access_request.request_token of the denial)")
+            try:
+                claims = records.verify(token, keys.public_keys(self._recorder.jwks()), typ=records.TYP_DECISION)
+            except RecordError as bad:
+                raise InvalidArgument("request_token", f"is not a record this PDP signed: {bad}") from None
+            wanted = body.get("id")
+            if not isinstance(wanted, str) or not wanted:
+                raise InvalidArgument("id", "is required (the access_request.id of the denial)")
+            e = await run_in_threadpool(self._requested, wanted, caller)
+            if e.decision_id != claims.get("decision_id"):
+                raise HttpError(404, f"access request {wanted}: not the one this request_token's decision opened")
+            return await run_in_threadpool(self._task, e)
+
+        return await self._answer(request, answer, batch=False)
+
+    async def _status(self, request: Request) -> Response:
+        """Polls an access request: pending, approved (with the approval to re-evaluate with),
+        denied, expired or consumed."""
+
+        async def answer() -> Any:
+            caller = self._caller(request)
+            e = await run_in_threadpool(self._requested, request.path_params["id"], caller)
+            return await run_in_threadpool(self._task, e)
+
+        return await self._answer(request, answer, batch=False)
 
     async def _metadata(self, request: Request) -> Response:
         async def answer() -> Any:
@@ -215,6 +263,25 @@ class AuthzenApp:
             raise InvalidArgument("request", f"is not JSON: {str(e)[:200]}") from None
         _check_depth(body, self._max_depth)
         return body
+
+    def _requested(self, escalation_id: str, caller: Caller) -> Escalation:
+        """The escalation, as it is now (expiry applied), if this caller's decision opened it:
+        the same certificate subject, as gRPC GetApprovalTokens (else 404, as for none)."""
+        missing = HttpError(404, f"no access request {escalation_id} opened by this caller")
+        if self._desk is None or not escalation_id:
+            raise missing
+        try:
+            e = self._desk.wait(escalation_id, timeout_s=0)
+        except (EscalationError, NotFound):
+            raise missing from None
+        if (caller.subject if caller.authenticated else "") != (e.context.get("caller") or ""):
+            raise missing
+        return e
+
+    def _task(self, e: Escalation) -> dict[str, Any]:
+        assert self._desk is not None  # _requested found the escalation on it
+        tokens = self._desk.tokens(e.id, now=int(time.time())) if e.status == "approved" else []
+        return authzen.task(e, tokens)
 
     def _request_for(self, evaluation: dict[str, Any], request: Request, *, index: int | None) -> pb.DecideRequest:
         rid = ""

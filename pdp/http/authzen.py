@@ -34,6 +34,7 @@ from google.protobuf import descriptor, json_format
 from pdp.decide import Decision
 from pdp.errors import ConfigError, InvalidArgument
 from pdp.records import unverified_claims as claims_of
+from pdp.state import Escalation
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Outcome
 
@@ -86,7 +87,22 @@ DEFAULT_MAPPING: dict[str, Any] = {
         "context.risk.indicators": {"from": "/context/risk/indicators"},
         "context.purpose_of_use": {"from": "/context/purpose_of_use"},
         "context.lineage": {"from": "/context/lineage"},
+        # Access Request and Approval Profile: the re-evaluation carries the approvals it obtained
+        # (verified by the PDP, bound to the action, single use: docs/approvals.md).
+        "approval_tokens": {"from": "/context/approval/tokens"},
     },
+}
+
+ACCESS_REQUESTS = "/access/v1/access_requests"
+"""Where a PEP submits a requestable denial and polls its status (Access Request and Approval Profile)."""
+
+# An escalation's status in the desk → the access request's status the PEP sees.
+_STATUS = {
+    "open": "pending",
+    "approved": "approved",
+    "rejected": "denied",
+    "expired": "expired",
+    "consumed": "consumed",
 }
 
 _STRUCT = "google.protobuf.Struct"
@@ -450,6 +466,8 @@ def to_result(d: Decision, *, with_context: bool = True) -> dict[str, Any]:
         context["reason_user"] = {"503": f"No policy decision could be reached ({v.error_code}); try again later"}
     elif v.outcome is Outcome.REQUIRE_APPROVAL:
         context["escalation"] = _escalation(d)
+        if d.escalation_id:
+            context["access_request"] = _access_request(d)
         context["reason_user"] = {"403": f"This needs an approval before it may go ahead ({codes})"}
     elif not allowed:
         context["reason_user"] = {"403": f"Denied by policy ({codes})"}
@@ -470,6 +488,34 @@ def _escalation(d: Decision) -> dict[str, Any]:
     }
 
 
+def _access_request(d: Decision) -> dict[str, Any]:
+    """The requestable denial (Access Request and Approval Profile): what the PEP submits to ask for
+    the approval. The binding token is the decision's own signed record: it names the decision and
+    the action digest, and only this PDP's key could have signed it."""
+    return {
+        "id": d.escalation_id,
+        "request_token": d.record,
+        "endpoint": ACCESS_REQUESTS,
+        "expires_at": d.escalation_expires_at,
+    }
+
+
+def task(e: Escalation, tokens: Sequence[str]) -> dict[str, Any]:
+    """The access request's task handle: its status and, once approved, the approval the PEP
+    re-evaluates with (``context.approval``)."""
+    doc: dict[str, Any] = {
+        "id": e.id,
+        "status": _STATUS.get(e.status, e.status),
+        "status_endpoint": f"{ACCESS_REQUESTS}/{e.id}",
+        "decision_id": e.decision_id,
+        "expires_at": e.expires_at,
+        "approvals": {"count": e.count, "role": e.role, "approvers": e.approvers()},
+    }
+    if e.status == "approved" and tokens:
+        doc["approval"] = {"tokens": list(tokens)}
+    return doc
+
+
 def metadata(base_url: str) -> dict[str, Any]:
     """The PDP metadata document (spec §9) for a PDP identified by ``base_url``."""
     base = base_url.rstrip("/")
@@ -477,6 +523,7 @@ def metadata(base_url: str) -> dict[str, Any]:
         "policy_decision_point": base,
         "access_evaluation_endpoint": f"{base}/access/v1/evaluation",
         "access_evaluations_endpoint": f"{base}/access/v1/evaluations",
+        "access_request_endpoint": f"{base}{ACCESS_REQUESTS}",
         "jwks_uri": f"{base}/.well-known/jwks.json",
     }
 

@@ -25,6 +25,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pdp.approvals.desk import ApprovalDesk
 from pdp.authz import RoleMap
 from pdp.config import Settings
 from pdp.decide import Decider
@@ -75,7 +76,14 @@ class HttpFace:
 
     @classmethod
     def create(
-        cls, settings: Settings, *, decider: Decider, recorder: Recorder, telemetry: Telemetry, roles: RoleMap
+        cls,
+        settings: Settings,
+        *,
+        decider: Decider,
+        recorder: Recorder,
+        telemetry: Telemetry,
+        roles: RoleMap,
+        desk: ApprovalDesk | None = None,
     ) -> HttpFace:
         """Builds the AuthZEN application for ``decider`` and binds ``PDP_HTTP_LISTEN``.
 
@@ -99,6 +107,7 @@ class HttpFace:
             allowed_callers=frozenset(settings.http_callers),
             base_url=settings.http_base_url,
             roles=roles,
+            desk=desk,
         )
         sock = bind(settings.http_listen, "PDP_HTTP_LISTEN")
         return cls(app=app.asgi(), sock=sock, settings=settings, peers=peers)

@@ -361,6 +361,7 @@ def test_metadata_and_jwks(face: Face) -> None:
         "policy_decision_point": face.url,
         "access_evaluation_endpoint": f"{face.url}/access/v1/evaluation",
         "access_evaluations_endpoint": f"{face.url}/access/v1/evaluations",
+        "access_request_endpoint": f"{face.url}/access/v1/access_requests",
         "jwks_uri": f"{face.url}/.well-known/jwks.json",
     }
     jwks = face.session.get(meta["jwks_uri"]).json()
