@@ -51,6 +51,7 @@ log = logging.getLogger("pdp.pep")
 DENIED = -32001
 PDP_UNAVAILABLE = -32603
 META_KEY = "io.github.pdp/decision"
+MAX_HELD = 4096  # calls whose escalation the proxy remembers at once
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -175,8 +176,7 @@ class Gate:
                     response, decision = self._decide(ctx, tokens)
                     held = Held(escalation_id=response.escalation_id, tokens=tokens)
             if decision.outcome == "require_approval" and response.escalation_id:
-                with self._lock:
-                    self._held[digest] = held
+                self._hold(digest, held)
         data = _decision_data(decision)
         if decision.outcome == "deny":
             self._report_blocked(decision, "denied by policy")
@@ -253,8 +253,7 @@ class Gate:
             return tokens
         where = self._where(held.escalation_id) | {"status": status}
         if status == "open":
-            with self._lock:
-                self._held.setdefault(digest, held)
+            self._hold(digest, held)
             raise Refusal(
                 code=DENIED,
                 message=f"Still waiting for approval; the call was not forwarded. {self._how(held.escalation_id)}",
@@ -268,6 +267,13 @@ class Gate:
             )
         log.info("escalation %s is %s: deciding the call afresh", held.escalation_id, status)
         return ()
+
+    def _hold(self, digest: str, held: Held) -> None:
+        """Remembers the call's escalation (the oldest are forgotten beyond :data:`MAX_HELD`)."""
+        with self._lock:
+            self._held.setdefault(digest, held)
+            while len(self._held) > MAX_HELD:
+                self._held.pop(next(iter(self._held)))
 
     def _poll(self, held: Held) -> tuple[str, tuple[str, ...]]:
         """The escalation's status (after waiting up to ``approval_wait_s`` for it to leave ``open``),

@@ -18,6 +18,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult
 
 from pdp.grpc.approvals import DEV_LOGIN_METADATA
@@ -48,15 +49,16 @@ def world(tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Calla
     return make_world(tmp_path, start_opa, start_pdp, approvals_dev_login=True)
 
 
-def approve(w: World, escalation_id: str) -> str:
-    """The steward approves with the CLI; returns the escalation's status after the vote."""
+def approve(w: World, escalation_id: str, vote: str = "approve") -> str:
+    """The steward approves (or rejects) with the CLI; returns the escalation's status after the vote."""
     done = subprocess.run(
-        [*PDP_CMD, "approvals", "approve", escalation_id, "--comment", "checked", "--dev-as", STEWARD,
+        [*PDP_CMD, "approvals", vote, escalation_id, "--comment", "checked", "--dev-as", STEWARD,
          "--addr", f"127.0.0.1:{w.pdp.port}"],
         cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["escalation"]["status"])
+    answer = json.loads(done.stdout)
+    return str(answer.get("escalation", answer)["status"])
 
 
 def test_an_approved_write_goes_through_on_retry_and_the_approval_does_not_cover_another(world: World) -> None:
@@ -130,3 +132,20 @@ def test_with_approval_wait_the_call_stays_pending_until_the_approver_approves(w
     assert status == "approved"
     assert (result.meta or {})[META]["outcome"] == "allow"
     assert target.read_text() == "waited for"
+
+
+def test_a_rejected_write_is_refused_on_retry_naming_the_rejection(world: World) -> None:
+    target = world.allowed / "rejected.txt"
+    write = {"path": str(target), "content": "no"}
+
+    async def calls(c: Client) -> MCPError:
+        held = await refused(c, "write_file", write)
+        eid = held.data["approval"]["escalation_id"]
+        assert await anyio.to_thread.run_sync(approve, world, eid, "reject") == "rejected"
+        return await refused(c, "write_file", write)
+
+    err = session(world.files(*FOR), calls)
+
+    assert err.code == -32001 and "An approver rejected this call" in err.message
+    assert err.data["approval"]["status"] == "rejected"
+    assert not target.exists()
