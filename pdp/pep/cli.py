@@ -25,6 +25,7 @@ import anyio
 from pdp.client import Client
 from pdp.pep import mapping as mapping_file
 from pdp.pep.gate import Gate, Settings
+from pdp.v1 import approvals_pb2_grpc as apb_grpc
 from pdp.v1 import decision_pb2 as pb
 
 log = logging.getLogger("pdp.pep")
@@ -57,6 +58,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=2.0, help="deadline of each PDP call, seconds (default: 2)")
     p.add_argument(
         "--list-ttl", type=float, default=30.0, help="how long a tools/list verdict is cached, seconds (default: 30)"
+    )
+    p.add_argument(
+        "--approval-wait",
+        type=_wait_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a tools/call that needs approval stays pending while the proxy waits for the approvers "
+        "before it refuses (default: 0: refuse at once; the client retries the same call once approved)",
+    )
+    p.add_argument(
+        "--approval-console",
+        default=os.environ.get("PDP_APPROVAL_CONSOLE_URL", ""),
+        metavar="URL",
+        help="the approver console's address, named in the answer to a call that needs approval "
+        "(PDP_APPROVAL_CONSOLE_URL)",
     )
     p.add_argument("--listen", help="streamable HTTP: HOST:PORT to listen on (with --upstream)")
     p.add_argument("--upstream", help="streamable HTTP: the MCP server's URL")
@@ -94,18 +110,36 @@ def run(args: argparse.Namespace) -> int:
         principal_token_file=token_file,
         timeout_s=args.timeout,
         list_ttl_s=args.list_ttl,
+        approval_wait_s=args.approval_wait,
+        console_url=args.approval_console,
     )
     from pdp.pep import tracing, transports
 
     tracer = tracing.tracer()
     with tracing.channel(args.pdp) as channel:
-        gate = Gate(client=Client(channel), mapping=mapping, settings=settings, jwks=jwks)
+        gate = Gate(
+            client=Client(channel),
+            mapping=mapping,
+            settings=settings,
+            jwks=jwks,
+            approvals=apb_grpc.ApprovalServiceStub(channel),
+        )
         if http:
             host, _, port = args.listen.rpartition(":")
             anyio.run(transports.serve_http, gate, host or "127.0.0.1", int(port), args.upstream, tracer)
         else:
             anyio.run(transports.serve_stdio, gate, command, tracer)
     return 0
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be 0..3600 seconds, not {text!r}")
+    return seconds
 
 
 def _usage(problem: str) -> int:

@@ -6,6 +6,13 @@ of the AuthZEN MCP binding draft: :data:`DENIED` (-32001) when policy said no (d
 required, an obligation the proxy cannot carry out, a tool the mapping does not know), and
 :data:`PDP_UNAVAILABLE` (-32603) when no trustworthy decision could be had (the PDP unreachable,
 its record not verifying). After a forwarded call the proxy reports its outcome.
+
+REQUIRE_APPROVAL opens an escalation on the PDP (docs/approvals.md). The gate remembers it for
+that exact call (its action digest, recomputed here as the PDP does): when the client retries the
+same call, the gate fetches the approval tokens the PDP signed for it and decides again with them,
+so an approved call is forwarded on a verified ALLOW, and one still waiting is refused again
+without opening another escalation. With ``approval_wait_s`` the gate also waits that long for the
+approvers itself before it answers (the tools/call stays pending meanwhile).
 """
 
 from __future__ import annotations
@@ -23,10 +30,20 @@ from typing import Any
 import grpc
 import rfc8785
 
-from pdp.client import Client, MemoryReplayCache, ReplayCache, VerificationError, VerifiedDecision, verify
+from pdp.client import (
+    Client,
+    MemoryReplayCache,
+    ReplayCache,
+    VerificationError,
+    VerifiedDecision,
+    digest_of,
+    verify,
+)
 from pdp.errors import PdpError
 from pdp.pep import obligations
 from pdp.pep.mapping import Mapping, MappingError
+from pdp.v1 import approvals_pb2 as apb
+from pdp.v1 import approvals_pb2_grpc as apb_grpc
 from pdp.v1 import decision_pb2 as pb
 
 log = logging.getLogger("pdp.pep")
@@ -34,6 +51,7 @@ log = logging.getLogger("pdp.pep")
 DENIED = -32001
 PDP_UNAVAILABLE = -32603
 META_KEY = "io.github.pdp/decision"
+MAX_HELD = 4096  # calls whose escalation the proxy remembers at once
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -59,6 +77,15 @@ class Permit:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Held:
+    """A call waiting for approval: the escalation the PDP opened for it, and the approval tokens
+    already obtained for it (from earlier escalations of the same call, when it needs several)."""
+
+    escalation_id: str
+    tokens: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     """What the proxy puts into every question, and how it talks to the PDP.
 
@@ -72,6 +99,8 @@ class Settings:
     principal_token_file: Path | None = None
     timeout_s: float = 2.0
     list_ttl_s: float = 30.0
+    approval_wait_s: float = 0.0
+    console_url: str = ""
 
     def token(self) -> str:
         """The principal token to forward: the file's content, read for every question (so that
@@ -94,6 +123,8 @@ class Gate:
         settings: agent, principal, timeouts.
         jwks: the PDP's public keys; None fetches them from the PDP (and again on an unknown key).
         replay: where used record ids are remembered (one per proxy by default).
+        approvals: the PDP's ApprovalService over the same channel (the same identity that asked);
+            None: a call that needs approval is refused each time, never retried with approvals.
     """
 
     def __init__(
@@ -104,8 +135,10 @@ class Gate:
         settings: Settings,
         jwks: dict[str, Any] | None = None,
         replay: ReplayCache | None = None,
+        approvals: apb_grpc.ApprovalServiceStub | None = None,
     ) -> None:
         self._client = client
+        self._approvals = approvals
         self._mapping = mapping
         self._settings = settings
         self._pinned = jwks is not None
@@ -113,6 +146,7 @@ class Gate:
         self._replay = replay or MemoryReplayCache()
         self._lock = threading.Lock()
         self._listed: dict[tuple[str, ...], tuple[float, frozenset[str]]] = {}
+        self._held: dict[str, Held] = {}  # action digest -> the escalation of that call
 
     # ---- tools/call -------------------------------------------------------------------------
 
@@ -128,9 +162,21 @@ class Gate:
             raise Refusal(
                 code=DENIED, message=f"Refused: {e}; the proxy forwards mapped tools only.", data={}
             ) from None
-        request = pb.DecideRequest(request_id=f"mcp-{uuid.uuid4().hex}", context=ctx)
-        response = self._pdp("Decide", lambda: self._client.decide(request, timeout_s=self._settings.timeout_s))
-        decision = self._verify(response.record, request)
+        digest = digest_of(ctx)
+        with self._lock:
+            held = self._held.pop(digest, None)
+        tokens = () if held is None else self._approved(held, digest)
+        response, decision = self._decide(ctx, tokens)
+        if decision.outcome == "require_approval" and response.escalation_id and self._approvals is not None:
+            held = Held(escalation_id=response.escalation_id, tokens=tokens)
+            if self._settings.approval_wait_s > 0:
+                status, tokens = self._poll(held)
+                if status == "approved":
+                    self._report_blocked(decision, "held for approval; approved while the call waited")
+                    response, decision = self._decide(ctx, tokens)
+                    held = Held(escalation_id=response.escalation_id, tokens=tokens)
+            if decision.outcome == "require_approval" and response.escalation_id:
+                self._hold(digest, held)
         data = _decision_data(decision)
         if decision.outcome == "deny":
             self._report_blocked(decision, "denied by policy")
@@ -138,17 +184,12 @@ class Gate:
         if decision.outcome == "require_approval":
             self._report_blocked(decision, "held for approval")
             wanted = [o.get("params", {}) for o in decision.obligations if o.get("type") == "approval.required"]
-            data["approval"] = {
-                "required": wanted,
-                # The escalation the PDP opened (pdp.v1.ApprovalService; docs/approvals.md).
-                "escalation_id": response.escalation_id or None,
-                "approve_at": None,
-            }
+            data["approval"] = self._where(response.escalation_id) | {"required": wanted}
             roles = ", ".join(sorted({str(w.get("role", "")) for w in wanted})) or "an approver"
             raise Refusal(
                 code=DENIED,
                 message=f"Needs approval (by {roles}) before it can run: {_why(decision)}. "
-                "The call was not forwarded; retry it once approved.",
+                f"The call was not forwarded. {self._how(response.escalation_id)}",
                 data=data,
             )
         if decision.outcome != "allow":
@@ -191,6 +232,94 @@ class Gate:
         meta = dict(applied.result.get("_meta") or {})
         meta[META_KEY] = {**_decision_data(d), "outcome_log_index": outcome_index}
         return {**applied.result, "_meta": meta}
+
+    # ---- approvals --------------------------------------------------------------------------
+
+    def _decide(self, ctx: pb.ActionContext, tokens: tuple[str, ...]) -> tuple[pb.DecideResponse, VerifiedDecision]:
+        """One Decide of this call (with these approval tokens), its record verified."""
+        request = pb.DecideRequest(request_id=f"mcp-{uuid.uuid4().hex}", context=ctx, approval_tokens=tokens)
+        response = self._pdp("Decide", lambda: self._client.decide(request, timeout_s=self._settings.timeout_s))
+        return response, self._verify(response.record, request)
+
+    def _approved(self, held: Held, digest: str) -> tuple[str, ...]:
+        """The tokens to retry a held call with. Its escalation expired or used: none (the call is
+        decided afresh, which opens a new escalation).
+
+        Raises:
+            Refusal: the escalation is still open (the call stays held) or was rejected.
+        """
+        status, tokens = self._poll(held)
+        if status == "approved":
+            return tokens
+        where = self._where(held.escalation_id) | {"status": status}
+        if status == "open":
+            self._hold(digest, held)
+            raise Refusal(
+                code=DENIED,
+                message=f"Still waiting for approval; the call was not forwarded. {self._how(held.escalation_id)}",
+                data={"outcome": "require_approval", "approval": where},
+            )
+        if status == "rejected":
+            raise Refusal(
+                code=DENIED,
+                message=f"An approver rejected this call (escalation {held.escalation_id}); it was not forwarded.",
+                data={"outcome": "deny", "approval": where},
+            )
+        log.info("escalation %s is %s: deciding the call afresh", held.escalation_id, status)
+        return ()
+
+    def _hold(self, digest: str, held: Held) -> None:
+        """Remembers the call's escalation (the oldest are forgotten beyond :data:`MAX_HELD`)."""
+        with self._lock:
+            self._held.setdefault(digest, held)
+            while len(self._held) > MAX_HELD:
+                self._held.pop(next(iter(self._held)))
+
+    def _poll(self, held: Held) -> tuple[str, tuple[str, ...]]:
+        """The escalation's status (after waiting up to ``approval_wait_s`` for it to leave ``open``),
+        and every token held for the call with those the PDP has signed for this escalation."""
+        assert self._approvals is not None
+        approvals, eid, wait = self._approvals, held.escalation_id, self._settings.approval_wait_s
+
+        def until_decided() -> None:
+            request = apb.WaitEscalationRequest(escalation_id=eid, timeout_seconds=max(1, min(3600, int(wait))))
+            stream = approvals.WaitEscalation(request, timeout=wait + self._settings.timeout_s)
+            for e in stream:
+                if e.status != "open":
+                    stream.cancel()  # type: ignore[no-untyped-call]  # stubs lag grpcio
+                    return
+
+        if wait > 0:
+            try:
+                until_decided()
+            except grpc.RpcError as e:  # e.g. too many waiters: the status below is all there is
+                log.warning("waiting for escalation %s failed (%s): not waiting", eid, e.code().name)
+        got = self._pdp(
+            "GetApprovalTokens",
+            lambda: approvals.GetApprovalTokens(
+                apb.GetApprovalTokensRequest(escalation_id=eid), timeout=self._settings.timeout_s
+            ),
+        )
+        return str(got.status), held.tokens + tuple(t for t in got.approval_tokens if t not in held.tokens)
+
+    def _where(self, escalation_id: str) -> dict[str, Any]:
+        """Where the escalation is approved, for the error's ``data.approval``."""
+        return {
+            "escalation_id": escalation_id or None,
+            "approve_at": self._settings.console_url or None,
+            "approve_with": f"pdp approvals approve {escalation_id}" if escalation_id else None,
+        }
+
+    def _how(self, escalation_id: str) -> str:
+        """What the person behind the client does next, for the error's message."""
+        if not escalation_id:
+            return "Retry it once approved."
+        console = f" ({self._settings.console_url})" if self._settings.console_url else ""
+        retry = "retry the same call" if self._approvals is not None else "ask again"
+        return (
+            f"Escalation {escalation_id} is open: an approver approves it in the approver console{console} "
+            f"or with `pdp approvals approve {escalation_id}`; then {retry}."
+        )
 
     # ---- tools/list -------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ FS_SERVER = ROOT / ".mcp-servers" / "node_modules" / ".bin" / "mcp-server-filesy
 GIT_SERVER = Path(sys.executable).parent / "mcp-server-git"
 PDP_CMD = [sys.executable, "-m", "pdp"]
 META = "io.github.pdp/decision"
+STEWARD = "dana.steward@corp.example"  # a data_steward in the test bundle's approver registry
 T = TypeVar("T")
 
 
@@ -83,9 +84,10 @@ def make_world(
     start_opa: Callable[..., OpaSidecar],
     start_pdp: Callable[..., Pdp],
     fs_obligations: list[dict[str, Any]] | None = None,
+    **pdp_settings: Any,
 ) -> World:
     """Servers' directories, and a real PDP + OPA whose mcp pack points at them (with these
-    obligations on every allowed filesystem call)."""
+    obligations on every allowed filesystem call), and whose approver registry has :data:`STEWARD`."""
     if not FS_SERVER.exists():
         pytest.fail(f"no {FS_SERVER}: run `make mcp-servers` (the tests use the real npm filesystem server)")
     root = tmp_path / "files"
@@ -106,8 +108,12 @@ def make_world(
     data["config"]["servers"]["git"]["roots"] = [str(repo)]
     data["config"]["servers"]["filesystem"]["obligations"] = fs_obligations or []
     pack.write_text(json.dumps(data))
+    registry = bundle / "pdp" / "approvals" / "data.json"
+    approvers = json.loads(registry.read_text())
+    approvers["approvers"][STEWARD] = {"active": True, "roles": ["data_steward"]}
+    registry.write_text(json.dumps(approvers))
     opa = start_opa(bundle=bundle)
-    pdp = start_pdp(opa.url, key_dir=tmp_path / "pdp-keys", log_dir=tmp_path / "pdp-log")
+    pdp = start_pdp(opa.url, key_dir=tmp_path / "pdp-keys", log_dir=tmp_path / "pdp-log", **pdp_settings)
     return World(root, allowed, repo, pdp, tmp_path / "pdp-log", tmp_path / "pdp-keys" / "jwks.json")
 
 
