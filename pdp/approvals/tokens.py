@@ -74,8 +74,8 @@ class Approval:
                 ok = isinstance(value, int) and not isinstance(value, bool)
             elif field.type == "list[str]":
                 ok = isinstance(value, list) and all(isinstance(r, str) for r in value)
-            else:
-                ok = isinstance(value, str) and bool(value)
+            else:  # every string is required, but an action taken for no verified principal binds ""
+                ok = isinstance(value, str) and (bool(value) or field.name == "principal_id")
             if not ok:
                 raise ApprovalError("claims", f"{field.name} is missing or not a {field.type}")
         values = {f.name: claims[f.name] for f in dataclasses.fields(cls)}

@@ -201,7 +201,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
     )
     http = None
     if settings.http_listen:  # the AuthZEN face beside gRPC (pdp.http)
-        http = HttpFace.create(settings, decider=decider, recorder=recorder, telemetry=telemetry, roles=roles, desk=desk)
+        http = HttpFace.create(
+            settings, decider=decider, recorder=recorder, telemetry=telemetry, roles=roles, desk=desk
+        )
     # ---- the approver console (pdp.http.console), a face over the approvals desk ----
     console = create_console(settings, desk=desk) if settings.console_listen else None
     # ----

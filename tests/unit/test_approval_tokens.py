@@ -72,6 +72,13 @@ def test_a_token_for_another_action_agent_or_principal_is_refused(
     assert err.value.check == check
 
 
+def test_an_action_for_no_verified_principal_is_approved_for_exactly_that(ring: KeyRing) -> None:
+    token = issue(ring, principal_id="")  # an agent acting with no principal token: the PDP binds ""
+    assert verify_approval(token, ring.jwks, **(BINDING | {"principal_id": ""}), now=NOW).principal_id == ""
+    with pytest.raises(ApprovalError, match="principal_id"):
+        verify_approval(token, ring.jwks, **BINDING, now=NOW)  # not for a request that names a principal
+
+
 def test_an_expired_token_is_refused(ring: KeyRing) -> None:
     with pytest.raises(ApprovalError, match="expired: the approval expired at") as err:
         verify_approval(issue(ring), ring.jwks, **BINDING, now=NOW + 300)
