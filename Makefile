@@ -67,6 +67,8 @@ bench: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) $(MCP_SERVERS)/.insta
 	$(PY) bench/run.py $(ARGS)
 	PDP_OPA_BIN=$(OPA) $(PY) bench/authzen_bench.py $(if $(findstring --quick,$(ARGS)),--seconds 4)
 	PDP_OPA_BIN=$(OPA) $(PY) bench/mcp_bench.py
+	PDP_OPA_BIN=$(OPA) $(PY) bench/budgets_bench.py $(if $(findstring --quick,$(ARGS)),--seconds 4 --rounds 1)
+	$(PY) bench/report_bench.py $(if $(findstring --quick,$(ARGS)),10000,100000)
 	$(PY) bench/lifecycle.py $(if $(findstring --quick,$(ARGS)),--entries 10000 --seconds 4)
 
 soak: $(VENV)/.bench $(OPA) $(BIN)/grpcurl $(BENCH_TOOLS) ## the PDP at half its peak for 10 minutes: errors and RSS growth (SOAK_SECONDS; not in CI)
