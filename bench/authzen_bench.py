@@ -80,6 +80,7 @@ def start_pdp(opa: OpaSidecar, work: Path) -> tuple[subprocess.Popen[bytes], str
         "PDP_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "PDP_OPA_URL": opa.url,
         "PDP_KEY_DIR": str(work / "keys"),
+        "PDP_DECIDE_RATE": "0",  # the per-caller rate limit would cap the load generator, one caller
         "PDP_LOG_DIR": str(work / "log"),
         "PDP_LOG_LEVEL": "WARNING",
         "PDP_OPA_TIMEOUT_MS": "2000",

@@ -226,6 +226,7 @@ def start_pdp(
         "PDP_LISTEN": f"127.0.0.1:{port}",
         "PDP_OPA_URL": opa.url,
         "PDP_KEY_DIR": str(work / "keys"),
+        "PDP_DECIDE_RATE": "0",  # the per-caller rate limit would cap the load generator, one caller
         "PDP_LOG_DIR": str(log_dir),
         "PDP_LOG_LEVEL": "WARNING",
         "PDP_OPA_TIMEOUT_MS": "2000",
