@@ -10,6 +10,10 @@ OPA    := $(BIN)/opa
 REGAL  := $(BIN)/regal
 COVERAGE ?= 100
 
+# Real third-party MCP servers for the proxy's tests and bench (see the mcp-servers target).
+MCP_FS_SERVER := @modelcontextprotocol/server-filesystem@2026.8.31
+MCP_SERVERS   := $(CURDIR)/.mcp-servers
+
 PDP_PORT ?= 50051
 HTTP_PORT ?= 8080
 CONSOLE_PORT ?= 8081
@@ -104,11 +108,8 @@ bundle-check: $(OPA) $(REGAL)
 	  { $(OPA) test $(BUNDLE); echo "policy coverage of $(BUNDLE) is below $(COVERAGE)%"; exit 1; }
 	$(REGAL) lint $(BUNDLE)
 
-# Real third-party MCP servers for the proxy's tests: the npm filesystem server in an ignored
-# project-local prefix (needs node and npm), and mcp-server-git (a dev dependency) in the venv.
-MCP_FS_SERVER := @modelcontextprotocol/server-filesystem@2026.8.31
-MCP_SERVERS   := $(CURDIR)/.mcp-servers
-
+# The npm filesystem server in an ignored project-local prefix (needs node and npm); mcp-server-git
+# is a dev dependency in the venv.
 mcp-servers: $(MCP_SERVERS)/.installed ## install the MCP servers the proxy's tests run against
 
 $(MCP_SERVERS)/.installed: Makefile
