@@ -176,16 +176,14 @@ class Decider:
             verdicts, hide = self._governed([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
             made = [
                 dataclasses.replace(
-                    self._decision(
-                        decision_ids[i], requests[i], inputs[i], answer, verdict, bound=bounds[i], now_s=now_s
-                    ),
+                    self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict),
                     principal_id=(checked[i].principal or {}).get("id", ""),
                     trust=checked[i].summary(),
                     audience=caller.audience,
                 )
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
-            made = self._reserved(made)
+            made = _afresh_when_failed(self._consumed(self._reserved(made), [bounds[i] for i in todo], now_s))
             recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo], hide)
             for i, d in zip(todo, recorded, strict=True):
                 decisions[i] = self._approvals.logged(d, inputs[i], now=now_s) if self._approvals else d
@@ -309,17 +307,9 @@ class Decider:
         input_doc: dict[str, Any],
         answer: OpaAnswer | None,
         verdict: Verdict,
-        *,
-        bound: Bound,
-        now_s: int,
     ) -> Decision:
-        approvals: dict[str, Any] = {}
-        if self._approvals is not None:  # an ALLOW resting on approvals consumes them first
-            verdict, approvals = self._approvals.consume(verdict, bound, now=now_s)
         return Decision(
-            decision_id=str(uuid.uuid4())
-            if verdict.indeterminate
-            else decision_id,  # a retry after an outage gets a verdict
+            decision_id=decision_id,
             request_id=request.request_id,
             verdict=verdict,
             agent_id=input_doc["agent"]["id"],
@@ -331,8 +321,21 @@ class Decider:
             explanation=answer.explanation if answer else [],
             opa_ns=answer.roundtrip_ns if answer else 0,
             opa_eval_ns=answer.eval_ns if answer else 0,
-            approvals=approvals,
         )
+
+    def _consumed(self, made: list[Decision], bounds: list[Bound], now_s: int) -> list[Decision]:
+        """Approvals (issue 14): an ALLOW resting on approval tokens consumes them once its budget is
+        reserved and before it is recorded, so a budget refusal never burns an approval; an ALLOW whose
+        tokens cannot be consumed becomes a DENY and gives its reservation back."""
+        if self._approvals is None:
+            return made
+        out = []
+        for d, bound in zip(made, bounds, strict=True):
+            verdict, claims = self._approvals.consume(d.verdict, bound, now=now_s)
+            if d.verdict.outcome is Outcome.ALLOW and verdict.outcome is not Outcome.ALLOW and d.verdict.budgets:
+                self.settle(d.decision_id, status="failed")
+            out.append(dataclasses.replace(d, verdict=verdict, approvals=claims))
+        return out
 
     def _bind_approvals(self, input_doc: dict[str, Any], tokens: Sequence[str], now_s: int) -> Bound:
         """The approvals step before the policy: only tokens the PDP verifies reach the input."""
@@ -410,6 +413,12 @@ def _naming(i: int | None) -> Iterator[None]:
         if i is None:
             raise
         raise InvalidArgument(f"requests[{i}].{e.field}", e.problem) from None
+
+
+def _afresh_when_failed(made: list[Decision]) -> list[Decision]:
+    """A decision that failed closed (no verdict: OPA, the state store) is logged under an id of its
+    own, so that a retry of the request after the outage is decided afresh rather than replayed."""
+    return [dataclasses.replace(d, decision_id=str(uuid.uuid4())) if d.verdict.indeterminate else d for d in made]
 
 
 def _live(d: Decision, input_doc: dict[str, Any]) -> Live:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
 from tests.helpers import ROOT, Pdp, assert_fail_closed, load_request, wait_for
+from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +155,20 @@ def refuses_new_calls(pdp: Pdp) -> bool:
     except grpc.RpcError as e:
         return e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     return False
+
+
+def test_a_retry_after_a_state_store_outage_is_decided_afresh(
+    opa: OpaSidecar, start_pdp: Callable[..., Pdp], postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    # README: "A fail-closed answer is not kept: a retry after the outage is decided afresh."
+    pdp = start_pdp(opa.url, state_url=postgres_url)
+    req = load_request("fintech-allow-transfer.json")  # a payment: its budgets need the store
+    postgres_server.stop()
+    try:
+        down = pdp.stub.Decide(req, timeout=10)
+    finally:
+        postgres_server.start()
+    assert_fail_closed(down, "pdp.state_unavailable")
+    again = pdp.stub.Decide(req, timeout=10)  # the same request id, the store back
+    assert again.outcome == pb.OUTCOME_ALLOW and again.decision_id != down.decision_id
+    assert pdp.stub.Decide(req, timeout=10).record == again.record  # and now that answer is what a retry gets
