@@ -2,8 +2,8 @@
 
 ``tests/unit/test_state_sqlite.py`` and ``tests/integration/test_state_postgres.py`` subclass
 :class:`StateStoreContract` and give its tests a ``backend`` fixture (:class:`Backend`) for their
-database. Races run in real separate processes, each with its own store on the same database,
-released together by a barrier.
+database. Races run in real separate processes released together by a barrier, each opening its own
+store on the same database (often a new one, so the processes race to create it as well).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def backend_fixture(target: str, take_down: Callable[[], None]) -> Iterator[Back
 
 def _child(target: str, fn: Callable[..., Any], args: tuple[Any, ...], barrier: Any, out: Any) -> None:
     try:
-        store = open_store(target)
         barrier.wait(timeout=60)
+        store = open_store(target)  # replicas starting together: opening races too
         out.put(fn(store, *args))
         store.close()
     except Exception as e:

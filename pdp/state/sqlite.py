@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -37,13 +38,35 @@ class SqliteStore(SqlStore):
         self._busy_timeout_s = busy_timeout_s
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with contextlib.closing(sqlite3.connect(self.path, timeout=busy_timeout_s)) as first:
-                first.execute("PRAGMA journal_mode=WAL").fetchone()
+            self._enter_wal()
             st = self.path.stat()
         except (sqlite3.Error, OSError) as e:
             raise StateUnavailable(f"{self.path}: {type(e).__name__}: {e}") from e
         self._identity = (st.st_dev, st.st_ino)
         super().__init__(name=str(self.path))
+
+    def _enter_wal(self) -> None:
+        """Puts the file in WAL mode (a setting the file keeps), waiting up to ``busy_timeout_s``.
+
+        Switching the journal mode takes an exclusive lock without SQLite's busy handler, so processes
+        opening a new file together get "database is locked" at once; this waits for them instead.
+        """
+        deadline = time.monotonic() + self._busy_timeout_s
+        pause = 0.005
+        while True:
+            try:
+                with contextlib.closing(sqlite3.connect(self.path, timeout=self._busy_timeout_s)) as first:
+                    if first.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                        return
+                locked: sqlite3.Error = sqlite3.OperationalError("could not switch to WAL mode")
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e):
+                    raise
+                locked = e
+            if time.monotonic() >= deadline:
+                raise locked
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _check(self) -> None:
         try:
