@@ -33,6 +33,7 @@ class Settings:
     max_batch: int = 64
     opa_coalesce: bool = True
     opa_timeout_s: float = 0.5
+    opa_explain_timeout_s: float = 5.0
     health_interval_s: float = 1.0
     max_request_bytes: int = 1 << 20
     max_depth: int = 16
@@ -148,6 +149,7 @@ class Settings:
                 kw[field] = v
         for name, field, lo, hi in (
             ("PDP_OPA_TIMEOUT_MS", "opa_timeout_s", 1, 60_000),
+            ("PDP_OPA_EXPLAIN_TIMEOUT_MS", "opa_explain_timeout_s", 1, 60_000),
             ("PDP_HEALTH_INTERVAL_MS", "health_interval_s", 50, 600_000),
             ("PDP_CHECKPOINT_INTERVAL_MS", "checkpoint_interval_s", 10, 3_600_000),
         ):

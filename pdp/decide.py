@@ -42,8 +42,8 @@ __all__ = ["Decider", "Decision"]
 log = logging.getLogger(__name__)
 
 # Time kept back from the caller's deadline to record (sign, append, fsync) and send the
-# fail-closed answer in; fsync p99 is a few milliseconds on ordinary disks.
-_ANSWER_MARGIN_S = 0.025
+# fail-closed answer in; fsync p99 is a few milliseconds on ordinary disks, a busy host adds scheduling.
+_ANSWER_MARGIN_S = 0.05
 
 
 class Decider:
@@ -54,6 +54,7 @@ class Decider:
         recorder: signs each decision and appends it to the durable log.
         decision_path: the rule path queried, for provenance.
         opa_timeout_s: longest wait for OPA when the caller's deadline is further away.
+        opa_explain_timeout_s: the same for a call that asks for an explanation (default: ``opa_timeout_s``).
         max_depth: deepest nesting accepted in Struct fields.
         telemetry: where the pipeline's spans go.
         max_batch: most requests one DecideBatch call may carry.
@@ -75,6 +76,7 @@ class Decider:
         decision_path: str,
         opa_timeout_s: float,
         max_depth: int,
+        opa_explain_timeout_s: float | None = None,
         telemetry: Telemetry,
         max_batch: int = Settings.max_batch,
         store: StateStore | None = None,
@@ -91,6 +93,7 @@ class Decider:
         self._tracer = telemetry.tracer
         self._path = decision_path
         self._timeout = opa_timeout_s
+        self._explain_timeout = opa_explain_timeout_s or opa_timeout_s
         self._max_depth = max_depth
         self._max_batch = max_batch
         self._store = store
@@ -279,7 +282,7 @@ class Decider:
         and what each one's record must hide (all but who asked, when nobody can say)."""
         if not inputs:
             return [], []
-        timeout = self._timeout
+        timeout = self._explain_timeout if explain else self._timeout
         if time_remaining_s is not None:
             timeout = min(timeout, time_remaining_s - _ANSWER_MARGIN_S)
         try:

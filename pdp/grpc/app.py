@@ -151,6 +151,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
+        opa_explain_timeout_s=settings.opa_explain_timeout_s,
         max_depth=settings.max_depth,
         telemetry=telemetry,
         max_batch=settings.max_batch,
