@@ -197,8 +197,8 @@ def test_suspend_on_one_replica_denies_on_the_other_within_a_second(replicas: li
     )
     assert done.returncode == 0, done.stderr
     suspended_at = time.monotonic()
-    wait_for(lambda: b.decide(LOOKUP).outcome == pb.OUTCOME_DENY, timeout_s=1.0, what="the other replica to deny")
-    assert time.monotonic() - suspended_at < 1.0
+    # "On every replica within a second": whatever b decides from one second on is a denial.
+    time.sleep(max(0.0, suspended_at + 1.0 - time.monotonic()))
     denied = b.decide(LOOKUP)
     assert [r.code for r in denied.reasons] == ["agent.suspended"]
     assert "moving money in a loop" in denied.reasons[0].message
