@@ -68,6 +68,7 @@ class Settings:
     state_dir: Path | None = None
     # Approvals (issue 14): escalation and approval-token lifetimes; the loopback-only dev login
     escalation_ttl_s: int = 3600
+    escalation_sweep_s: float = 5.0
     approval_ttl_s: int = 900
     approvals_dev_login: bool = False
     # Approver console (pdp.http.console)
@@ -307,6 +308,8 @@ def _approvals(env: Mapping[str, str]) -> dict[str, object]:
     ):
         if (v := env.get(name)) is not None:
             kw[field] = _int(name, v, lo, hi)
+    if (v := env.get("PDP_ESCALATION_SWEEP_MS")) is not None:
+        kw["escalation_sweep_s"] = _int("PDP_ESCALATION_SWEEP_MS", v, 100, 3_600_000) / 1000
     if v := env.get("PDP_APPROVALS_DEV_LOGIN"):
         if v not in ("0", "1"):
             raise ConfigError(f"PDP_APPROVALS_DEV_LOGIN: {v!r} must be 1 (on) or 0 (off)")

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -35,6 +37,8 @@ from pdp.recorder import Recorder
 from pdp.schema import EscalationRecord
 from pdp.state import Escalation, EscalationError, StateStore, Vote
 from pdp.verdict import Outcome
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ApprovalDesk",
@@ -417,3 +421,34 @@ def _about(e: Escalation, identity: str) -> bool:
     ctx = e.context
     named = {e.agent_id, e.principal_id, str(ctx.get("agent", {}).get("owner", "")), *ctx.get("principals", [])}
     return identity in named - {""}
+
+
+class ExpirySweep:
+    """Expires (and logs) escalations past their expiry every ``interval_s``, so an escalation's
+    ``expired`` record is written when it expires, not at the next call to the desk.
+
+    Args:
+        desk: the desk whose escalations it expires.
+        interval_s: seconds between sweeps.
+    """
+
+    def __init__(self, desk: ApprovalDesk, *, interval_s: float) -> None:
+        self._desk = desk
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="escalation-sweep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._desk.expire(now=int(time.time()))
+            except PdpError as e:  # the store or the log is down: the next sweep (or desk call) retries
+                log.warning("escalation sweep: %s", e)

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pdp import limits
 from pdp.approvals.binding import ApprovalsStep
-from pdp.approvals.desk import ApprovalDesk, opa_registry
+from pdp.approvals.desk import ApprovalDesk, ExpirySweep, opa_registry
 from pdp.authz import RoleMap
 from pdp.coalesce import CoalescingOpaClient
 from pdp.config import Settings
@@ -55,6 +55,7 @@ class PdpServer:
     roles: RoleMap = dataclasses.field(default_factory=lambda: RoleMap.default(mtls=False))
     health_server: grpc.Server | None = None  # PDP_HEALTH_LISTEN: grpc.health.v1 only, plaintext
     health_port: int = 0
+    sweep: ExpirySweep | None = None  # expires escalations on time (PDP_ESCALATION_SWEEP_MS)
 
     def start(self) -> None:
         self.grpc_server.start()
@@ -63,6 +64,8 @@ class PdpServer:
         for face in self._faces():
             face.start()
         self.monitor.start()
+        if self.sweep is not None:
+            self.sweep.start()
 
     def stop(self, grace_s: float) -> None:
         """Stops taking calls, lets in-flight calls finish for up to ``grace_s``, then stops."""
@@ -73,6 +76,8 @@ class PdpServer:
         if self.health_server is not None:
             self.health_server.stop(0).wait()
         self.monitor.stop()
+        if self.sweep is not None:
+            self.sweep.stop()
         self.lifecycle.close()  # the shadow's queue drains into the log before it closes
         self.recorder.close()
         self.store.close()
@@ -223,6 +228,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         roles=roles,
         health_server=health_server,
         health_port=health_port,
+        sweep=ExpirySweep(desk, interval_s=settings.escalation_sweep_s),
     )
     return server_, port
 

@@ -25,7 +25,7 @@ from pdp.v1 import approvals_pb2 as apb
 from pdp.v1 import approvals_pb2_grpc as apb_grpc
 from pdp.v1 import decision_pb2 as pb
 from tests.approving import approved_through_the_desk, mint
-from tests.helpers import Pdp, claims_of, dev_issuers, load_request
+from tests.helpers import Pdp, claims_of, dev_issuers, load_request, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -240,3 +240,21 @@ def test_waiters_never_take_the_threads_decide_needs(
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert pdp.stub.Decide(load_request(EXAMPLE), timeout=5).outcome == pb.OUTCOME_REQUIRE_APPROVAL
     waiting.cancel()
+
+
+def test_an_escalation_expires_on_time_with_no_desk_call(opa: OpaSidecar, start_pdp: Callable[..., Pdp]) -> None:
+    pdp = start_pdp(opa.url, escalation_ttl_s=1, escalation_sweep_s=0.1)
+    held = pdp.stub.Decide(load_request(EXAMPLE), timeout=5)
+    assert held.outcome == pb.OUTCOME_REQUIRE_APPROVAL
+
+    def steps() -> list[tuple[str, str]]:
+        return [
+            (claims["pdp"]["step"], claims["decision_id"])
+            for _, entry in pdp.server.recorder.log.entries()
+            if (claims := claims_of(entry.decode()))["pdp"]["type"] == "escalation"
+        ]
+
+    wait_for(lambda: len(steps()) == 2, what="the sweep to log the expiry")
+    assert steps() == [("opened", held.decision_id), ("expired", held.decision_id)]
+    # Read from the store: a desk call would expire it by itself.
+    assert pdp.server.store.get_escalation(held.escalation_id).status == "expired"

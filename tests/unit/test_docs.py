@@ -58,4 +58,4 @@ def test_every_documented_default_is_the_default() -> None:
             continue
         assert Settings.from_env({variable: literal[1]}) == Settings(), f"{variable}'s documented default"
         checked += 1
-    assert checked == 32
+    assert checked == 33
