@@ -150,6 +150,15 @@ def log_claims(log_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def outcome_reports(log_dir: Path) -> dict[str, str]:
+    """decision id → the status of its outcome report, for every outcome report in the log."""
+    return {
+        c["decision_id"]: c["outcome"]["status"]
+        for c in log_claims(log_dir)
+        if c.get("pdp", {}).get("type") == "outcome"
+    }
+
+
 def about(log_dir: Path, decision_id: str) -> list[str]:
     """The types (``pdp.type``) of the records about one decision, in log order."""
     return [c["pdp"]["type"] for c in log_claims(log_dir) if c.get("decision_id") == decision_id]
@@ -196,8 +205,7 @@ def test_every_allowed_call_of_a_session_has_a_decision_and_an_outcome_report(wo
 
     metas = session(world.files(), calls)
 
-    claims = log_claims(world.log_dir)
-    reported = {c["decision_id"]: c["outcome"]["status"] for c in claims if c.get("pdp", {}).get("type") == "outcome"}
+    reported = outcome_reports(world.log_dir)
     assert {m["decision_id"]: reported.get(m["decision_id"]) for m in metas} == {
         m["decision_id"]: "executed" for m in metas
     }
