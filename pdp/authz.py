@@ -30,7 +30,7 @@ from pdp.errors import ConfigError, PermissionDenied
 class Role(enum.StrEnum):
     """What a caller may do (docs/authorization.md)."""
 
-    PEP = "pep"  # decide; read and report on its own decisions
+    PEP = "pep"  # decide; read its own decisions, report once on each of its own ALLOWs
     APPROVER = "approver"  # decide escalations
     AUDITOR = "auditor"  # read every decision; full explanations
     ADMIN = "admin"  # operate the PDP (kill switch, budgets); read every decision

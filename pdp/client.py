@@ -194,6 +194,9 @@ class Client:
         impact: dict[str, Any] | None = None,
         timeout_s: float = 2.0,
     ) -> pb.ReportOutcomeResponse:
+        """Reports what the PEP did with one of its own ALLOWs, once (EXECUTED, FAILED, or BLOCKED
+        when it did not act on it). A DENY or REQUIRE_APPROVAL takes no report: the PDP refuses it
+        with FAILED_PRECONDITION (its signed record already says nothing may run)."""
         req = pb.ReportOutcomeRequest(decision_id=decision_id, status=status)
         req.result.update(result or {})
         req.impact.update(impact or {})

@@ -52,6 +52,13 @@ class AlreadyReported(PdpError):
     """An outcome was already reported for this decision: a decision has one outcome."""
 
 
+class NotAnAllow(PdpError):
+    """An outcome report on a decision that was not an ALLOW: nothing may have run, and the
+    decision's signed record already says what was held back, so there is nothing to report."""
+
+    hint = "report outcomes only on ALLOW decisions (docs/authorization.md)"
+
+
 class RateLimited(PdpError):
     """The caller is over its rate of decisions (PDP_DECIDE_RATE)."""
 

@@ -17,7 +17,7 @@ from opentelemetry import trace
 
 from pdp.authz import identity_of
 from pdp.encoding import sha256_digest
-from pdp.errors import AlreadyReported, InvalidArgument, NotFound, PermissionDenied
+from pdp.errors import AlreadyReported, InvalidArgument, NotAnAllow, NotFound
 from pdp.keys import KeyRing, public_keys
 from pdp.ledger.log import Log
 from pdp.policy.masking import NONE, Pointers
@@ -198,29 +198,37 @@ class Recorder:
         made.append(sign_record(record.at(index), self.ring))
         return made[-1].encode()
 
-    def record_outcome(self, *, decision_id: str, report: OutcomeReport, reporter: str, owner: str | None) -> Signed:
-        """Appends a PEP's report of what it did, linked to the decision and its record's digest.
-        A decision has one report, and only an ALLOW can have been executed (or failed): on any
-        other decision the only report is BLOCKED (the PEP saying it obeyed).
+    def record_outcome(self, *, decision_id: str, report: OutcomeReport, reporter: str, owner: str) -> Signed:
+        """Appends a PEP's report of what it did with an ALLOW, linked to the decision and its
+        record's digest. Only an ALLOW can have been acted on (executed, failed, or blocked by the
+        PEP itself, e.g. for an obligation it cannot carry out), and it has one report. A DENY or
+        REQUIRE_APPROVAL has none: its signed record already says nothing may run. Nothing is
+        appended when a report is refused.
 
         Args:
             decision_id: the decision reported on.
             report: what happened.
             reporter: who reports (recorded).
-            owner: the identity the decision must belong to; None: any (an admin).
+            owner: the identity the decision must belong to (the caller's, whatever its roles:
+                nobody reports on someone else's decision).
 
         Raises:
-            NotFound: no such decision in this log, or not one of ``owner``'s.
-            PermissionDenied: EXECUTED or FAILED on a decision that was not an ALLOW.
+            NotFound: no such decision in this log, or not one of ``owner``'s (checked first, so
+                a caller learns nothing of others' decisions).
+            NotAnAllow: the decision was not an ALLOW; the message names its verdict.
             AlreadyReported: the decision has a report already.
             LedgerUnavailable: not durable.
         """
         index = self._index.get(decision_id)
-        if index is None or (owner is not None and self._owner.get(decision_id) != owner):
+        if index is None or self._owner.get(decision_id) != owner:
             raise NotFound(f"no decision {decision_id} of yours in this PDP's log")
         decided = self.log.entry(index)
-        if unverified_claims(decided)["pdp"]["outcome"] != "allow" and report.status != "blocked":
-            raise PermissionDenied(f"decision {decision_id} was not an ALLOW: only BLOCKED may be reported on it")
+        verdict = unverified_claims(decided)["pdp"]
+        if verdict["outcome"] != "allow":
+            raise NotAnAllow(
+                f"decision {decision_id} was {_verdict_name(verdict)}, not ALLOW: outcome reports are for ALLOWs "
+                "only (its signed record already says the action may not run); nothing was logged"
+            )
         with self._lock:
             if decision_id in self._reported:
                 raise AlreadyReported(f"decision {decision_id} already has an outcome report; a decision has one")
@@ -296,6 +304,15 @@ class Recorder:
 
     def close(self) -> None:
         self.log.close()
+
+
+def _verdict_name(pdp: dict[str, Any]) -> str:
+    """A decision record's verdict as a PEP sees it: ``DENY``, ``REQUIRE_APPROVAL``, or
+    ``DENY (fail-closed: pdp.opa_unavailable)`` when no policy verdict was reached."""
+    name = str(pdp.get("outcome", "")).upper() or "no verdict"
+    if pdp.get("indeterminate"):
+        return f"{name} (fail-closed: {pdp.get('error_code') or 'pdp.no_verdict'})"
+    return name
 
 
 def open_recorder(

@@ -5,7 +5,10 @@ obligations this proxy understands; the caller gets a JSON-RPC error otherwise, 
 of the AuthZEN MCP binding draft: :data:`DENIED` (-32001) when policy said no (deny, approval
 required, an obligation the proxy cannot carry out, a tool the mapping does not know), and
 :data:`PDP_UNAVAILABLE` (-32603) when no trustworthy decision could be had (the PDP unreachable,
-its record not verifying). After a forwarded call the proxy reports its outcome.
+its record not verifying). After a forwarded call the proxy reports its outcome; an ALLOW it
+refuses to forward (an obligation it cannot carry out) is reported ``blocked``. A DENY or
+REQUIRE_APPROVAL is never reported: the PDP accepts outcome reports on ALLOWs only, and the signed
+decision record already says what was held back.
 
 REQUIRE_APPROVAL opens an escalation on the PDP (docs/approvals.md). The gate remembers it for
 that exact call (its action digest, recomputed here as the PDP does): when the client retries the
@@ -172,17 +175,14 @@ class Gate:
             if self._settings.approval_wait_s > 0:
                 status, tokens = self._poll(held)
                 if status == "approved":
-                    self._report_blocked(decision, "held for approval; approved while the call waited")
                     response, decision = self._decide(ctx, tokens)
                     held = Held(escalation_id=response.escalation_id, tokens=tokens)
             if decision.outcome == "require_approval" and response.escalation_id:
                 self._hold(digest, held)
         data = _decision_data(decision)
         if decision.outcome == "deny":
-            self._report_blocked(decision, "denied by policy")
             raise Refusal(code=DENIED, message=f"Denied by policy: {_why(decision)}.", data=data)
         if decision.outcome == "require_approval":
-            self._report_blocked(decision, "held for approval")
             wanted = [o.get("params", {}) for o in decision.obligations if o.get("type") == "approval.required"]
             data["approval"] = self._where(response.escalation_id) | {"required": wanted}
             roles = ", ".join(sorted({str(w.get("role", "")) for w in wanted})) or "an approver"
@@ -197,7 +197,11 @@ class Gate:
         try:
             plan = obligations.plan(decision.obligations)
         except obligations.UnsupportedObligation as e:
-            self._report_blocked(decision, f"obligation not understood: {e}")
+            self._report(  # an ALLOW not acted on: its budget reservation is released
+                decision,
+                pb.ACTION_STATUS_BLOCKED,
+                {"server": self._mapping.server, "blocked": f"obligation not understood: {e}"},
+            )
             raise Refusal(
                 code=DENIED,
                 message=f"Refused: the policy allows this call only with an {e} that this proxy cannot carry out.",
@@ -427,9 +431,6 @@ class Gate:
             log.error("outcome report for decision %s failed: %s", d.decision_id, e)
             return None
         return int(response.log_index)
-
-    def _report_blocked(self, d: VerifiedDecision, why: str) -> None:
-        self._report(d, pb.ACTION_STATUS_BLOCKED, {"server": self._mapping.server, "blocked": why})
 
 
 def _decision_data(d: VerifiedDecision) -> dict[str, Any]:

@@ -4,6 +4,7 @@ the rate limit, a tampered OPA, and OPA's socket private to ``pdp dev``."""
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import json
@@ -110,17 +111,41 @@ def test_one_report_per_allow(mtls: Mtls) -> None:
     a.ReportOutcome(report, timeout=5)
     report.status = pb.ACTION_STATUS_FAILED  # a contradicting second report
     assert code_of(lambda: a.ReportOutcome(report, timeout=5))[0] == grpc.StatusCode.ALREADY_EXISTS
-    denied = a.Decide(load_request("deny-tool-not-granted.json"), timeout=5)
-    assert denied.outcome == pb.OUTCOME_DENY
-    on_deny = pb.ReportOutcomeRequest(decision_id=denied.decision_id, status=pb.ACTION_STATUS_EXECUTED)
-    assert code_of(lambda: a.ReportOutcome(on_deny, timeout=5))[0] == grpc.StatusCode.PERMISSION_DENIED
-    on_deny.status = pb.ACTION_STATUS_BLOCKED  # the PEP obeyed: that it may say, once
-    assert a.ReportOutcome(on_deny, timeout=5).record
+    blocked = a.Decide(load_request("allow-crm-lookup.json"), timeout=5)  # an ALLOW the PEP did not act on
+    on_blocked = pb.ReportOutcomeRequest(decision_id=blocked.decision_id, status=pb.ACTION_STATUS_BLOCKED)
+    assert a.ReportOutcome(on_blocked, timeout=5).record
+    assert code_of(lambda: a.ReportOutcome(on_blocked, timeout=5))[0] == grpc.StatusCode.ALREADY_EXISTS
     fresh = a.Decide(load_request("allow-crm-lookup.json"), timeout=5)
     big = pb.ReportOutcomeRequest(decision_id=fresh.decision_id, status=pb.ACTION_STATUS_EXECUTED)
     big.result.update({"rows": ["x" * 10_000] * 10})  # 100 kB: over PDP_MAX_OUTCOME_BYTES
     code, details = code_of(lambda: a.ReportOutcome(big, timeout=5))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "PDP_MAX_OUTCOME_BYTES" in details
+
+
+@pytest.mark.parametrize(
+    ("example", "outcome", "verdict"),
+    [
+        ("deny-tool-not-granted.json", pb.OUTCOME_DENY, "was DENY, not ALLOW"),
+        ("require-approval-high-risk.json", pb.OUTCOME_REQUIRE_APPROVAL, "was REQUIRE_APPROVAL, not ALLOW"),
+    ],
+)
+def test_a_pep_reports_only_on_its_own_allows(mtls: Mtls, example: str, outcome: int, verdict: str) -> None:
+    a, b, auditor = mtls.stub("a"), mtls.stub("b"), mtls.stub("auditor")
+    decided = a.Decide(load_request(example), timeout=5)
+    assert decided.outcome == outcome
+    log = mtls.pdp.server.recorder.log
+    size = log.size()
+    for status in (pb.ACTION_STATUS_BLOCKED, pb.ACTION_STATUS_EXECUTED, pb.ACTION_STATUS_FAILED):
+        report = pb.ReportOutcomeRequest(decision_id=decided.decision_id, status=status)
+        report.result.update({"blocked": "the PEP obeyed"})
+        code, details = code_of(functools.partial(a.ReportOutcome, report, timeout=5))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert verdict in details and decided.decision_id in details and "nothing was logged" in details
+        # Someone else's non-ALLOW stays NOT_FOUND, its verdict unsaid; auditors report on nothing of others.
+        for other in (b, auditor):
+            code, details = code_of(functools.partial(other.ReportOutcome, report, timeout=5))
+            assert code == grpc.StatusCode.NOT_FOUND and verdict not in details
+    assert log.size() == size  # nothing appended for any of them
 
 
 def test_ids_cannot_be_precomputed(mtls: Mtls, opa: OpaSidecar, start_pdp: Callable[..., Pdp]) -> None:

@@ -34,6 +34,7 @@ from tests.integration.test_mcp_proxy import (
     audit_verify,
     log_claims,
     make_world,
+    outcome_reports,
     refused,
     session,
 )
@@ -98,6 +99,8 @@ def test_an_approved_write_goes_through_on_retry_and_the_approval_does_not_cover
     assert "approval.accepted" in record["pdp"]["reasons"]
     assert record["pdp"]["approvals"]["consumed"] is True
     assert [a["approver_id"] for a in record["input"]["bound"]["approvals"]] == [STEWARD]
+    # One report, on the approved ALLOW; none on the REQUIRE_APPROVALs (their records are the trace).
+    assert outcome_reports(world.log_dir) == {decision["decision_id"]: "executed"}
     assert "OK:" in audit_verify(world)
 
 
@@ -130,8 +133,11 @@ def test_with_approval_wait_the_call_stays_pending_until_the_approver_approves(w
     result, status = session(world.files(*FOR, "--approval-wait", "30"), calls)
 
     assert status == "approved"
-    assert (result.meta or {})[META]["outcome"] == "allow"
+    decision = (result.meta or {})[META]
+    assert decision["outcome"] == "allow"
     assert target.read_text() == "waited for"
+    # The REQUIRE_APPROVAL that waited gets no report; the fresh ALLOW after the approval does.
+    assert outcome_reports(world.log_dir) == {decision["decision_id"]: "executed"}
 
 
 def test_a_rejected_write_is_refused_on_retry_naming_the_rejection(world: World) -> None:

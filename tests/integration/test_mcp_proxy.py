@@ -150,6 +150,20 @@ def log_claims(log_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def outcome_reports(log_dir: Path) -> dict[str, str]:
+    """decision id → the status of its outcome report, for every outcome report in the log."""
+    return {
+        c["decision_id"]: c["outcome"]["status"]
+        for c in log_claims(log_dir)
+        if c.get("pdp", {}).get("type") == "outcome"
+    }
+
+
+def about(log_dir: Path, decision_id: str) -> list[str]:
+    """The types (``pdp.type``) of the records about one decision, in log order."""
+    return [c["pdp"]["type"] for c in log_claims(log_dir) if c.get("decision_id") == decision_id]
+
+
 def audit_verify(w: World) -> str:
     done = subprocess.run(
         [*PDP_CMD, "audit", "verify", str(w.log_dir), "--jwks", str(w.jwks)], capture_output=True, text=True
@@ -191,8 +205,7 @@ def test_every_allowed_call_of_a_session_has_a_decision_and_an_outcome_report(wo
 
     metas = session(world.files(), calls)
 
-    claims = log_claims(world.log_dir)
-    reported = {c["decision_id"]: c["outcome"]["status"] for c in claims if c.get("pdp", {}).get("type") == "outcome"}
+    reported = outcome_reports(world.log_dir)
     assert {m["decision_id"]: reported.get(m["decision_id"]) for m in metas} == {
         m["decision_id"]: "executed" for m in metas
     }
@@ -231,7 +244,9 @@ def test_an_obligation_the_proxy_cannot_carry_out_refuses_the_call(
 
     assert err.code == -32001
     assert "'watermark'" in err.message and "cannot carry out" in err.message
+    assert err.data["outcome"] == "allow"  # an ALLOW the proxy did not act on: reported blocked
     blocked = [c for c in log_claims(w.log_dir) if c.get("decision_id") == err.data["decision_id"]]
+    assert [c["pdp"]["type"] for c in blocked] == ["decision", "outcome"]
     assert blocked[-1]["outcome"]["status"] == "blocked"
 
 
@@ -246,6 +261,8 @@ def test_write_outside_the_roots_is_refused_with_the_deny_code_and_the_file_is_u
     assert err.data["outcome"] == "deny"
     assert [r["code"] for r in err.data["reasons"]] == ["mcp.path_outside_roots"]
     assert target.read_text() == "original"
+    # The signed DENY is the whole trace: the proxy files no outcome report on it.
+    assert about(world.log_dir, err.data["decision_id"]) == ["decision"]
 
 
 def test_write_needing_approval_is_held_not_forwarded(world: World) -> None:
@@ -260,8 +277,8 @@ def test_write_needing_approval_is_held_not_forwarded(world: World) -> None:
     assert err.data["approval"]["required"][0]["role"] == "data_steward"
     assert err.data["approval"]["escalation_id"]  # the escalation the PDP opened for approvers
     assert not target.exists()
-    blocked = [c for c in log_claims(world.log_dir) if c.get("decision_id") == err.data["decision_id"]]
-    assert blocked[-1]["outcome"]["status"] == "blocked"
+    # The signed REQUIRE_APPROVAL and its escalation are the trace: no outcome report on it.
+    assert about(world.log_dir, err.data["decision_id"]) == ["decision", "escalation"]
 
 
 def test_tools_list_hides_the_tools_the_agent_may_never_use(world: World) -> None:

@@ -18,7 +18,7 @@ from pdp.ledger import checkpoint, merkle
 from pdp.ledger.log import note_verifiers
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
-from tests.helpers import PDP_COMMAND, ROOT, Pdp, claims_of, load_request
+from tests.helpers import PDP_COMMAND, ROOT, Pdp, assert_fail_closed, claims_of, load_request
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +169,20 @@ def test_report_outcome_appends_a_signed_entry_linked_to_the_decision(pdp: Pdp) 
         with pytest.raises(grpc.RpcError) as e:
             pdp.stub.ReportOutcome(bad, timeout=5)
         assert e.value.code() == code
+
+
+def test_a_fail_closed_deny_gets_no_outcome_report(start_opa: Any, start_pdp: Any) -> None:
+    opa = start_opa()
+    pdp = start_pdp(opa.url)
+    opa.stop()
+    resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
+    assert_fail_closed(resp, "pdp.opa_unavailable")
+    size = pdp.server.recorder.log.size()
+    with pytest.raises(grpc.RpcError) as e:
+        client.Client(pdp.channel).report(resp.decision_id, pb.ACTION_STATUS_BLOCKED, result={"why": "no verdict"})
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "was DENY (fail-closed: pdp.opa_unavailable), not ALLOW" in (e.value.details() or "")
+    assert pdp.server.recorder.log.size() == size
 
 
 def test_masked_fields_never_reach_the_record_but_the_action_stays_bound(opa: OpaSidecar, start_pdp: Any) -> None:
