@@ -118,7 +118,9 @@ class DecisionServiceServicer:
 
     def ReportOutcome(self, request, context):
         """ReportOutcome appends what the enforcement point actually did, as a signed entry linked
-        to the decision: inputs → policy → decision → action → outcome → impact.
+        to the decision: inputs → policy → decision → action → outcome → impact. Only on the
+        caller's own ALLOWs, once: FAILED_PRECONDITION on a DENY or REQUIRE_APPROVAL (nothing is
+        logged), ALREADY_EXISTS on a second report, NOT_FOUND on another caller's decision.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

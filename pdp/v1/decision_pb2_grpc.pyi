@@ -69,7 +69,9 @@ class DecisionServiceStub:
     """GetConsistencyProof proves that the log at new_size extends the log at old_size."""
     ReportOutcome: _grpc.UnaryUnaryMultiCallable[_decision_pb2.ReportOutcomeRequest, _decision_pb2.ReportOutcomeResponse]
     """ReportOutcome appends what the enforcement point actually did, as a signed entry linked
-    to the decision: inputs → policy → decision → action → outcome → impact.
+    to the decision: inputs → policy → decision → action → outcome → impact. Only on the
+    caller's own ALLOWs, once: FAILED_PRECONDITION on a DENY or REQUIRE_APPROVAL (nothing is
+    logged), ALREADY_EXISTS on a second report, NOT_FOUND on another caller's decision.
     """
 
 @_typing.type_check_only
@@ -103,7 +105,9 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     """GetConsistencyProof proves that the log at new_size extends the log at old_size."""
     ReportOutcome: _aio.UnaryUnaryMultiCallable[_decision_pb2.ReportOutcomeRequest, _decision_pb2.ReportOutcomeResponse]  # type: ignore[assignment]
     """ReportOutcome appends what the enforcement point actually did, as a signed entry linked
-    to the decision: inputs → policy → decision → action → outcome → impact.
+    to the decision: inputs → policy → decision → action → outcome → impact. Only on the
+    caller's own ALLOWs, once: FAILED_PRECONDITION on a DENY or REQUIRE_APPROVAL (nothing is
+    logged), ALREADY_EXISTS on a second report, NOT_FOUND on another caller's decision.
     """
 
 class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -170,7 +174,9 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_decision_pb2.ReportOutcomeResponse, _abc.Awaitable[_decision_pb2.ReportOutcomeResponse]]:
         """ReportOutcome appends what the enforcement point actually did, as a signed entry linked
-        to the decision: inputs → policy → decision → action → outcome → impact.
+        to the decision: inputs → policy → decision → action → outcome → impact. Only on the
+        caller's own ALLOWs, once: FAILED_PRECONDITION on a DENY or REQUIRE_APPROVAL (nothing is
+        logged), ALREADY_EXISTS on a second report, NOT_FOUND on another caller's decision.
         """
 
 def add_DecisionServiceServicer_to_server(servicer: DecisionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
