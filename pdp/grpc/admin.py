@@ -1,7 +1,9 @@
 """pdp.v1.AdminService: the kill switch over gRPC (:class:`pdp.suspensions.KillSwitch`).
 
-Every method needs the ``admin`` role. Until per-RPC roles exist, a caller has it when it is
-authenticated by mTLS or calls from this machine (loopback or a unix socket).
+The role table (:mod:`pdp.authz`) decides who may call each method (``admin``; ``auditor`` may also
+list). Without mTLS that table gives everyone every role (development), so here an unauthenticated
+caller must also be on this machine (loopback or a unix socket): the kill switch is never thrown
+from across the network by somebody nobody can name.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
 
 def _as_admin(context: grpc.ServicerContext, what: str, fn: Callable[[str], T]) -> T:
-    """Runs ``fn`` with the caller's identity once the caller holds the admin role."""
+    """Runs ``fn`` with the caller's identity; an unauthenticated caller must be on this machine."""
 
     def checked() -> T:
         caller = Caller.from_grpc(context)
