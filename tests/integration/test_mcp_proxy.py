@@ -84,10 +84,12 @@ def make_world(
     start_opa: Callable[..., OpaSidecar],
     start_pdp: Callable[..., Pdp],
     fs_obligations: list[dict[str, Any]] | None = None,
+    fs_config: dict[str, Any] | None = None,
     **pdp_settings: Any,
 ) -> World:
     """Servers' directories, and a real PDP + OPA whose mcp pack points at them (with these
-    obligations on every allowed filesystem call), and whose approver registry has :data:`STEWARD`."""
+    obligations on every allowed filesystem call, and ``fs_config`` over the pack's filesystem
+    settings), and whose approver registry has :data:`STEWARD`."""
     if not FS_SERVER.exists():
         pytest.fail(f"no {FS_SERVER}: run `make mcp-servers` (the tests use the real npm filesystem server)")
     root = tmp_path / "files"
@@ -107,6 +109,7 @@ def make_world(
     data["config"]["servers"]["filesystem"]["roots"] = [str(allowed)]
     data["config"]["servers"]["git"]["roots"] = [str(repo)]
     data["config"]["servers"]["filesystem"]["obligations"] = fs_obligations or []
+    data["config"]["servers"]["filesystem"].update(fs_config or {})
     pack.write_text(json.dumps(data))
     registry = bundle / "pdp" / "approvals" / "data.json"
     approvers = json.loads(registry.read_text())
