@@ -95,7 +95,8 @@ def register(subparsers: Any) -> None:
         default=0.0,
         metavar="SECONDS",
         help="how long a tools/call that needs approval stays pending while the proxy waits for the approvers "
-        "before it refuses (default: 0: refuse at once; the client retries the same call once approved)",
+        "before it refuses (default: 0: refuse at once; the client retries the same call once approved); a "
+        "call whose request carries a progressToken gets notifications/progress meanwhile",
     )
     p.add_argument(
         "--approval-console",

@@ -3,6 +3,10 @@
 It works on the wire messages of the official SDK's transports, so whatever protocol version the
 two ends negotiate passes through; only ``tools/call`` (decided before it is forwarded) and the
 answer to ``tools/list`` (filtered) are touched. Every other message goes through unchanged.
+
+While a ``tools/call`` is held for approval (``approval_wait_s``) and its request carried a
+``params._meta.progressToken``, the client gets ``notifications/progress`` for it: one when the wait
+starts, then one every :data:`PROGRESS_EVERY_S` seconds until the approvers decide or the wait ends.
 """
 
 from __future__ import annotations
@@ -13,8 +17,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-from mcp.shared.message import SessionMessage
-from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCRequest, JSONRPCResponse, RequestId
+from anyio.abc import TaskStatus
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
+from mcp_types import (
+    JSONRPCError,
+    JSONRPCMessage,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    ProgressToken,
+    RequestId,
+)
 from opentelemetry import propagate, trace
 
 from pdp.pep.gate import Gate, Permit, Refusal
@@ -22,6 +35,8 @@ from pdp.pep.gate import Gate, Permit, Refusal
 log = logging.getLogger("pdp.pep")
 T = TypeVar("T")
 Answer = Callable[[JSONRPCResponse | JSONRPCError], Awaitable[JSONRPCMessage]]
+Progress = Callable[[str, float], Awaitable[bool]]  # (escalation id, seconds waited) -> still deliverable
+PROGRESS_EVERY_S = 5.0  # between progress notifications while a call waits for its approvers
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -62,12 +77,13 @@ async def relay(
         parent = propagate.extract(params.get("_meta") or _headers(item))
         with tracer.start_as_current_span(f"mcp tools/call {tool}", context=parent) as span:
             span.set_attribute("mcp.tool", tool)
-            try:
-                permit = await _in_thread(gate.authorize, tool, arguments)
-            except Refusal as r:
-                span.set_attribute("pdp.refused", r.code)
-                await client_write.send(SessionMessage(_error(msg.id, r)))
+            progress = _progress_sender(client_write, msg.id, _progress_token(params))
+            got = await _authorize(gate, tool, arguments, progress)
+            if isinstance(got, Refusal):
+                span.set_attribute("pdp.refused", got.code)
+                await client_write.send(SessionMessage(_error(msg.id, got)))
                 return
+            permit = got
             span.set_attribute("pdp.decision_id", permit.decision.decision_id)
         pending[msg.id] = _finisher(gate, permit)
         await server_write.send(item)
@@ -113,6 +129,73 @@ async def relay(
 
         tg.start_soon(pump, client_read, server_write, from_client, "client")
         tg.start_soon(pump, server_read, client_write, from_server, "server")
+
+
+async def _authorize(gate: Gate, tool: str, arguments: dict[str, Any], progress: Progress | None) -> Permit | Refusal:
+    """The gate's answer to a call; while the gate waits for approvers, ``progress`` is told."""
+    if progress is None:
+        try:
+            return await _in_thread(gate.authorize, tool, arguments)
+        except Refusal as r:
+            return r
+    async with anyio.create_task_group() as ticks:
+
+        def waiting(escalation_id: str) -> None:
+            # In the gate's thread: returns once the first notification is on its way to the client.
+            anyio.from_thread.run(ticks.start, _tick, progress, escalation_id)
+
+        def authorize() -> Permit | Refusal:
+            try:
+                return gate.authorize(tool, arguments, waiting=waiting)
+            except Refusal as r:
+                return r
+
+        got = await _in_thread(authorize)
+        ticks.cancel_scope.cancel()
+    return got
+
+
+async def _tick(
+    progress: Progress, escalation_id: str, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Tells the client at once, and then every :data:`PROGRESS_EVERY_S` seconds, that the call waits."""
+    start = anyio.current_time()
+    delivered = await progress(escalation_id, 0.0)
+    task_status.started()
+    while delivered:
+        await anyio.sleep(PROGRESS_EVERY_S)
+        delivered = await progress(escalation_id, round(anyio.current_time() - start, 1))
+
+
+def _progress_token(params: dict[str, Any]) -> ProgressToken | None:
+    token = (params.get("_meta") or {}).get("progressToken")
+    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
+
+
+def _progress_sender(client_write: Any, request_id: RequestId, token: ProgressToken | None) -> Progress | None:
+    """What sends ``notifications/progress`` for the request (None: it asked for none)."""
+    if token is None:
+        return None
+
+    async def send(escalation_id: str, waited_s: float) -> bool:
+        note = JSONRPCNotification(
+            jsonrpc="2.0",
+            method="notifications/progress",
+            params={
+                "progressToken": token,
+                "progress": waited_s,
+                "message": f"Waiting for approval of escalation {escalation_id} (an approver approves it with "
+                f"`pdp approvals approve {escalation_id}` or in the approver console); the call is held, "
+                "not forwarded.",
+            },
+        )
+        try:  # over HTTP, on the request's own stream
+            await client_write.send(SessionMessage(note, metadata=ServerMessageMetadata(related_request_id=request_id)))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False  # the client has gone; the wait itself goes on to its end
+        return True
+
+    return send
 
 
 def _finisher(gate: Gate, permit: Permit) -> Answer:

@@ -388,8 +388,9 @@ def test_a_mapping_file_with_a_bad_field_stops_the_proxy_with_a_message_naming_i
 
 
 @pytest.fixture
-def http_proxy(world: World, tmp_path: Path) -> Iterator[str]:
-    """The proxy in streamable-HTTP mode in front of a real MCP server over HTTP; yields its URL."""
+def http_proxy(world: World, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The proxy in streamable-HTTP mode in front of a real MCP server over HTTP; yields its URL.
+    Indirect parametrization (``request.param``) gives the proxy more options."""
     upstream_port, proxy_port = free_port(), free_port()
     procs = [
         subprocess.Popen(
@@ -400,7 +401,7 @@ def http_proxy(world: World, tmp_path: Path) -> Iterator[str]:
         subprocess.Popen(
             [
                 PDP_CMD[0],
-                *world.files().args[:-3],  # the stdio proxy's options, without `-- server root`
+                *world.files(*getattr(request, "param", ())).args[:-3],  # the stdio proxy's, without `-- server root`
                 "--listen",
                 f"127.0.0.1:{proxy_port}",
                 "--upstream",
