@@ -1,18 +1,25 @@
 """`pdp mcp-proxy` asks a PDP that requires mTLS: with its client certificate a call goes through and
 the PDP records the proxy's certificate identity; with a CA that does not vouch for the PDP, no client
 certificate, or plaintext, no decision can be had and the call is refused (-32603) without reaching
-the server. Bad TLS options, and plaintext to a PDP beyond loopback, stop the proxy at start."""
+the server. A write held for approval is approved by a steward with their certificate, and the proxy
+(fetching the approval tokens as the certificate that opened the escalation) forwards the retry. Bad
+TLS options, and plaintext to a PDP beyond loopback, stop the proxy at start."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from mcp import Client
+from mcp.types import CallToolResult
 
 from pdp.sidecar import OpaSidecar
 from tests.conftest import EXAMPLES, ROOT, Pdp, wait_for
@@ -20,6 +27,7 @@ from tests.helpers import issue_cert, pem_key
 from tests.integration.test_mcp_proxy import (
     META,
     PDP_CMD,
+    STEWARD,
     World,
     audit_verify,
     log_claims,
@@ -36,13 +44,15 @@ PROXY_ID = "spiffe://example.org/mcp-proxy/files"
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     """A CA, the PDP's certificate (for 127.0.0.1), the proxy's client certificate (CN mcp-proxy and
-    a SPIFFE ID), and another CA that vouches for neither, as PEM files in one directory."""
+    a SPIFFE ID), an approver's (CN :data:`STEWARD`), and another CA that vouches for none of them, as
+    PEM files in one directory."""
     out = tmp_path / "pki"
     out.mkdir()
     ca = issue_cert("test-ca", [], None)
     issued = {
         "pdp": issue_cert("pdp", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], ca),
         "proxy": issue_cert("mcp-proxy", [x509.UniformResourceIdentifier(PROXY_ID)], ca),
+        "steward": issue_cert(STEWARD, [], ca),  # an approver: the PDP takes the approver from the CN
         "ca": ca,
         "other-ca": issue_cert("other-ca", [], None),
     }
@@ -52,18 +62,18 @@ def pki(tmp_path: Path) -> Path:
     return out
 
 
+def mtls_world(tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp], pki: Path,
+               **fs_config: Any) -> World:  # fmt: skip
+    """The filesystem server behind a PDP that requires mTLS (certificates from :func:`pki`)."""
+    files = {"tls_cert_file": "pdp.pem", "tls_key_file": "pdp-key.pem", "tls_client_ca_file": "ca.pem"}
+    tls = {setting: pki / name for setting, name in files.items()}
+    return make_world(tmp_path, start_opa, start_pdp, fs_config=fs_config, **tls)
+
+
 @pytest.fixture
 def world(tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp], pki: Path) -> World:
     # Writes inside the roots are allowed outright here, so a forwarded write shows in the file.
-    return make_world(
-        tmp_path,
-        start_opa,
-        start_pdp,
-        fs_config={"approval_operations": []},
-        tls_cert_file=pki / "pdp.pem",
-        tls_key_file=pki / "pdp-key.pem",
-        tls_client_ca_file=pki / "ca.pem",
-    )
+    return mtls_world(tmp_path, start_opa, start_pdp, pki, approval_operations=[])
 
 
 def mtls(pki: Path, ca: str = "ca") -> tuple[str, ...]:
@@ -163,3 +173,36 @@ def test_plaintext_to_a_pdp_beyond_loopback_is_refused_unless_asked_for(tmp_path
     finally:
         proxy.kill()
         proxy.wait(timeout=30)
+
+
+def test_a_held_write_is_approved_and_goes_through_with_every_party_on_mtls(
+    tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Pdp], pki: Path
+) -> None:
+    # Writes need a data steward's approval (the pack's default). The proxy fetches the approval tokens
+    # as the certificate that opened the escalation; the steward approves with theirs.
+    w = mtls_world(tmp_path, start_opa, start_pdp, pki)
+    target = w.allowed / "approved-over-mtls.txt"
+    write = {"path": str(target), "content": "approved over mTLS"}
+
+    def approve(escalation_id: str) -> subprocess.CompletedProcess[str]:
+        steward = ("--cert", str(pki / "steward.pem"), "--key", str(pki / "steward-key.pem"))
+        return subprocess.run(
+            [*PDP_CMD, "approvals", "approve", escalation_id, "--addr", f"127.0.0.1:{w.pdp.port}",
+             "--ca", str(pki / "ca.pem"), *steward],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    async def calls(c: Client) -> tuple[subprocess.CompletedProcess[str], CallToolResult]:
+        held = await refused(c, "write_file", write)
+        assert held.code == -32001 and held.data["outcome"] == "require_approval", held.message
+        voted = await anyio.to_thread.run_sync(approve, held.data["approval"]["escalation_id"])
+        return voted, await c.call_tool("write_file", write)
+
+    voted, done = session(w.files(*mtls(pki), "--principal", "ops@corp.example"), calls)
+
+    assert voted.returncode == 0, voted.stderr
+    assert json.loads(voted.stdout)["escalation"]["status"] == "approved"
+    assert target.read_text() == "approved over mTLS"
+    record = log_claims(w.log_dir)[(done.meta or {})[META]["log_index"]]
+    assert record["pdp"]["aud"] == PROXY_ID and record["pdp"]["approvals"]["consumed"] is True
+    assert [a["approver_id"] for a in record["input"]["bound"]["approvals"]] == [STEWARD]
