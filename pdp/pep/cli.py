@@ -55,29 +55,14 @@ def register(subparsers: Any) -> None:
         default=os.environ.get("PDP_ADDR", "127.0.0.1:50051"),
         help="the PDP's gRPC address (PDP_ADDR; default: %(default)s)",
     )
-    p.add_argument(
-        "--ca",
-        type=Path,
-        default=env_path("PDP_CLIENT_CA_FILE"),
-        metavar="FILE",
-        help="TLS to the PDP: the CA certificate(s) to trust for the PDP's certificate (PDP_CLIENT_CA_FILE; "
-        "default: plaintext, to a loopback --pdp only)",
-    )
-    p.add_argument(
-        "--cert",
-        type=Path,
-        default=env_path("PDP_CLIENT_CERT_FILE"),
-        metavar="FILE",
-        help="mTLS: this proxy's client certificate (PEM; PDP_CLIENT_CERT_FILE); the PDP takes the proxy's "
-        "identity from it (its SPIFFE ID, else its subject). With --key",
-    )
-    p.add_argument(
-        "--key",
-        type=Path,
-        default=env_path("PDP_CLIENT_KEY_FILE"),
-        metavar="FILE",
-        help="mTLS: the private key of --cert (unencrypted PEM; PDP_CLIENT_KEY_FILE)",
-    )
+    for flag, variable, what in (
+        ("--ca", "PDP_CLIENT_CA_FILE", "TLS to the PDP: the CA certificate(s) to trust for the PDP's certificate; "
+         "without TLS options the proxy speaks plaintext, to a loopback --pdp only"),
+        ("--cert", "PDP_CLIENT_CERT_FILE", "mTLS: this proxy's client certificate (PEM), with --key; the PDP takes "
+         "the proxy's identity from it (its SPIFFE ID, else its subject)"),
+        ("--key", "PDP_CLIENT_KEY_FILE", "mTLS: the private key of --cert (unencrypted PEM)"),
+    ):  # fmt: skip
+        p.add_argument(flag, type=Path, default=env_path(variable), metavar="FILE", help=f"{what} ({variable})")
     p.add_argument("--server-name", default="", help="TLS: the name in the PDP's certificate, if not the host of --pdp")
     p.add_argument(
         "--allow-insecure-non-loopback",

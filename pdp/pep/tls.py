@@ -99,12 +99,11 @@ def is_loopback(address: str) -> bool:
     if address.startswith(("unix:", "unix-abstract:")):
         return True
     host = address.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:").rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
-        return False  # a name: it may resolve anywhere
+        return host.lower() in ("localhost", "localhost.")  # any other name may resolve anywhere
+    return ip.is_loopback
 
 
 def _read(path: Path, flag: str) -> bytes:

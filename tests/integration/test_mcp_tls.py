@@ -24,17 +24,8 @@ from mcp.types import CallToolResult
 from pdp.sidecar import OpaSidecar
 from tests.conftest import EXAMPLES, ROOT, Pdp, wait_for
 from tests.helpers import issue_cert, pem_key
-from tests.integration.test_mcp_proxy import (
-    META,
-    PDP_CMD,
-    STEWARD,
-    World,
-    audit_verify,
-    log_claims,
-    make_world,
-    refused,
-    session,
-)
+from tests.integration import test_mcp_proxy as mcp
+from tests.integration.test_mcp_proxy import META, World, log_claims, refused, session
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +35,7 @@ PROXY_ID = "spiffe://example.org/mcp-proxy/files"
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
     """A CA, the PDP's certificate (for 127.0.0.1), the proxy's client certificate (CN mcp-proxy and
-    a SPIFFE ID), an approver's (CN :data:`STEWARD`), and another CA that vouches for none of them, as
+    a SPIFFE ID), an approver's (CN :data:`mcp.STEWARD`), and another CA that vouches for none of them, as
     PEM files in one directory."""
     out = tmp_path / "pki"
     out.mkdir()
@@ -52,7 +43,7 @@ def pki(tmp_path: Path) -> Path:
     issued = {
         "pdp": issue_cert("pdp", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], ca),
         "proxy": issue_cert("mcp-proxy", [x509.UniformResourceIdentifier(PROXY_ID)], ca),
-        "steward": issue_cert(STEWARD, [], ca),  # an approver: the PDP takes the approver from the CN
+        "steward": issue_cert(mcp.STEWARD, [], ca),  # an approver: the PDP takes the approver from the CN
         "ca": ca,
         "other-ca": issue_cert("other-ca", [], None),
     }
@@ -67,7 +58,7 @@ def mtls_world(tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: 
     """The filesystem server behind a PDP that requires mTLS (certificates from :func:`pki`)."""
     files = {"tls_cert_file": "pdp.pem", "tls_key_file": "pdp-key.pem", "tls_client_ca_file": "ca.pem"}
     tls = {setting: pki / name for setting, name in files.items()}
-    return make_world(tmp_path, start_opa, start_pdp, fs_config=fs_config, **tls)
+    return mcp.make_world(tmp_path, start_opa, start_pdp, fs_config=fs_config, **tls)
 
 
 @pytest.fixture
@@ -96,7 +87,7 @@ def test_a_call_goes_through_over_mtls_and_the_record_names_the_proxys_certifica
     caller = record["input"]["bound"]["caller"]
     assert (caller["authenticated"], caller["subject"], caller["uri_sans"]) == (True, "mcp-proxy", [PROXY_ID])
     assert claims[decision["outcome_log_index"]]["outcome"]["status"] == "executed"
-    assert "OK:" in audit_verify(world)
+    assert "OK:" in mcp.audit_verify(world)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +118,7 @@ def test_without_a_channel_the_pdp_accepts_the_call_fails_closed(
 def proxy_command(*flags: str) -> list[str]:
     """``pdp mcp-proxy`` with these flags, in front of a server command that exits at once."""
     mapping = str(EXAMPLES / "mcp" / "filesystem.json")
-    return [*PDP_CMD, "mcp-proxy", "--agent", "coding-agent", "--mapping", mapping, *flags, "--", "true"]
+    return [*mcp.PDP_CMD, "mcp-proxy", "--agent", "coding-agent", "--mapping", mapping, *flags, "--", "true"]
 
 
 def start_proxy(*flags: str) -> subprocess.CompletedProcess[str]:
@@ -187,7 +178,7 @@ def test_a_held_write_is_approved_and_goes_through_with_every_party_on_mtls(
     def approve(escalation_id: str) -> subprocess.CompletedProcess[str]:
         steward = ("--cert", str(pki / "steward.pem"), "--key", str(pki / "steward-key.pem"))
         return subprocess.run(
-            [*PDP_CMD, "approvals", "approve", escalation_id, "--addr", f"127.0.0.1:{w.pdp.port}",
+            [*mcp.PDP_CMD, "approvals", "approve", escalation_id, "--addr", f"127.0.0.1:{w.pdp.port}",
              "--ca", str(pki / "ca.pem"), *steward],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
@@ -205,4 +196,4 @@ def test_a_held_write_is_approved_and_goes_through_with_every_party_on_mtls(
     assert target.read_text() == "approved over mTLS"
     record = log_claims(w.log_dir)[(done.meta or {})[META]["log_index"]]
     assert record["pdp"]["aud"] == PROXY_ID and record["pdp"]["approvals"]["consumed"] is True
-    assert [a["approver_id"] for a in record["input"]["bound"]["approvals"]] == [STEWARD]
+    assert [a["approver_id"] for a in record["input"]["bound"]["approvals"]] == [mcp.STEWARD]
