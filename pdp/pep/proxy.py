@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-from anyio.abc import TaskStatus
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import (
     JSONRPCError,
@@ -138,11 +137,14 @@ async def _authorize(gate: Gate, tool: str, arguments: dict[str, Any], progress:
             return await _in_thread(gate.authorize, tool, arguments)
         except Refusal as r:
             return r
+    told = _Told(progress=progress, start=anyio.current_time())
     async with anyio.create_task_group() as ticks:
 
         def waiting(escalation_id: str) -> None:
-            # In the gate's thread: returns once the first notification is on its way to the client.
-            anyio.from_thread.run(ticks.start, _tick, progress, escalation_id)
+            # In the gate's thread: returns once the client's notification is on its way.
+            told.escalations.append(escalation_id)
+            if anyio.from_thread.run(told.tell) and len(told.escalations) == 1:
+                anyio.from_thread.run_sync(ticks.start_soon, told.every)
 
         def authorize() -> Permit | Refusal:
             try:
@@ -155,16 +157,28 @@ async def _authorize(gate: Gate, tool: str, arguments: dict[str, Any], progress:
     return got
 
 
-async def _tick(
-    progress: Progress, escalation_id: str, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    """Tells the client at once, and then every :data:`PROGRESS_EVERY_S` seconds, that the call waits."""
-    start = anyio.current_time()
-    delivered = await progress(escalation_id, 0.0)
-    task_status.started()
-    while delivered:
-        await anyio.sleep(PROGRESS_EVERY_S)
-        delivered = await progress(escalation_id, round(anyio.current_time() - start, 1))
+class _Told:
+    """What one held call's client is told: the escalation it waits for now (a call needing several
+    approvals waits for each in turn), at once and then every :data:`PROGRESS_EVERY_S` seconds, with
+    the seconds waited as its ever-growing ``progress``."""
+
+    def __init__(self, *, progress: Progress, start: float) -> None:
+        self.progress = progress
+        self.start = start
+        self.escalations: list[str] = []
+        self.sent = -0.1
+
+    async def tell(self) -> bool:
+        """Sends one notification; False when the client can no longer be told."""
+        self.sent = max(round(anyio.current_time() - self.start, 1), round(self.sent + 0.1, 1))
+        return await self.progress(self.escalations[-1], self.sent)
+
+    async def every(self) -> None:
+        """Tells the client every :data:`PROGRESS_EVERY_S` seconds until cancelled (the wait is over)."""
+        while True:
+            await anyio.sleep(PROGRESS_EVERY_S)
+            if not await self.tell():
+                return
 
 
 def _progress_token(params: dict[str, Any]) -> ProgressToken | None:
