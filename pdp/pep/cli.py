@@ -24,6 +24,7 @@ import anyio
 
 from pdp.client import Client
 from pdp.pep import mapping as mapping_file
+from pdp.pep import tls
 from pdp.pep.gate import Gate, Settings
 from pdp.v1 import approvals_pb2_grpc as apb_grpc
 from pdp.v1 import decision_pb2 as pb
@@ -54,6 +55,20 @@ def register(subparsers: Any) -> None:
         default=os.environ.get("PDP_ADDR", "127.0.0.1:50051"),
         help="the PDP's gRPC address (PDP_ADDR; default: %(default)s)",
     )
+    for flag, variable, what in (
+        ("--ca", "PDP_CLIENT_CA_FILE", "TLS to the PDP: the CA certificate(s) to trust for the PDP's certificate; "
+         "without TLS options the proxy speaks plaintext, to a loopback --pdp only"),
+        ("--cert", "PDP_CLIENT_CERT_FILE", "mTLS: this proxy's client certificate (PEM), with --key; the PDP takes "
+         "the proxy's identity from it (its SPIFFE ID, else its subject)"),
+        ("--key", "PDP_CLIENT_KEY_FILE", "mTLS: the private key of --cert (unencrypted PEM)"),
+    ):  # fmt: skip
+        p.add_argument(flag, type=Path, default=env_path(variable), metavar="FILE", help=f"{what} ({variable})")
+    p.add_argument("--server-name", default="", help="TLS: the name in the PDP's certificate, if not the host of --pdp")
+    p.add_argument(
+        "--allow-insecure-non-loopback",
+        action="store_true",
+        help="let the proxy ask a PDP beyond loopback over plaintext (refused otherwise; logged as a warning)",
+    )
     p.add_argument("--jwks", type=Path, help="trust these public keys (default: the PDP's GetJwks)")
     p.add_argument("--timeout", type=float, default=2.0, help="deadline of each PDP call, seconds (default: 2)")
     p.add_argument(
@@ -65,7 +80,8 @@ def register(subparsers: Any) -> None:
         default=0.0,
         metavar="SECONDS",
         help="how long a tools/call that needs approval stays pending while the proxy waits for the approvers "
-        "before it refuses (default: 0: refuse at once; the client retries the same call once approved)",
+        "before it refuses (default: 0: refuse at once; the client retries the same call once approved); a "
+        "call whose request carries a progressToken gets notifications/progress meanwhile",
     )
     p.add_argument(
         "--approval-console",
@@ -94,11 +110,21 @@ def run(args: argparse.Namespace) -> int:
         return _usage("give the server command after --, or --listen and --upstream")
     try:
         mapping = mapping_file.load(args.mapping)
+        to, warning = tls.configure(
+            address=args.pdp,
+            ca=args.ca,
+            cert=args.cert,
+            key=args.key,
+            server_name=args.server_name,
+            allow_insecure=args.allow_insecure_non_loopback,
+        )
         jwks = json.loads(args.jwks.read_text()) if args.jwks else None
-    except mapping_file.MappingError as e:
+    except (mapping_file.MappingError, tls.TlsError) as e:
         return _usage(str(e))
     except (OSError, ValueError) as e:
         return _usage(f"--jwks: cannot read {args.jwks}: {e}")
+    if warning:
+        log.warning("%s", warning)
     principal = pb.Principal(id=args.principal) if args.principal else None
     token_file: Path | None = args.principal_token_file
     if token_file is not None and not token_file.is_file():
@@ -116,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from pdp.pep import tracing, transports
 
     tracer = tracing.tracer()
-    with tracing.channel(args.pdp) as channel:
+    with tracing.channel(to) as channel:
         gate = Gate(
             client=Client(channel),
             mapping=mapping,
@@ -130,6 +156,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             anyio.run(transports.serve_stdio, gate, command, tracer)
     return 0
+
+
+def env_path(name: str) -> Path | None:
+    # pdp.cli.base has the same; importing it from here would load the whole ``pdp`` command.
+    return Path(os.environ[name]) if os.environ.get(name) else None
 
 
 def _wait_seconds(text: str) -> float:

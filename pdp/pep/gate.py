@@ -55,6 +55,7 @@ DENIED = -32001
 PDP_UNAVAILABLE = -32603
 META_KEY = "io.github.pdp/decision"
 MAX_HELD = 4096  # calls whose escalation the proxy remembers at once
+Waiting = Callable[[str], None]  # told the escalation id when a call starts waiting for its approvers
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -153,8 +154,15 @@ class Gate:
 
     # ---- tools/call -------------------------------------------------------------------------
 
-    def authorize(self, tool: str, arguments: dict[str, Any]) -> Permit:
+    def authorize(self, tool: str, arguments: dict[str, Any], *, waiting: Waiting | None = None) -> Permit:
         """Decides a call; returns the permit to forward it.
+
+        Args:
+            tool: the MCP tool name.
+            arguments: the call's arguments, exactly as they would be forwarded.
+            waiting: called with the escalation id when the gate starts waiting for approvers
+                (``approval_wait_s``), before it waits (e.g. to tell the client, which it may do
+                synchronously: the wait starts when it returns).
 
         Raises:
             Refusal: the call must not be forwarded.
@@ -168,12 +176,12 @@ class Gate:
         digest = digest_of(ctx)
         with self._lock:
             held = self._held.pop(digest, None)
-        tokens = () if held is None else self._approved(held, digest)
+        tokens = () if held is None else self._approved(held, digest, waiting)
         response, decision = self._decide(ctx, tokens)
         if decision.outcome == "require_approval" and response.escalation_id and self._approvals is not None:
             held = Held(escalation_id=response.escalation_id, tokens=tokens)
             if self._settings.approval_wait_s > 0:
-                status, tokens = self._poll(held)
+                status, tokens = self._poll(held, waiting)
                 if status == "approved":
                     response, decision = self._decide(ctx, tokens)
                     held = Held(escalation_id=response.escalation_id, tokens=tokens)
@@ -245,14 +253,14 @@ class Gate:
         response = self._pdp("Decide", lambda: self._client.decide(request, timeout_s=self._settings.timeout_s))
         return response, self._verify(response.record, request)
 
-    def _approved(self, held: Held, digest: str) -> tuple[str, ...]:
+    def _approved(self, held: Held, digest: str, waiting: Waiting | None) -> tuple[str, ...]:
         """The tokens to retry a held call with. Its escalation expired or used: none (the call is
         decided afresh, which opens a new escalation).
 
         Raises:
             Refusal: the escalation is still open (the call stays held) or was rejected.
         """
-        status, tokens = self._poll(held)
+        status, tokens = self._poll(held, waiting)
         if status == "approved":
             return tokens
         where = self._where(held.escalation_id) | {"status": status}
@@ -279,7 +287,7 @@ class Gate:
             while len(self._held) > MAX_HELD:
                 self._held.pop(next(iter(self._held)))
 
-    def _poll(self, held: Held) -> tuple[str, tuple[str, ...]]:
+    def _poll(self, held: Held, waiting: Waiting | None = None) -> tuple[str, tuple[str, ...]]:
         """The escalation's status (after waiting up to ``approval_wait_s`` for it to leave ``open``),
         and every token held for the call with those the PDP has signed for this escalation."""
         assert self._approvals is not None
@@ -294,6 +302,8 @@ class Gate:
                     return
 
         if wait > 0:
+            if waiting is not None:
+                waiting(eid)
             try:
                 until_decided()
             except grpc.RpcError as e:  # e.g. too many waiters: the status below is all there is

@@ -14,6 +14,8 @@ import os
 import grpc
 from opentelemetry import trace
 
+from pdp.pep.tls import Channel
+
 
 def _provider() -> trace.TracerProvider:
     env = os.environ
@@ -51,9 +53,13 @@ def tracer() -> trace.Tracer:
     return provider().get_tracer("pdp.pep")
 
 
-def channel(addr: str) -> grpc.Channel:
-    """A channel to the PDP whose calls carry the current span (as the W3C ``traceparent``) when tracing."""
-    plain = grpc.insecure_channel(addr)
+def channel(to: Channel) -> grpc.Channel:
+    """A channel to the PDP (TLS when ``to`` has credentials) whose calls carry the current span (as the
+    W3C ``traceparent``) when tracing."""
+    if to.credentials is not None:
+        plain = grpc.secure_channel(to.address, to.credentials, options=to.options)
+    else:
+        plain = grpc.insecure_channel(to.address)
     if isinstance(provider(), trace.NoOpTracerProvider):
         return plain
     from opentelemetry.instrumentation.grpc import client_interceptor

@@ -84,10 +84,12 @@ def make_world(
     start_opa: Callable[..., OpaSidecar],
     start_pdp: Callable[..., Pdp],
     fs_obligations: list[dict[str, Any]] | None = None,
+    fs_config: dict[str, Any] | None = None,
     **pdp_settings: Any,
 ) -> World:
     """Servers' directories, and a real PDP + OPA whose mcp pack points at them (with these
-    obligations on every allowed filesystem call), and whose approver registry has :data:`STEWARD`."""
+    obligations on every allowed filesystem call, and ``fs_config`` over the pack's filesystem
+    settings), and whose approver registry has :data:`STEWARD`."""
     if not FS_SERVER.exists():
         pytest.fail(f"no {FS_SERVER}: run `make mcp-servers` (the tests use the real npm filesystem server)")
     root = tmp_path / "files"
@@ -107,6 +109,7 @@ def make_world(
     data["config"]["servers"]["filesystem"]["roots"] = [str(allowed)]
     data["config"]["servers"]["git"]["roots"] = [str(repo)]
     data["config"]["servers"]["filesystem"]["obligations"] = fs_obligations or []
+    data["config"]["servers"]["filesystem"].update(fs_config or {})
     pack.write_text(json.dumps(data))
     registry = bundle / "pdp" / "approvals" / "data.json"
     approvers = json.loads(registry.read_text())
@@ -402,8 +405,9 @@ def test_a_mapping_file_with_a_bad_field_stops_the_proxy_with_a_message_naming_i
 
 
 @pytest.fixture
-def http_proxy(world: World, tmp_path: Path) -> Iterator[str]:
-    """The proxy in streamable-HTTP mode in front of a real MCP server over HTTP; yields its URL."""
+def http_proxy(world: World, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The proxy in streamable-HTTP mode in front of a real MCP server over HTTP; yields its URL.
+    Indirect parametrization (``request.param``) gives the proxy more options."""
     upstream_port, proxy_port = free_port(), free_port()
     procs = [
         subprocess.Popen(
@@ -414,7 +418,7 @@ def http_proxy(world: World, tmp_path: Path) -> Iterator[str]:
         subprocess.Popen(
             [
                 PDP_CMD[0],
-                *world.files().args[:-3],  # the stdio proxy's options, without `-- server root`
+                *world.files(*getattr(request, "param", ())).args[:-3],  # the stdio proxy's, without `-- server root`
                 "--listen",
                 f"127.0.0.1:{proxy_port}",
                 "--upstream",
