@@ -6,28 +6,46 @@ decision, outcome, shadow, escalation or suspension record) and that its signed 
 (so an entry moved, dropped or inserted is caught where it happens); every outcome report and
 shadow record links to an earlier decision record by digest, and so does every escalation step
 whose decision is in this log (a step taken on another replica links to that replica's log);
-every checkpoint's signature, origin and root against the root re-derived at its size, and
-consistency proofs between successive checkpoints.
+every checkpoint's signature and origin, that checkpoints never shrink, and every checkpoint's
+root against the root of the first ``size`` verified entries.
+
+Consistency between checkpoints follows from the last check, without RFC 6962 consistency
+proofs: the tree is built once, entry by entry, and each checkpoint's root must equal its root
+at the checkpoint's size, so every checkpoint is the root of a prefix of one and the same
+sequence of verified entries, and each earlier one is a prefix of each later one. That is what
+a consistency proof between two checkpoints establishes (the old tree's leaves are the first
+leaves of the new tree); a proof computed from the same leaves would only repeat it, at O(n)
+hashing per pair of checkpoints. A checkpoint signed over another history (an entry rewritten,
+dropped or inserted before its size) has a root no prefix of this log hashes to, and is refused.
+
+Signatures are checked on a few threads (Ed25519 verification releases the GIL); everything
+else, and every callback, runs in log order on the calling thread, and the first problem in log
+order is the one reported.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import itertools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pdp.encoding import sha256_digest
-from pdp.errors import AuditError, CheckpointError, ProofError, RecordError
+from pdp.errors import AuditError, CheckpointError, RecordError
 from pdp.keys import public_keys
 from pdp.ledger import checkpoint, merkle
 from pdp.ledger.checkpoint import note_verifiers
-from pdp.ledger.files import CHECKPOINTS, read_frames, segment_name, segments
+from pdp.ledger.files import CHECKPOINTS, Frame, read_frames, segment_name, segments
 from pdp.records import header_typ, verify
 from pdp.schema import RECORD_TYPES, TYP_DECISION, TYP_ESCALATION, TYP_OUTCOME, TYP_SHADOW, RecordHead
 
 __all__ = ["AuditError", "AuditReport", "verify_log"]
+
+_BATCH = 256  # entries per signature-checking task: large enough that a task costs more than its hand-over
+_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +58,15 @@ class AuditReport:
     root: bytes
     escalations: int = 0
     suspensions: int = 0  # kill-switch records (suspend and resume)
+    verified_checkpoints: tuple[checkpoint.Checkpoint, ...] = ()  # in log order; each root checked
 
 
 def verify_log(
-    directory: Path, *, jwks: dict[str, Any], on_entry: Callable[[int, bytes], None] | None = None
+    directory: Path,
+    *,
+    jwks: dict[str, Any],
+    on_entry: Callable[[int, bytes], None] | None = None,
+    on_record: Callable[[int, bytes, dict[str, Any]], None] | None = None,
 ) -> AuditReport:
     """Verifies everything in a log directory.
 
@@ -51,7 +74,8 @@ def verify_log(
         directory: the log directory.
         jwks: the public keys.
         on_entry: told each entry's index and exact bytes once its record has verified, in log
-            order (``pdp report`` computes from these, so it reads the log once).
+            order (``pdp replay`` computes from these, so it reads the log once).
+        on_record: the same, with the record's verified claims (so a caller does not parse them again).
 
     Raises:
         AuditError: the first problem found.
@@ -61,41 +85,37 @@ def verify_log(
         raise AuditError("the JWKS holds no Ed25519 key")
     notes = _checkpoints(directory, keys)
     origin = notes[0].origin if notes else ""
-    by_size = {cp.size: cp for cp in notes}
+    due: dict[int, list[checkpoint.Checkpoint]] = collections.defaultdict(list)
+    for cp in notes:
+        due[cp.size].append(cp)
     tree = merkle.CompactTree()
+    _check_roots(due.pop(0, ()), tree)
     decisions: dict[str, str] = {}
     counts = {kind.KIND: 0 for kind in RECORD_TYPES.values()}
-    files = segments(directory)
-    for no, path in enumerate(files):
-        if path.name != segment_name(no):
-            raise AuditError(f"segment {no} is missing", index=len(tree), where=path.name)
-        frames, damage = read_frames(path.read_bytes())
-        for f in frames:
-            index = len(tree)
-            where = f"({path.name} offset {f.offset})"
-            kind = _entry(f.payload, index, keys, decisions, where)
-            counts[kind] += 1
-            tree.append(f.payload)
-            if on_entry is not None:
-                on_entry(index, f.payload)
-            cp = by_size.get(len(tree))
-            if cp is not None and cp.root != tree.root():
-                raise AuditError(f"the root up to here differs from the checkpoint of size {cp.size}", index=index)
-        if damage is not None:
-            raise AuditError(damage.why, index=len(tree), where=f"({path.name} offset {damage.offset})")
-    for cp in notes:
-        if cp.size > len(tree):
-            raise AuditError(
-                f"a checkpoint covers {cp.size} entries but the log has {len(tree)}: entries were removed",
-                index=len(tree),
-            )
-    for old, new in itertools.pairwise(notes):
-        if old.size:
-            try:
-                proof = merkle.consistency_proof(tree.leaves[: new.size], old.size)
-                merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
-            except ProofError as e:
-                raise AuditError(f"checkpoints {old.size} → {new.size} are not consistent: {e}") from None
+    with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="audit") as pool:
+        for no, path in enumerate(segments(directory)):
+            if path.name != segment_name(no):
+                raise AuditError(f"segment {no} is missing", index=len(tree), where=path.name)
+            frames, damage = read_frames(path.read_bytes())
+            for f, typ, claims in _opened(pool, frames, keys):
+                index, where = len(tree), f"({path.name} offset {f.offset})"
+                if isinstance(claims, RecordError):
+                    raise AuditError(f"the record does not verify: {claims}", index=index, where=where)
+                counts[_entry(f.payload, index, typ=typ, claims=claims, decisions=decisions, where=where)] += 1
+                tree.append(f.payload)
+                if on_entry is not None:
+                    on_entry(index, f.payload)
+                if on_record is not None:
+                    on_record(index, f.payload, claims)
+                if len(tree) in due:
+                    _check_roots(due.pop(len(tree)), tree)
+            if damage is not None:
+                raise AuditError(damage.why, index=len(tree), where=f"({path.name} offset {damage.offset})")
+    if due:
+        raise AuditError(
+            f"a checkpoint covers {min(due)} entries but the log has {len(tree)}: entries were removed",
+            index=len(tree),
+        )
     return AuditReport(
         origin,
         len(tree),
@@ -105,17 +125,59 @@ def verify_log(
         tree.root(),
         counts["escalation"],
         counts["suspension"],
+        tuple(notes),
     )
 
 
-def _entry(payload: bytes, index: int, keys: dict[str, Any], decisions: dict[str, str], where: str) -> str:
-    token = payload.decode(errors="replace")
-    typ = header_typ(token)
-    typ = typ if typ in RECORD_TYPES else TYP_DECISION  # an unknown typ fails as a decision record would
+def _check_roots(notes: Sequence[checkpoint.Checkpoint], tree: merkle.CompactTree) -> None:
+    """Every checkpoint of this size must have the root of the entries verified so far."""
+    for cp in notes:
+        if cp.root != tree.root():
+            raise AuditError(
+                f"the root up to here differs from the checkpoint of size {cp.size}: "
+                "it was signed over another history",
+                index=len(tree) - 1 if len(tree) else None,
+            )
+
+
+Opened = dict[str, Any] | RecordError
+
+
+def _opened(pool: ThreadPoolExecutor, frames: list[Frame], keys: dict[str, Any]) -> Iterator[tuple[Frame, str, Opened]]:
+    """Each frame with its record's ``typ`` and verified claims (or why they do not verify), in order.
+
+    Batches are verified on the pool a few ahead of the one handed out, so the signature checks
+    run while the caller works through the previous batch.
+    """
+    batches = [frames[i : i + _BATCH] for i in range(0, len(frames), _BATCH)]
+    ahead: collections.deque[Future[list[tuple[str, Opened]]]] = collections.deque()
     try:
-        head = RecordHead.from_dict(verify(token, keys, typ=typ))
-    except RecordError as e:
-        raise AuditError(f"the record does not verify: {e}", index=index, where=where) from None
+        for no, batch in enumerate(batches):
+            while len(ahead) < 2 * _WORKERS and no + len(ahead) < len(batches):
+                ahead.append(pool.submit(_open_all, batches[no + len(ahead)], keys))
+            for f, (typ, claims) in zip(batch, ahead.popleft().result(), strict=True):
+                yield f, typ, claims
+    finally:
+        for future in ahead:
+            future.cancel()  # the caller stopped at a problem: the rest need not be checked
+
+
+def _open_all(frames: list[Frame], keys: dict[str, Any]) -> list[tuple[str, Opened]]:
+    opened: list[tuple[str, Opened]] = []
+    for f in frames:
+        typ = header_typ(f.payload)
+        typ = typ if typ in RECORD_TYPES else TYP_DECISION  # an unknown typ fails as a decision record would
+        try:
+            opened.append((typ, verify(f.payload.decode(errors="replace"), keys, typ=typ)))
+        except RecordError as e:
+            opened.append((typ, e))
+    return opened
+
+
+def _entry(
+    payload: bytes, index: int, *, typ: str, claims: dict[str, Any], decisions: dict[str, str], where: str
+) -> str:
+    head = RecordHead.from_dict(claims)
     if head.log_index != str(index):
         raise AuditError(
             f"the record was signed for log index {head.log_index}: entries were moved, dropped or inserted",
