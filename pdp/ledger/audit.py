@@ -18,9 +18,9 @@ leaves of the new tree); a proof computed from the same leaves would only repeat
 hashing per pair of checkpoints. A checkpoint signed over another history (an entry rewritten,
 dropped or inserted before its size) has a root no prefix of this log hashes to, and is refused.
 
-Signatures are checked on a few threads (Ed25519 verification releases the GIL); everything
-else, and every callback, runs in log order on the calling thread, and the first problem in log
-order is the one reported.
+Records are opened on a few threads (the Ed25519 checks and the hashing release the GIL); the
+checks between entries, the tree and every callback run in log order on the calling thread, and
+the first problem in log order is the one reported.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pdp.encoding import sha256_digest
 from pdp.errors import AuditError, CheckpointError, RecordError
@@ -88,37 +88,38 @@ def verify_log(
     due: dict[int, list[checkpoint.Checkpoint]] = collections.defaultdict(list)
     for cp in notes:
         due[cp.size].append(cp)
-    tree = merkle.CompactTree()
+    tree = _Frontier()
     _check_roots(due.pop(0, ()), tree)
     decisions: dict[str, str] = {}
     counts = {kind.KIND: 0 for kind in RECORD_TYPES.values()}
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="audit") as pool:
         for no, path in enumerate(segments(directory)):
             if path.name != segment_name(no):
-                raise AuditError(f"segment {no} is missing", index=len(tree), where=path.name)
+                raise AuditError(f"segment {no} is missing", index=tree.size, where=path.name)
             frames, damage = read_frames(path.read_bytes())
-            for f, typ, claims in _opened(pool, frames, keys):
-                index, where = len(tree), f"({path.name} offset {f.offset})"
+            for r in _opened(pool, frames, keys):
+                index, where = tree.size, f"({path.name} offset {r.frame.offset})"
+                claims = r.claims
                 if isinstance(claims, RecordError):
                     raise AuditError(f"the record does not verify: {claims}", index=index, where=where)
-                counts[_entry(f.payload, index, typ=typ, claims=claims, decisions=decisions, where=where)] += 1
-                tree.append(f.payload)
+                counts[_entry(r, claims, index, decisions=decisions, where=where)] += 1
+                tree.push(r.leaf)
                 if on_entry is not None:
-                    on_entry(index, f.payload)
+                    on_entry(index, r.frame.payload)
                 if on_record is not None:
-                    on_record(index, f.payload, claims)
-                if len(tree) in due:
-                    _check_roots(due.pop(len(tree)), tree)
+                    on_record(index, r.frame.payload, claims)
+                if tree.size in due:
+                    _check_roots(due.pop(tree.size), tree)
             if damage is not None:
-                raise AuditError(damage.why, index=len(tree), where=f"({path.name} offset {damage.offset})")
+                raise AuditError(damage.why, index=tree.size, where=f"({path.name} offset {damage.offset})")
     if due:
         raise AuditError(
-            f"a checkpoint covers {min(due)} entries but the log has {len(tree)}: entries were removed",
-            index=len(tree),
+            f"a checkpoint covers {min(due)} entries but the log has {tree.size}: entries were removed",
+            index=tree.size,
         )
     return AuditReport(
         origin,
-        len(tree),
+        tree.size,
         counts["decision"],
         counts["outcome"],
         len(notes),
@@ -129,54 +130,87 @@ def verify_log(
     )
 
 
-def _check_roots(notes: Sequence[checkpoint.Checkpoint], tree: merkle.CompactTree) -> None:
+class _Frontier:
+    """The right edge of an RFC 6962 tree being built leaf by leaf: the roots of its perfect
+    subtrees, largest first (one per set bit of ``size``), so the root so far costs O(log n)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._edge: list[bytes] = []
+
+    def push(self, leaf: bytes) -> None:
+        h, n = leaf, self.size
+        while n & 1:  # each trailing 1 bit: a perfect subtree of that height closes with this one
+            h, n = merkle.node_hash(self._edge.pop(), h), n >> 1
+        self._edge.append(h)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._edge:
+            return merkle.EMPTY_ROOT
+        h = self._edge[-1]
+        for left in reversed(self._edge[:-1]):
+            h = merkle.node_hash(left, h)
+        return h
+
+
+def _check_roots(notes: Sequence[checkpoint.Checkpoint], tree: _Frontier) -> None:
     """Every checkpoint of this size must have the root of the entries verified so far."""
     for cp in notes:
         if cp.root != tree.root():
             raise AuditError(
                 f"the root up to here differs from the checkpoint of size {cp.size}: "
                 "it was signed over another history",
-                index=len(tree) - 1 if len(tree) else None,
+                index=tree.size - 1 if tree.size else None,
             )
 
 
-Opened = dict[str, Any] | RecordError
+class _Opened(NamedTuple):
+    """One frame as a worker thread left it: its record's ``typ``, its verified claims (or why it
+    does not verify), its leaf hash, and the digest outcome reports link to it by."""
+
+    frame: Frame
+    typ: str
+    claims: dict[str, Any] | RecordError
+    leaf: bytes
+    digest: str
 
 
-def _opened(pool: ThreadPoolExecutor, frames: list[Frame], keys: dict[str, Any]) -> Iterator[tuple[Frame, str, Opened]]:
-    """Each frame with its record's ``typ`` and verified claims (or why they do not verify), in order.
+def _opened(pool: ThreadPoolExecutor, frames: list[Frame], keys: dict[str, Any]) -> Iterator[_Opened]:
+    """Each frame opened (:class:`_Opened`), in order.
 
-    Batches are verified on the pool a few ahead of the one handed out, so the signature checks
-    run while the caller works through the previous batch.
+    Batches are opened on the pool a few ahead of the one handed out, so signatures are checked
+    and entries hashed (both release the GIL) while the caller works through the previous batch.
     """
     batches = [frames[i : i + _BATCH] for i in range(0, len(frames), _BATCH)]
-    ahead: collections.deque[Future[list[tuple[str, Opened]]]] = collections.deque()
+    ahead: collections.deque[Future[list[_Opened]]] = collections.deque()
     try:
-        for no, batch in enumerate(batches):
+        for no in range(len(batches)):
             while len(ahead) < 2 * _WORKERS and no + len(ahead) < len(batches):
                 ahead.append(pool.submit(_open_all, batches[no + len(ahead)], keys))
-            for f, (typ, claims) in zip(batch, ahead.popleft().result(), strict=True):
-                yield f, typ, claims
+            yield from ahead.popleft().result()
     finally:
         for future in ahead:
             future.cancel()  # the caller stopped at a problem: the rest need not be checked
 
 
-def _open_all(frames: list[Frame], keys: dict[str, Any]) -> list[tuple[str, Opened]]:
-    opened: list[tuple[str, Opened]] = []
+def _open_all(frames: list[Frame], keys: dict[str, Any]) -> list[_Opened]:
+    opened: list[_Opened] = []
     for f in frames:
         typ = header_typ(f.payload)
         typ = typ if typ in RECORD_TYPES else TYP_DECISION  # an unknown typ fails as a decision record would
+        claims: dict[str, Any] | RecordError
         try:
-            opened.append((typ, verify(f.payload.decode(errors="replace"), keys, typ=typ)))
+            claims = verify(f.payload.decode(errors="replace"), keys, typ=typ)
         except RecordError as e:
-            opened.append((typ, e))
+            claims = e
+        digest = sha256_digest(f.payload) if typ == TYP_DECISION else ""
+        opened.append(_Opened(f, typ, claims, merkle.leaf_hash(f.payload), digest))
     return opened
 
 
-def _entry(
-    payload: bytes, index: int, *, typ: str, claims: dict[str, Any], decisions: dict[str, str], where: str
-) -> str:
+def _entry(opened: _Opened, claims: dict[str, Any], index: int, *, decisions: dict[str, str], where: str) -> str:
+    typ = opened.typ
     head = RecordHead.from_dict(claims)
     if head.log_index != str(index):
         raise AuditError(
@@ -185,7 +219,7 @@ def _entry(
             where=where,
         )
     if typ == TYP_DECISION:
-        decisions[head.decision_id] = sha256_digest(payload)
+        decisions[head.decision_id] = opened.digest
         return "decision"
     kind = RECORD_TYPES[typ].KIND
     if typ == TYP_ESCALATION:
