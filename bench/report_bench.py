@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pdp import keys
+from pdp.authz import identity_of
 from pdp.recorder import open_recorder
 from pdp.schema import DecisionClaims, DecisionRecord, OutcomeReport
 
@@ -34,6 +35,7 @@ TOOLS = ["crm.lookup", "payments.transfer", "ehr.read", "files.write", "email.se
 DENY_CODES = ["tool.not_granted", "data.clearance_exceeded", "fintech.sanctioned_counterparty", "risk.critical"]
 ROUND = 1000  # entries per round: decisions in one group commit, then outcome reports
 OUTCOMES_PER_ROUND = 150
+CALLER = {"authenticated": True, "peer": "ipv4:10.0.0.7:51234", "subject": "pep-1", "sans": []}
 EXECUTED = OutcomeReport(status="executed", result={}, impact={})
 
 
@@ -50,7 +52,7 @@ def _claims(rng: random.Random, when: float) -> tuple[DecisionRecord, dict[str, 
     else:
         outcome, reasons, code = "deny", ["pdp.opa_unavailable"], "pdp.opa_unavailable"
     stamp = datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat(timespec="microseconds")
-    caller = {"authenticated": True, "peer": "ipv4:10.0.0.7:51234", "subject": "pep-1", "sans": []}
+    caller = CALLER
     principal = f"user-{rng.randrange(500)}"
     lineage = [{"issuer": "lineage.local", "source": "crm"}] if roll < 0.5 else []
     input_doc = {
@@ -133,7 +135,7 @@ def build(log_dir: Path, key_dir: Path, entries: int) -> None:
             decided += len(made)
             allows = [r.decision_id for r, _ in made if r.pdp.outcome == "allow"]
             for did in allows[:reports]:
-                recorder.record_outcome(decision_id=did, report=EXECUTED, reporter="pep-1", owner=None)
+                recorder.record_outcome(decision_id=did, report=EXECUTED, reporter="pep-1", owner=identity_of(CALLER))
             written += len(made) + min(reports, len(allows))
             print(f"\rbuilding: {written}/{entries}", end="", file=sys.stderr)
     finally:
