@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from pdp import keys
+from pdp.authz import identity_of
 from pdp.recorder import open_recorder
+from pdp.schema import DecisionClaims, DecisionRecord, OutcomeReport
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS = [f"agent-{i:03d}" for i in range(40)]
@@ -33,10 +35,12 @@ TOOLS = ["crm.lookup", "payments.transfer", "ehr.read", "files.write", "email.se
 DENY_CODES = ["tool.not_granted", "data.clearance_exceeded", "fintech.sanctioned_counterparty", "risk.critical"]
 ROUND = 1000  # entries per round: decisions in one group commit, then outcome reports
 OUTCOMES_PER_ROUND = 150
+CALLER = {"authenticated": True, "peer": "ipv4:10.0.0.7:51234", "subject": "pep-1", "sans": []}
+EXECUTED = OutcomeReport(status="executed", result={}, impact={})
 
 
-def _claims(rng: random.Random, when: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One decision's claims and input, shaped like the pipeline's (pdp/decide.py)."""
+def _claims(rng: random.Random, when: float) -> tuple[DecisionRecord, dict[str, Any]]:
+    """One decision's record and input, shaped like the pipeline's (pdp/context.py, pdp/decide.py)."""
     agent, tool = rng.choice(AGENTS), rng.choice(TOOLS)
     roll = rng.random()
     if roll < 0.70:
@@ -48,47 +52,60 @@ def _claims(rng: random.Random, when: float) -> tuple[dict[str, Any], dict[str, 
     else:
         outcome, reasons, code = "deny", ["pdp.opa_unavailable"], "pdp.opa_unavailable"
     stamp = datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat(timespec="microseconds")
-    caller = {"authenticated": True, "peer": "ipv4:10.0.0.7:51234", "subject": "pep-1", "sans": []}
+    caller = CALLER
+    principal = f"user-{rng.randrange(500)}"
+    lineage = [{"issuer": "lineage.local", "source": "crm"}] if roll < 0.5 else []
     input_doc = {
-        "request_time": stamp.replace("+00:00", "Z"),
-        "caller": caller,
-        "agent": {"id": agent, "version": "1.4.2", "owner": "team-a", "model": "m-large"},
-        "principal": {"id": f"user-{rng.randrange(500)}", "type": "user", "roles": ["analyst"], "tenant": "t1"},
+        "bound": {
+            "request_id": "",
+            "time": stamp.replace("+00:00", "Z"),
+            "caller": caller,
+            "action_digest": "sha256:" + "ab" * 32,
+            "approvals": [],
+            "usage": {},
+        },
+        "agent": {"id": agent},
         "action": {"tool": tool, "operation": "read", "arguments": {"customer_id": f"C-{rng.randrange(10**6)}"}},
-        "resource": {"type": "customer_record", "id": "C-1", "classification": "confidential"},
-        "environment": {"name": "production", "region": "eu-west-1"},
-        "action_digest": "sha256:" + "ab" * 32,
+        "resource": {"type": "customer_record", "id": "C-1"},
+        "verified": {"lineage": lineage},
+        "asserted": {
+            "agent": {"version": "1.4.2", "owner": "team-a", "model": "m-large"},
+            "principal": {"id": principal, "type": "user", "roles": ["analyst"], "tenant": "t1"},
+            "resource": {"classification": "confidential"},
+            "environment": {"name": "production", "region": "eu-west-1"},
+        },
     }
-    claims = {
-        "decision_id": str(uuid.uuid4()),
-        "path": "pdp/decision",
-        "result": {"outcome": outcome, "reasons": [{"code": c} for c in reasons], "obligations": []},
-        "bundles": {"rego": {"revision": "2026.11.24-2"}},
-        "timestamp": input_doc["request_time"],
-        "metrics": {
+    record = DecisionRecord(
+        decision_id=str(uuid.uuid4()),
+        path="pdp/decision",
+        result={"outcome": outcome, "reasons": [{"code": c} for c in reasons], "obligations": []},
+        bundles={"rego": {"revision": "2026.11.24-2"}},
+        timestamp=input_doc["bound"]["time"],
+        metrics={
             "timer_rego_query_eval_ns": 0 if code else rng.randrange(80_000, 900_000),
             "timer_pdp_opa_roundtrip_ns": 0 if code else rng.randrange(300_000, 3_000_000),
         },
-        "pdp": {
-            "type": "decision",
-            "version": 1,
-            "request_id": "",
-            "request_digest": "sha256:" + "cd" * 32,
-            "caller": caller,
-            "agent": input_doc["agent"],
-            "tool": tool,
-            "principal": input_doc["principal"]["id"],
-            "action_digest": input_doc["action_digest"],
-            "outcome": outcome,
-            "reasons": reasons,
-            "obligations": [],
-            "indeterminate": bool(code),
-            "error_code": code,
-            "explanation_digest": "",
-            "opa_version": "1.22.2",
-        },
-    }
-    return claims, input_doc
+        pdp=DecisionClaims(
+            request_id="",
+            request_digest="sha256:" + "cd" * 32,
+            caller=caller,
+            aud="pep-1",
+            agent={"id": agent, **input_doc["asserted"]["agent"]},
+            tool=tool,
+            principal=principal,
+            action_digest=input_doc["bound"]["action_digest"],
+            trust={"principal": None, "risk": None, "lineage": lineage, "rejected": []},
+            facts=None if code else {"resource": {"classification": "confidential"}},
+            outcome=outcome,
+            reasons=tuple(reasons),
+            obligations=(),
+            indeterminate=bool(code),
+            error_code=code,
+            explanation_digest="",
+            opa_version="1.22.2",
+        ),
+    )
+    return record, input_doc
 
 
 def build(log_dir: Path, key_dir: Path, entries: int) -> None:
@@ -99,7 +116,7 @@ def build(log_dir: Path, key_dir: Path, entries: int) -> None:
         log_dir=log_dir,
         origin="bench.local/decisions",
         ttl_s=300,
-        mask=("/principal/id",),
+        mask=("/asserted/principal/id",),
         erase=(),
         checkpoint_every=1000,
         checkpoint_interval_s=3600,
@@ -116,9 +133,9 @@ def build(log_dir: Path, key_dir: Path, entries: int) -> None:
             made = [_claims(rng, start + (decided + i) * step) for i in range(n - reports)]
             recorder.record_decisions(made)
             decided += len(made)
-            allows = [c["decision_id"] for c, _ in made if c["pdp"]["outcome"] == "allow"]
+            allows = [r.decision_id for r, _ in made if r.pdp.outcome == "allow"]
             for did in allows[:reports]:
-                recorder.record_outcome(decision_id=did, report={"status": "executed"}, reporter="pep-1", owner=None)
+                recorder.record_outcome(decision_id=did, report=EXECUTED, reporter="pep-1", owner=identity_of(CALLER))
             written += len(made) + min(reports, len(allows))
             print(f"\rbuilding: {written}/{entries}", end="", file=sys.stderr)
     finally:

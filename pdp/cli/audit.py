@@ -18,7 +18,7 @@ from pdp.schema import TYP_ESCALATION, EscalationRecord
 def register(sub: Subcommands) -> None:
     a = sub.add_parser("audit", help="verify a decision log from its files and the public keys alone")
     checks = a.add_subparsers(required=True, metavar="CHECK", dest="check")
-    v = checks.add_parser("verify", help="verify every frame, signature, link, checkpoint and consistency proof")
+    v = checks.add_parser("verify", help="verify every frame, signature, link, checkpoint root and consistency")
     log_dir = env_path("PDP_LOG_DIR")
     key_dir = env_path("PDP_KEY_DIR")
     v.add_argument(

@@ -10,6 +10,7 @@ import datetime
 import json
 import shlex
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,25 +61,27 @@ def _report(args: argparse.Namespace) -> int:
     try:
         jwks_bytes = args.jwks.read_bytes()
         jwks = json.loads(jwks_bytes)
-        catalog = catalogs.load(args.bundle, opa_bin=Settings.from_env().opa_bin) if args.bundle else None
     except (OSError, ValueError) as e:
         print(f"pdp report: cannot read {e}", file=sys.stderr)
         return 2
-    except catalogs.CatalogError as e:
-        print(f"pdp report: {e}", file=sys.stderr)
-        return 2
     tally = Tally(period=Period(since=args.since, until=args.until))
-    try:
-        src = source.read(args.log_dir, jwks=jwks, on_entry=tally.add)
-    except AuditError as e:
-        print(f"pdp report: the log does not verify, no report written: {e}", file=sys.stderr)
-        return 1
-    except source.ReportError as e:
-        print(f"pdp report: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"pdp report: cannot read the log: {e}", file=sys.stderr)
-        return 2
+    # The bundle's catalog (a few OPA runs, seconds) is read while the log verifies; a bundle that
+    # cannot be read still stops the report with exit 2, as if it had been read first.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog") as side:
+        pending = side.submit(catalogs.load, args.bundle, opa_bin=Settings.from_env().opa_bin) if args.bundle else None
+        src = _verified(args, jwks, tally)
+        try:
+            catalog = pending.result() if pending else None
+        except (OSError, ValueError) as e:
+            print(f"pdp report: cannot read {e}", file=sys.stderr)
+            return 2
+        except catalogs.CatalogError as e:
+            print(f"pdp report: {e}", file=sys.stderr)
+            return 2
+    if not isinstance(src, source.Source):
+        code, why = src
+        print(f"pdp report: {why}", file=sys.stderr)
+        return code
     figures = tally.figures(catalog=catalog.anchors() if catalog else None, provenance=src.provenance())
     figures["generated_by"] = {"pdp": __version__, "bundle": catalog.to_dict() if catalog else None}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -92,6 +95,18 @@ def _report(args: argparse.Namespace) -> int:
         done += f"; evidence pack in {pack}"
     print(f"report of {done}: {args.out / 'report.html'}, {args.out / 'report.json'}")
     return 0
+
+
+def _verified(args: argparse.Namespace, jwks: dict[str, Any], tally: Tally) -> source.Source | tuple[int, str]:
+    """The verified log with every entry counted in ``tally``, or the exit code and what went wrong."""
+    try:
+        return source.read(args.log_dir, jwks=jwks, on_entry=tally.add)
+    except AuditError as e:
+        return 1, f"the log does not verify, no report written: {e}"
+    except source.ReportError as e:
+        return 1, str(e)
+    except OSError as e:
+        return 2, f"cannot read the log: {e}"
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -83,8 +83,11 @@ pdp audit verify LOG_DIR --jwks evidence/{JWKS}
 ```
 
 It checks every frame, every record's signature and `log_index`, every outcome report's link to its
-decision, every checkpoint's signature and root, and consistency between checkpoints. Then recompute
-the report and compare its figures:
+decision, every checkpoint's signature, and every checkpoint's root against the RFC 6962 root of the
+first `size` verified entries. That last check is also the consistency check between checkpoints:
+all of them are roots of prefixes of one verified sequence of entries, so each is a prefix of every
+later one, which is what an RFC 6962 consistency proof between two of them would prove. Then
+recompute the report and compare its figures:
 
 ```sh
 pdp report LOG_DIR --jwks evidence/{JWKS} {_period_args(period)}--out /tmp/again
@@ -92,7 +95,9 @@ diff <(python3 -m json.tool report.json) <(python3 -m json.tool /tmp/again/repor
 ```
 
 While the log has not grown past size {cp.size}, the two are identical; when it has, the new report
-names a newer checkpoint, and a consistency proof (`pdp audit verify`) shows this one is a prefix of it.
+names a newer checkpoint, and `pdp audit verify` on the grown log shows this one is a prefix of it
+(its root must be the root of the first {cp.size} entries). A running PDP also serves the RFC 6962
+consistency proof between two sizes (`GetConsistencyProof`, auditor role).
 
 ## 2. Verify the checkpoint with Go's signed-note verifier
 

@@ -119,9 +119,15 @@ class Tally:
         self.minutes[(int(e.time // 60), kind)] += 1
         self.first = e.time if self.first is None else min(self.first, e.time)
         self.last = e.time if self.last is None else max(self.last, e.time)
-        agent = self.agents.setdefault(
-            e.agent, {"decisions": 0, **dict.fromkeys(OUTCOMES, 0), "tools": set(), "first": e.time, "last": e.time}
-        )
+        agent = self.agents.get(e.agent)
+        if agent is None:  # not setdefault: that would build the default for every decision
+            agent = self.agents[e.agent] = {
+                "decisions": 0,
+                **dict.fromkeys(OUTCOMES, 0),
+                "tools": set(),
+                "first": e.time,
+                "last": e.time,
+            }
         agent["decisions"] += 1
         agent[kind] += 1
         agent["tools"].add(e.tool)
@@ -136,9 +142,9 @@ class Tally:
             self.fail_closed[e.error_code or "pdp.no_verdict"] += 1
         else:
             for code in dict.fromkeys(e.reasons):
-                fired = self.reasons.setdefault(
-                    code, {"by_agent": collections.Counter(), "by_tool": collections.Counter()}
-                )
+                fired = self.reasons.get(code)
+                if fired is None:
+                    fired = self.reasons[code] = {"by_agent": collections.Counter(), "by_tool": collections.Counter()}
                 fired["by_agent"][e.agent] += 1
                 fired["by_tool"][e.tool] += 1
         for name, ns in e.timers_ns:

@@ -1,8 +1,9 @@
 """The report's input: a log directory verified with ``verify_log``, bound to its latest checkpoint.
 
-The figures are computed from exactly the bytes that verified, in one pass: ``verify_log`` hands
-each verified entry over, and the entries up to the latest signed checkpoint are hashed again
-into a tree whose root must equal that checkpoint's root. So a report names one checkpoint
+The figures are computed from exactly the records that verified, in one pass: ``verify_log`` hands
+each verified entry over with its verified claims, and checks every checkpoint's root against the
+root of the entries before it; the report counts the entries up to the latest signed checkpoint
+and requires that checkpoint to be one ``verify_log`` checked. So a report names one checkpoint
 (origin, size, root) and anyone holding the log and the public keys can recompute it.
 """
 
@@ -19,10 +20,9 @@ from tqdm import tqdm
 
 from pdp.errors import CheckpointError, PdpError
 from pdp.keys import public_keys
-from pdp.ledger import checkpoint, merkle
+from pdp.ledger import checkpoint
 from pdp.ledger.audit import verify_log
 from pdp.ledger.log import CHECKPOINTS, note_verifiers, read_frames
-from pdp.records import unverified_claims as claims_of
 from pdp.report.entries import Entry, entry_of
 
 PROGRESS_FROM = 10_000  # entries; smaller logs verify in well under a second
@@ -72,7 +72,6 @@ def read(log_dir: Path, *, jwks: dict[str, Any], on_entry: Callable[[Entry], Non
     """
     keys = public_keys(jwks)
     cp, note = _latest_checkpoint(log_dir, keys)
-    tree = merkle.CompactTree()
     bar = tqdm(
         total=cp.size,
         unit=" entries",
@@ -82,17 +81,22 @@ def read(log_dir: Path, *, jwks: dict[str, Any], on_entry: Callable[[Entry], Non
         disable=(not progress or cp.size < PROGRESS_FROM) or None,  # None: only on a terminal
     )
 
-    def verified(index: int, payload: bytes) -> None:
+    counted = 0
+
+    def verified(index: int, _: bytes, claims: dict[str, Any]) -> None:
+        nonlocal counted
         if index < cp.size:
-            tree.append(payload)
-            on_entry(entry_of(index, claims_of(payload)))
+            on_entry(entry_of(index, claims))
+            counted += 1
             bar.update()
 
     try:
-        audit = verify_log(log_dir, jwks=jwks, on_entry=verified)
+        audit = verify_log(log_dir, jwks=jwks, on_record=verified)
     finally:
         bar.close()
-    if len(tree) != cp.size or tree.root() != cp.root:
+    # verify_log checked every checkpoint it read against the root of the entries before it; the one
+    # this report names must be among them (the file is append-only: it is, unless it was rewritten).
+    if counted != cp.size or cp not in audit.verified_checkpoints:
         raise ReportError(f"the entries read do not hash to the checkpoint of size {cp.size}: the log changed")
     return Source(
         checkpoint=cp,
