@@ -6,6 +6,10 @@ tail at start-up are kept aside as ``*.torn-<time>`` for inspection.
 
 Leaf i of the RFC 6962 tree is entry i across the segments in order. :meth:`Log.append` returns
 only after the entry is fsynced; concurrent appends share one fsync (group commit).
+
+The tree's hashes live in ``index/level-HH.hash`` (:mod:`pdp.ledger.treefiles`): derived data,
+rebuilt at every open from the segments recovery reads anyway, written per batch without fsync,
+cut with the log. Memory holds only the tree's right edge and 12 bytes an entry of offsets.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pdp.errors import CheckpointError, LedgerCorrupt, LedgerUnavailable
+from pdp.errors import CheckpointError, LedgerCorrupt, LedgerUnavailable, PdpError
 from pdp.ledger import checkpoint, merkle
 from pdp.ledger.checkpoint import note_verifiers
 from pdp.ledger.files import CHECKPOINTS, Damage, Frame, frame, read_frames, read_payload_at, segment_name, segments
+from pdp.ledger.treefiles import INDEX_DIR, DiskTree
 
 __all__ = ["CHECKPOINTS", "Damage", "Frame", "Log", "frame", "note_verifiers", "read_frames", "segments"]
 
@@ -57,7 +62,7 @@ class Log:
         self._every = checkpoint_every
         self._interval = checkpoint_interval_s
         self._segment_max = segment_max_bytes
-        self.tree = merkle.CompactTree()
+        self.tree = DiskTree(directory / INDEX_DIR)  # replaced by DiskTree.create when opened
         # entry index → segment number, frame offset: two flat arrays (12 bytes an entry, not a tuple's ~120)
         self._where_segment = array.array("I")
         self._where_offset = array.array("Q")
@@ -110,6 +115,7 @@ class Log:
         )
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            self.tree = DiskTree.create(directory / INDEX_DIR)
             self._recover()
         except OSError as e:
             raise LedgerUnavailable(f"cannot open the decision log in {directory}: {e}") from None
@@ -145,6 +151,7 @@ class Log:
                         "before the last checkpoint: refusing to start"
                     )
                 self._cut_torn_tail(path, damage, index)
+        self.tree.flush()
         if last is not None and len(self.tree) < last.size:
             raise LedgerCorrupt(
                 f"the log holds {len(self.tree)} entries but checkpoint says {last.size}: entries were removed"
@@ -247,11 +254,20 @@ class Log:
                 self._written = index + 1
                 indexes.append(index)
                 if self._segment_bytes >= self._segment_max:
+                    self._flush_tree()
                     self._rotate()
+            self._flush_tree()
         self._sync_until(indexes[-1] + 1)
         if self._written - self._checkpointed >= self._every:
             self._wake.set()
         return indexes
+
+    def _flush_tree(self) -> None:
+        """The batch's tree hashes to their files (page cache, no fsync: rebuilt at open), before it is answered."""
+        try:
+            self.tree.flush()
+        except OSError as e:
+            self._fail(f"cannot write the tree's hashes: {e}")
 
     def _check(self) -> None:
         if self._failure is not None:
@@ -293,14 +309,9 @@ class Log:
                 return False
             first = next((i for i, no in enumerate(self._where_segment) if no == seg), keep)
             frames, damage = read_frames(data)
-            if (
-                damage is not None
-                or len(frames) != keep - first
-                or not all(merkle.leaf_hash(f.payload) == self.tree.leaves[first + i] for i, f in enumerate(frames))
-            ):
+            if damage is not None or len(frames) != keep - first or not self._cut_tree(frames, first, keep):
                 log.error("decision log: after the failure the segment is not the entries kept; restart to recover")
                 return False
-            self.tree.truncate(keep)
             del self._where_segment[keep:]
             del self._where_offset[keep:]
             self._written = keep
@@ -308,6 +319,16 @@ class Log:
             log.warning("decision log writable again (%d entries kept; was: %s)", keep, self._failure)
             self._failure = None
             return True
+
+    def _cut_tree(self, frames: Sequence[Frame], first: int, keep: int) -> bool:
+        """Whether ``frames`` are the tree's leaves from ``first`` on; then cuts the tree and its files to ``keep``."""
+        try:
+            if all(merkle.leaf_hash(f.payload) == self.tree.leaf(first + i) for i, f in enumerate(frames)):
+                self.tree.truncate(keep)
+                return True
+        except (OSError, PdpError):
+            pass
+        return False
 
     def _mark_failed(self, why: str) -> None:
         """The log takes nothing more until :meth:`recover`; said once, and every waiter is woken to see it."""
@@ -420,10 +441,12 @@ class Log:
                 index += 1
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
-        return merkle.inclusion_proof(self.tree.leaves[:tree_size], index)
+        """PATH(index, D[tree_size]): O(log² n) reads of the tree's files, no rehashing of leaves."""
+        return self.tree.inclusion_proof(index, tree_size)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        return merkle.consistency_proof(self.tree.leaves[:new_size], old_size)
+        """PROOF(old_size, D[new_size]): O(log² n) reads of the tree's files."""
+        return self.tree.consistency_proof(old_size, new_size)
 
     def close(self) -> None:
         """Final checkpoint, then closes; appends after this fail."""
@@ -443,6 +466,7 @@ class Log:
                 if fd >= 0:
                     os.close(fd)
             self._fd = self._cp_fd = -1
+            self.tree.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:
