@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,26 +53,23 @@ def test_proofs_equal_the_pure_functions_across_segments_and_reopen(tmp_path: Pa
     assert verify(directory, ring).entries == 26
 
 
-def test_a_log_without_tree_files_gets_them_at_open(tmp_path: Path, ring: KeyRing) -> None:
-    """Logs written before the tree went to disk (or whose files were deleted) open unchanged."""
+def _damage_delete(index: Path) -> None:
+    shutil.rmtree(index)  # a log written before the tree went to disk, or its files deleted
+
+
+def _damage_garbage(index: Path) -> None:
+    (index / level_name(0)).write_bytes(b"\x00" * 32 * 12)  # files that lie, and are too long
+
+
+@pytest.mark.parametrize("damage", [_damage_delete, _damage_garbage], ids=["deleted", "garbage"])
+def test_tree_files_are_rebuilt_at_open(tmp_path: Path, ring: KeyRing, damage: Callable[[Path], None]) -> None:
     directory = tmp_path / "log"
     log = open_log(directory, ring)
     append(log, ring, 9)
     log.close()
-    shutil.rmtree(directory / INDEX_DIR)
+    damage(directory / INDEX_DIR)
     log = open_log(directory, ring)
     assert log.size() == 9
-    _proofs_match(log, _leaves(directory))
-    log.close()
-
-
-def test_tree_files_that_lie_are_rebuilt_at_open(tmp_path: Path, ring: KeyRing) -> None:
-    directory = tmp_path / "log"
-    log = open_log(directory, ring)
-    append(log, ring, 9)
-    log.close()
-    (directory / INDEX_DIR / level_name(0)).write_bytes(b"\x00" * 32 * 12)  # garbage, and too long
-    log = open_log(directory, ring)
     _proofs_match(log, _leaves(directory))
     log.close()
 
