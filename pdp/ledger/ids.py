@@ -22,7 +22,7 @@ from pdp.ledger.treefiles import INDEX_DIR
 log = logging.getLogger(__name__)
 
 FILE = "decisions.sqlite"
-_CACHE_KIB = 2048  # SQLite's page cache: the index's whole memory
+_CACHE_KIB = 512  # SQLite's page cache: the index's whole memory (interior pages; leaves come from the OS cache)
 T = TypeVar("T")
 
 

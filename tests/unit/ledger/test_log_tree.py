@@ -15,6 +15,7 @@ from pdp.errors import LedgerUnavailable
 from pdp.keys import KeyRing
 from pdp.ledger import merkle
 from pdp.ledger.log import Log, read_frames, segments
+from pdp.ledger.positions import FILE as POSITIONS
 from pdp.ledger.treefiles import INDEX_DIR, level_name
 from tests.unit.ledger.test_log import append, open_log, verify
 
@@ -87,6 +88,7 @@ def test_a_torn_tail_is_cut_from_the_tree_files_too(tmp_path: Path, ring: KeyRin
     assert reopened.size() == 6
     assert (directory / INDEX_DIR / level_name(0)).stat().st_size == 6 * 32
     assert (directory / INDEX_DIR / level_name(1)).stat().st_size == 3 * 32
+    assert (directory / INDEX_DIR / POSITIONS).stat().st_size == 6 * 12
     append(reopened, ring, 2)
     _proofs_match(reopened, _leaves(directory))
     reopened.close()
@@ -105,6 +107,7 @@ def test_entries_cut_after_a_failed_sync_are_cut_from_the_tree_files(tmp_path: P
     log._fd = real
     assert log.recover()
     assert (directory / INDEX_DIR / level_name(0)).stat().st_size == 5 * 32
+    assert (directory / INDEX_DIR / POSITIONS).stat().st_size == 5 * 12
     append(log, ring, 4)
     _proofs_match(log, _leaves(directory))
     log.close()
