@@ -19,6 +19,7 @@ from pdp.authz import identity_of
 from pdp.encoding import sha256_digest
 from pdp.errors import AlreadyReported, InvalidArgument, NotAnAllow, NotFound
 from pdp.keys import KeyRing, public_keys
+from pdp.ledger.ids import DecisionIndex
 from pdp.ledger.log import Log
 from pdp.policy.masking import NONE, Pointers
 from pdp.records import redact, sign_record, unverified_claims
@@ -31,6 +32,8 @@ from pdp.schema import (
     RecordHead,
     ShadowRecord,
 )
+
+_REBUILD_BATCH = 10_000  # decision ids per transaction while the index is rebuilt at open
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,20 +96,25 @@ class Recorder:
         self.log = log
         self._ttl = ttl_s
         self._mask, self._erase = tuple(mask), tuple(erase)
-        self._index: dict[str, int] = {}
-        self._owner: dict[str, str] = {}  # decision id → the identity that asked (pdp.authz.identity_of)
+        # decision id → log index, and → the identity that asked (pdp.authz.identity_of): on disk, rebuilt here
+        self._ids = DecisionIndex.create(log.directory)
+        self._index, self._owner = self._ids.indexes, self._ids.owners
         self._reported: set[str] = set()  # decisions with an outcome report
         self._lock = threading.Lock()
         self._in_use: set[str] = set()
         self._released = threading.Condition()
+        rows: list[tuple[str, int, str]] = []
         for i, entry in log.entries():
             claims = unverified_claims(entry)
             head = RecordHead.from_dict(claims)
             if head.kind == DecisionRecord.KIND:
-                self._index[head.decision_id] = i
-                self._owner[head.decision_id] = identity_of(claims.get("pdp", {}).get("caller", {}))
+                rows.append((head.decision_id, i, identity_of(claims.get("pdp", {}).get("caller", {}))))
+                if len(rows) >= _REBUILD_BATCH:
+                    self._ids.add(rows)
+                    rows.clear()
             elif head.kind == OutcomeRecord.KIND:
                 self._reported.add(head.decision_id)
+        self._ids.add(rows)
 
     @property
     def healthy(self) -> bool:
@@ -187,10 +195,12 @@ class Recorder:
             makers.append(functools.partial(self._sign_at, record, made))
 
         indexes = self.log.append_all(makers)
-        with self._lock:
-            for (record, _), index in zip(decisions, indexes, strict=True):
-                self._index[record.decision_id] = index
-                self._owner[record.decision_id] = identity_of(record.pdp.caller)
+        self._ids.add(
+            [
+                (record.decision_id, index, identity_of(record.pdp.caller))
+                for (record, _), index in zip(decisions, indexes, strict=True)
+            ]
+        )
         return [Signed(record, index) for record, index in zip(made, indexes, strict=True)]
 
     def _sign_at(self, record: Record, made: list[str], index: int) -> bytes:
@@ -304,6 +314,7 @@ class Recorder:
 
     def close(self) -> None:
         self.log.close()
+        self._ids.close()
 
 
 def _verdict_name(pdp: dict[str, Any]) -> str:

@@ -6,11 +6,15 @@ tail at start-up are kept aside as ``*.torn-<time>`` for inspection.
 
 Leaf i of the RFC 6962 tree is entry i across the segments in order. :meth:`Log.append` returns
 only after the entry is fsynced; concurrent appends share one fsync (group commit).
+
+The tree's hashes live in ``index/level-HH.hash`` (:mod:`pdp.ledger.treefiles`): derived data,
+rebuilt at every open from the segments recovery reads anyway, written per batch without fsync,
+cut with the log; so are the entries' positions (``index/positions.bin``, :mod:`pdp.ledger.positions`).
+Memory holds only the tree's right edge: O(log n), not O(n).
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
 import logging
 import os
@@ -22,10 +26,12 @@ from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pdp.errors import CheckpointError, LedgerCorrupt, LedgerUnavailable
+from pdp.errors import CheckpointError, LedgerCorrupt, LedgerUnavailable, PdpError
 from pdp.ledger import checkpoint, merkle
 from pdp.ledger.checkpoint import note_verifiers
 from pdp.ledger.files import CHECKPOINTS, Damage, Frame, frame, read_frames, read_payload_at, segment_name, segments
+from pdp.ledger.positions import Positions
+from pdp.ledger.treefiles import INDEX_DIR, DiskTree
 
 __all__ = ["CHECKPOINTS", "Damage", "Frame", "Log", "frame", "note_verifiers", "read_frames", "segments"]
 
@@ -57,10 +63,9 @@ class Log:
         self._every = checkpoint_every
         self._interval = checkpoint_interval_s
         self._segment_max = segment_max_bytes
-        self.tree = merkle.CompactTree()
-        # entry index → segment number, frame offset: two flat arrays (12 bytes an entry, not a tuple's ~120)
-        self._where_segment = array.array("I")
-        self._where_offset = array.array("Q")
+        self.tree = DiskTree(directory / INDEX_DIR)  # replaced by DiskTree.create when opened
+        self._where: Positions | None = None  # entry index → segment number, frame offset (a file; set at open)
+        self._segment_first = 0  # the index of the current segment's first entry
         self._lock = threading.Lock()  # appends, rotation, checkpoints
         self._cond = threading.Condition()  # group commit
         self._written = self._synced = 0
@@ -110,6 +115,8 @@ class Log:
         )
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            self.tree = DiskTree.create(directory / INDEX_DIR)
+            self._where = Positions.create(directory / INDEX_DIR)
             self._recover()
         except OSError as e:
             raise LedgerUnavailable(f"cannot open the decision log in {directory}: {e}") from None
@@ -123,14 +130,15 @@ class Log:
         by_size = {cp.size: cp for cp, _ in notes}
         last = notes[-1][0] if notes else None
         files = segments(self.directory)
+        where = self._positions()
         for no, path in enumerate(files):
             if path.name != segment_name(no):
                 raise LedgerCorrupt(f"{path.name}: segment {no} is missing (entries deleted?)")
+            self._segment_first = len(self.tree)
             frames, damage = read_frames(path.read_bytes())
             for f in frames:
                 self.tree.append(f.payload)
-                self._where_segment.append(no)
-                self._where_offset.append(f.offset)
+                where.append(no, f.offset)
                 cp = by_size.get(len(self.tree))
                 if cp is not None and cp.root != self.tree.root():
                     raise LedgerCorrupt(
@@ -145,6 +153,8 @@ class Log:
                         "before the last checkpoint: refusing to start"
                     )
                 self._cut_torn_tail(path, damage, index)
+        self.tree.flush()
+        where.flush()
         if last is not None and len(self.tree) < last.size:
             raise LedgerCorrupt(
                 f"the log holds {len(self.tree)} entries but checkpoint says {last.size}: entries were removed"
@@ -154,6 +164,7 @@ class Log:
         self._checkpointed = last.size if last else 0
         if files and files[-1].stat().st_mode & 0o222 == 0:
             self._segment_no = len(files)  # the last one was sealed
+            self._segment_first = len(self.tree)
         else:
             self._segment_no = max(len(files) - 1, 0)
         self._open_segment()
@@ -232,6 +243,7 @@ class Log:
             self.recover()  # space may be back
         with self._lock:
             self._check()
+            where = self._positions()
             for make_entry in make_entries:
                 index = len(self.tree)
                 payload = make_entry(index)
@@ -241,17 +253,32 @@ class Log:
                 except OSError as e:
                     self._fail(f"write failed: {e}")
                 self.tree.append(payload)
-                self._where_segment.append(self._segment_no)
-                self._where_offset.append(self._segment_bytes)
+                where.append(self._segment_no, self._segment_bytes)
                 self._segment_bytes += len(data)
                 self._written = index + 1
                 indexes.append(index)
                 if self._segment_bytes >= self._segment_max:
+                    self._flush_tree()
                     self._rotate()
+            self._flush_tree()
         self._sync_until(indexes[-1] + 1)
         if self._written - self._checkpointed >= self._every:
             self._wake.set()
         return indexes
+
+    def _positions(self) -> Positions:
+        if self._where is None:
+            raise LedgerUnavailable("the decision log is not open")
+        return self._where
+
+    def _flush_tree(self) -> None:
+        """The batch's tree hashes and positions to their files (page cache, no fsync: rebuilt at open),
+        before it is answered."""
+        try:
+            self.tree.flush()
+            self._positions().flush()
+        except OSError as e:
+            self._fail(f"cannot write the log's index files: {e}")
 
     def _check(self) -> None:
         if self._failure is not None:
@@ -275,11 +302,11 @@ class Log:
                 return True
             if self._failure == "closed" or self._syncing or self._fd < 0:
                 return False
-            keep = self._synced
-            if keep < len(self._where_segment):
-                seg, offset = self._where_segment[keep], self._where_offset[keep]
-            else:
-                seg, offset = self._segment_no, self._segment_bytes
+            keep, where = self._synced, self._positions()
+            try:
+                seg, offset = where.get(keep) if keep < len(where) else (self._segment_no, self._segment_bytes)
+            except (OSError, PdpError):
+                seg, offset = -1, 0  # cannot tell where the kept entries end: restart to recover
             if seg != self._segment_no:
                 return False
             try:
@@ -291,23 +318,27 @@ class Log:
                 data = (self.directory / segment_name(seg)).read_bytes()
             except OSError:
                 return False
-            first = next((i for i, no in enumerate(self._where_segment) if no == seg), keep)
+            first = self._segment_first
             frames, damage = read_frames(data)
-            if (
-                damage is not None
-                or len(frames) != keep - first
-                or not all(merkle.leaf_hash(f.payload) == self.tree.leaves[first + i] for i, f in enumerate(frames))
-            ):
+            if damage is not None or len(frames) != keep - first or not self._cut_tree(frames, first, keep):
                 log.error("decision log: after the failure the segment is not the entries kept; restart to recover")
                 return False
-            self.tree.truncate(keep)
-            del self._where_segment[keep:]
-            del self._where_offset[keep:]
             self._written = keep
             self._segment_bytes = offset
             log.warning("decision log writable again (%d entries kept; was: %s)", keep, self._failure)
             self._failure = None
             return True
+
+    def _cut_tree(self, frames: Sequence[Frame], first: int, keep: int) -> bool:
+        """Whether ``frames`` are the tree's leaves from ``first`` on; then cuts the tree and its files to ``keep``."""
+        try:
+            if all(merkle.leaf_hash(f.payload) == self.tree.leaf(first + i) for i, f in enumerate(frames)):
+                self.tree.truncate(keep)
+                self._positions().truncate(keep)
+                return True
+        except (OSError, PdpError):
+            pass
+        return False
 
     def _mark_failed(self, why: str) -> None:
         """The log takes nothing more until :meth:`recover`; said once, and every waiter is woken to see it."""
@@ -365,6 +396,7 @@ class Log:
             self._fd = -1
             path.chmod(0o444)
             self._segment_no += 1
+            self._segment_first = self._written
             self._open_segment()
             _fsync_dir(self.directory)
         except OSError as e:  # e.g. the directory turned read-only: nothing more can be appended
@@ -406,7 +438,7 @@ class Log:
     # -- reading and proofs ---------------------------------------------------------------
 
     def entry(self, index: int) -> bytes:
-        no, offset = self._where_segment[index], self._where_offset[index]
+        no, offset = self._positions().get(index)
         return read_payload_at(self.directory / segment_name(no), offset)
 
     def entries(self) -> Iterator[tuple[int, bytes]]:
@@ -420,10 +452,12 @@ class Log:
                 index += 1
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
-        return merkle.inclusion_proof(self.tree.leaves[:tree_size], index)
+        """PATH(index, D[tree_size]): O(log² n) reads of the tree's files, no rehashing of leaves."""
+        return self.tree.inclusion_proof(index, tree_size)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        return merkle.consistency_proof(self.tree.leaves[:new_size], old_size)
+        """PROOF(old_size, D[new_size]): O(log² n) reads of the tree's files."""
+        return self.tree.consistency_proof(old_size, new_size)
 
     def close(self) -> None:
         """Final checkpoint, then closes; appends after this fail."""
@@ -443,6 +477,9 @@ class Log:
                 if fd >= 0:
                     os.close(fd)
             self._fd = self._cp_fd = -1
+            self.tree.close()
+            if self._where is not None:
+                self._where.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:

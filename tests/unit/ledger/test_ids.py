@@ -1,0 +1,40 @@
+"""The decision index on disk: point lookups, rebuilt at open, never losing a row it was given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pdp.ledger.ids import FILE, DecisionIndex
+from pdp.ledger.treefiles import INDEX_DIR
+
+
+def test_lookups_find_what_was_added_and_nothing_else(tmp_path: Path) -> None:
+    ids = DecisionIndex.create(tmp_path)
+    ids.add([("d-1", 0, "spiffe://a"), ("d-2", 3, "")])
+    ids.add([("d-3", 7, "spiffe://b")])
+    assert (ids.indexes.get("d-1"), ids.owners.get("d-1")) == (0, "spiffe://a")
+    assert (ids.indexes.get("d-2"), ids.owners.get("d-2")) == (3, "")
+    assert ids.indexes.get("d-3") == 7
+    assert ids.indexes.get("nope") is None and ids.owners.get("nope") is None
+    assert len(ids) == 3 and (tmp_path / INDEX_DIR / FILE).exists()
+    ids.close()
+
+
+def test_create_starts_empty_the_log_rebuilds_it(tmp_path: Path) -> None:
+    DecisionIndex.create(tmp_path).add([("d-1", 0, "x")])
+    ids = DecisionIndex.create(tmp_path)
+    assert ids.indexes.get("d-1") is None and len(ids) == 0
+    ids.close()
+
+
+def test_rows_sqlite_refuses_wait_in_memory_and_go_in_later(tmp_path: Path) -> None:
+    ids = DecisionIndex.create(tmp_path)
+    ids.add([("d-1", 0, "x")])
+    ids._db.execute("PRAGMA query_only=ON")  # the file takes no writes, as on a full disk
+    ids.add([("d-2", 1, "y")])
+    assert (ids.indexes.get("d-2"), ids.owners.get("d-2")) == (1, "y")
+    ids._db.execute("PRAGMA query_only=OFF")
+    ids.add([("d-3", 2, "z")])
+    assert ids._spilled == {}
+    assert [ids.indexes.get(f"d-{i}") for i in (1, 2, 3)] == [0, 1, 2]
+    ids.close()
