@@ -88,7 +88,7 @@ def verify_log(
     due: dict[int, list[checkpoint.Checkpoint]] = collections.defaultdict(list)
     for cp in notes:
         due[cp.size].append(cp)
-    tree = _Frontier()
+    tree = merkle.CompactTree()
     _check_roots(due.pop(0, ()), tree)
     decisions: dict[str, str] = {}
     counts = {kind.KIND: 0 for kind in RECORD_TYPES.values()}
@@ -130,31 +130,7 @@ def verify_log(
     )
 
 
-class _Frontier:
-    """The right edge of an RFC 6962 tree being built leaf by leaf: the roots of its perfect
-    subtrees, largest first (one per set bit of ``size``), so the root so far costs O(log n)."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self._edge: list[bytes] = []
-
-    def push(self, leaf: bytes) -> None:
-        h, n = leaf, self.size
-        while n & 1:  # each trailing 1 bit: a perfect subtree of that height closes with this one
-            h, n = merkle.node_hash(self._edge.pop(), h), n >> 1
-        self._edge.append(h)
-        self.size += 1
-
-    def root(self) -> bytes:
-        if not self._edge:
-            return merkle.EMPTY_ROOT
-        h = self._edge[-1]
-        for left in reversed(self._edge[:-1]):
-            h = merkle.node_hash(left, h)
-        return h
-
-
-def _check_roots(notes: Sequence[checkpoint.Checkpoint], tree: _Frontier) -> None:
+def _check_roots(notes: Sequence[checkpoint.Checkpoint], tree: merkle.CompactTree) -> None:
     """Every checkpoint of this size must have the root of the entries verified so far."""
     for cp in notes:
         if cp.root != tree.root():

@@ -135,36 +135,40 @@ def verify_consistency(  # noqa: PLR0912 -- RFC 9162 §2.1.4.2, kept in its publ
 
 
 class CompactTree:
-    """An append-only tree that keeps its leaf hashes (for proofs) and its right edge (for O(log n) roots)."""
+    """The right edge of an append-only RFC 6962 tree: the roots of its perfect subtrees, largest
+    first (one per set bit of ``size``), so memory and the root cost O(log n).
 
-    def __init__(self) -> None:
-        self.leaves: list[bytes] = []
-        self._edge: list[tuple[int, bytes]] = []  # (height, hash) of the perfect subtrees, left to right
+    Args:
+        size: the leaves of the tree it continues.
+        edge: that tree's perfect-subtree roots, largest first.
+    """
+
+    def __init__(self, size: int = 0, edge: Sequence[bytes] = ()) -> None:
+        if len(edge) != size.bit_count():
+            raise ValueError(f"a tree of {size} leaves has {size.bit_count()} perfect subtrees, not {len(edge)}")
+        self.size = size
+        self._edge = list(edge)
 
     def __len__(self) -> int:
-        return len(self.leaves)
+        return self.size
 
     def append(self, entry: bytes) -> None:
-        self._push(leaf_hash(entry))
+        self.push(leaf_hash(entry))
 
-    def _push(self, h: bytes) -> None:
-        self.leaves.append(h)
-        height = 0
-        while self._edge and self._edge[-1][0] == height:
-            _, left = self._edge.pop()
-            h, height = node_hash(left, h), height + 1
-        self._edge.append((height, h))
-
-    def truncate(self, n: int) -> None:
-        """Keeps the first ``n`` leaves (a log cutting entries that never became durable)."""
-        leaves, self.leaves, self._edge = self.leaves[:n], [], []
-        for h in leaves:
-            self._push(h)
+    def push(self, h: bytes) -> list[bytes]:
+        """Adds leaf hash ``h``; returns the nodes it completes, from the leaf (height 0) up."""
+        made, n = [h], self.size
+        while n & 1:  # each trailing 1 bit: a perfect subtree of that height closes with this leaf
+            h, n = node_hash(self._edge.pop(), h), n >> 1
+            made.append(h)
+        self._edge.append(h)
+        self.size += 1
+        return made
 
     def root(self) -> bytes:
         if not self._edge:
             return EMPTY_ROOT
-        h = self._edge[-1][1]
-        for _, left in reversed(self._edge[:-1]):
+        h = self._edge[-1]
+        for left in reversed(self._edge[:-1]):
             h = node_hash(left, h)
         return h

@@ -41,9 +41,8 @@ class DiskTree:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._size = 0
+        self._tree = merkle.CompactTree()  # the right edge
         self._flushed = 0  # leaves whose hashes (and the nodes they complete) are in the files
-        self._edge: list[tuple[int, bytes]] = []  # (height, hash) of the perfect subtrees, left to right
         self._fds: list[int] = []
         self._pending: list[bytearray] = []  # per level: hashes appended, not yet written
 
@@ -61,22 +60,16 @@ class DiskTree:
         return self
 
     def __len__(self) -> int:
-        return self._size
+        return self._tree.size
 
     def append(self, entry: bytes) -> None:
         self.append_hash(merkle.leaf_hash(entry))
 
     def append_hash(self, h: bytes) -> None:
         """Appends a leaf hash (buffered until :meth:`flush`)."""
-        self._pending_at(0).extend(h)
-        height = 0
-        while self._edge and self._edge[-1][0] == height:
-            _, left = self._edge.pop()
-            h, height = merkle.node_hash(left, h), height + 1
-            self._pending_at(height).extend(h)
-        self._edge.append((height, h))
-        self._size += 1
-        if self._size - self._flushed >= _FLUSH_EVERY:
+        for height, node in enumerate(self._tree.push(h)):
+            self._pending_at(height).extend(node)
+        if self._tree.size - self._flushed >= _FLUSH_EVERY:
             self.flush()
 
     def _pending_at(self, height: int) -> bytearray:
@@ -101,7 +94,7 @@ class DiskTree:
                 view, offset = view[written:], offset + written
             view.release()
             buf.clear()
-        self._flushed = self._size
+        self._flushed = self._tree.size
 
     def _fd(self, height: int) -> int:
         while len(self._fds) <= height:
@@ -120,22 +113,17 @@ class DiskTree:
         self._pending = []
         for height, fd in enumerate(self._fds):
             os.ftruncate(fd, (n >> height) * HASH)
-        self._size = self._flushed = n
-        self._edge = []
-        start = 0
+        self._flushed = n
+        edge, start = [], 0
         for height in reversed(range(n.bit_length())):
             if n >> height & 1:
-                self._edge.append((height, self._node(height, start >> height)))
+                edge.append(self._node(height, start >> height))
                 start += 1 << height
+        self._tree = merkle.CompactTree(n, edge)
 
     def root(self) -> bytes:
         """The root of the whole tree (from the right edge, no reads)."""
-        if not self._edge:
-            return merkle.EMPTY_ROOT
-        h = self._edge[-1][1]
-        for _, left in reversed(self._edge[:-1]):
-            h = merkle.node_hash(left, h)
-        return h
+        return self._tree.root()
 
     def leaf(self, index: int) -> bytes:
         """Leaf hash ``index`` (flushed leaves only)."""

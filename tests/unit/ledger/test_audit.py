@@ -13,7 +13,7 @@ import pytest
 from pdp import keys, records
 from pdp.cli import main
 from pdp.keys import KeyRing
-from pdp.ledger import audit, checkpoint, merkle
+from pdp.ledger import checkpoint, merkle
 from pdp.ledger.audit import AuditError, verify_log
 from pdp.ledger.files import CHECKPOINTS, frame, segment_name
 from tests.helpers import ROOT
@@ -137,12 +137,3 @@ def test_an_empty_checkpoint_with_a_root_is_refused(ring: KeyRing, tmp_path: Pat
     directory = _write(tmp_path / "log", log, [empty, _note(ring, log)])
     with pytest.raises(AuditError, match="differs from the checkpoint of size 0"):
         verify_log(directory, jwks=ring.jwks)
-
-
-def test_the_auditors_running_root_is_the_rfc6962_root_at_every_size() -> None:
-    leaves = [merkle.leaf_hash(bytes([i])) for i in range(70)]
-    tree = audit._Frontier()
-    assert tree.root() == merkle.EMPTY_ROOT
-    for n, leaf in enumerate(leaves, 1):
-        tree.push(leaf)
-        assert (tree.size, tree.root()) == (n, merkle.root(leaves[:n]))

@@ -23,6 +23,29 @@ def test_roots_match_rfc6962_for_every_size() -> None:
         assert tree.root() == ROOTS[n]
 
 
+def test_the_compact_tree_is_the_rfc6962_tree_at_every_size_and_can_be_continued() -> None:
+    leaves = [merkle.leaf_hash(bytes([i])) for i in range(70)]
+    tree = merkle.CompactTree()
+    for n, leaf in enumerate(leaves, 1):
+        made = tree.push(leaf)
+        assert (tree.size, tree.root()) == (n, merkle.root(leaves[:n]))
+        # the nodes this leaf completes: the perfect subtrees ending at it, from the leaf up
+        assert made == [merkle.root(leaves[n - (1 << h) : n]) for h in range(len(made))]
+        assert len(made) == 1 + ((n - 1) ^ n).bit_length() - 1
+    # A tree continued from the edge of the first 37 leaves (how the log reopens its files).
+    edge, start = [], 0
+    for h in reversed(range((37).bit_length())):
+        if 37 >> h & 1:
+            edge.append(merkle.root(leaves[start : start + (1 << h)]))
+            start += 1 << h
+    continued = merkle.CompactTree(37, edge)
+    for leaf in leaves[37:]:
+        continued.push(leaf)
+    assert continued.root() == merkle.root(leaves)
+    with pytest.raises(ValueError, match="perfect subtrees"):
+        merkle.CompactTree(37, edge[:-1])
+
+
 @pytest.mark.parametrize("case", V["inclusion"], ids=lambda c: f"{c['index']}of{c['size']}")
 def test_inclusion_proofs_match_rfc6962(case: dict) -> None:
     proof = merkle.inclusion_proof(LEAVES[: case["size"]], case["index"])
