@@ -99,11 +99,10 @@ class Recorder:
         # decision id → log index, and → the identity that asked (pdp.authz.identity_of): on disk, rebuilt here
         self._ids = DecisionIndex.create(log.directory)
         self._index, self._owner = self._ids.indexes, self._ids.owners
-        self._reported: set[str] = set()  # decisions with an outcome report
-        self._lock = threading.Lock()
         self._in_use: set[str] = set()
         self._released = threading.Condition()
         rows: list[tuple[str, int, str]] = []
+        reported: set[str] = set()  # decisions with an outcome report (into the index once all are in)
         for i, entry in log.entries():
             claims = unverified_claims(entry)
             head = RecordHead.from_dict(claims)
@@ -113,8 +112,9 @@ class Recorder:
                     self._ids.add(rows)
                     rows.clear()
             elif head.kind == OutcomeRecord.KIND:
-                self._reported.add(head.decision_id)
+                reported.add(head.decision_id)
         self._ids.add(rows)
+        self._ids.mark_reported(reported)
 
     @property
     def healthy(self) -> bool:
@@ -239,10 +239,8 @@ class Recorder:
                 f"decision {decision_id} was {_verdict_name(verdict)}, not ALLOW: outcome reports are for ALLOWs "
                 "only (its signed record already says the action may not run); nothing was logged"
             )
-        with self._lock:
-            if decision_id in self._reported:
-                raise AlreadyReported(f"decision {decision_id} already has an outcome report; a decision has one")
-            self._reported.add(decision_id)
+        if not self._ids.claim_report(decision_id):
+            raise AlreadyReported(f"decision {decision_id} already has an outcome report; a decision has one")
         now = int(time.time())
         record = OutcomeRecord(
             decision_id=decision_id,
@@ -257,8 +255,7 @@ class Recorder:
         try:
             return self.record(record)
         except BaseException:
-            with self._lock:
-                self._reported.discard(decision_id)
+            self._ids.release_report(decision_id)
             raise
 
     def record(self, record: Record) -> Signed:

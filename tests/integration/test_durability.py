@@ -173,3 +173,29 @@ def test_a_read_only_log_directory_never_yields_allow(opa: OpaSidecar, tmp_path:
     assert all(o == (pb.OUTCOME_DENY, "pdp.ledger_unavailable", False) for o in outcomes[failed_at:])
     wait_for(lambda: not pdp.serving(), timeout_s=5, what="NOT_SERVING")
     assert "Permission denied" in (tmp_path / "pdp.out").read_text()
+
+
+def test_a_restarted_pdp_still_knows_which_allows_have_their_report(
+    opa: OpaSidecar, tmp_path: Path, procs: list[Proc]
+) -> None:
+    # The index of reports is rebuilt from the log at open: a restart does not allow a second report.
+    pdp = Proc(opa, tmp_path)
+    procs.append(pdp)
+    reported, unreported = (pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5) for _ in range(2))
+    assert reported.outcome == unreported.outcome == pb.OUTCOME_ALLOW
+
+    def report(p: Proc, decision_id: str) -> pb.ReportOutcomeResponse:
+        request = pb.ReportOutcomeRequest(decision_id=decision_id, status=pb.ACTION_STATUS_EXECUTED)
+        response: pb.ReportOutcomeResponse = p.stub.ReportOutcome(request, timeout=5)
+        return response
+
+    report(pdp, reported.decision_id)
+    pdp.process.send_signal(signal.SIGKILL)
+    pdp.process.wait()
+
+    again = Proc(opa, tmp_path)
+    procs.append(again)
+    with pytest.raises(grpc.RpcError) as twice:
+        report(again, reported.decision_id)
+    assert twice.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert report(again, unreported.decision_id).log_index > unreported.log_index
