@@ -164,6 +164,14 @@ def test_a_forged_checkpoint_is_caught(full_log: Path, ring: KeyRing) -> None:
         verify(full_log, ring)
 
 
+def die_with_a_torn_tail(log: Log, directory: Path) -> None:
+    """The process dies (no final checkpoint) in the middle of writing a frame."""
+    os.close(log._fd)
+    log._fd = -1
+    seg = segments(directory)[-1]
+    seg.write_bytes(seg.read_bytes() + struct.pack(">I", 500) + b"half a fram")
+
+
 def test_a_torn_tail_after_the_checkpoint_is_cut_and_kept_aside(
     tmp_path: Path, ring: KeyRing, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -172,11 +180,7 @@ def test_a_torn_tail_after_the_checkpoint_is_cut_and_kept_aside(
     append(log, ring, 5)
     log.checkpoint_now()
     append(log, ring, 2)
-    os.close(log._fd)  # the process dies: no final checkpoint
-    log._fd = -1
-    seg = segments(directory)[-1]
-    data = seg.read_bytes()
-    seg.write_bytes(data + struct.pack(">I", 500) + b"half a fram")  # a write cut short by the crash
+    die_with_a_torn_tail(log, directory)
     reopened = open_log(directory, ring)
     assert reopened.size() == 7
     assert list(directory.glob("segment-*.torn-*"))

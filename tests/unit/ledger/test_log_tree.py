@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from pdp.ledger import merkle
 from pdp.ledger.log import Log, read_frames, segments
 from pdp.ledger.positions import FILE as POSITIONS
 from pdp.ledger.treefiles import INDEX_DIR, level_name
-from tests.unit.ledger.test_log import append, open_log, verify
+from tests.unit.ledger.test_log import append, die_with_a_torn_tail, open_log, verify
 
 
 @pytest.fixture
@@ -80,19 +79,21 @@ def test_a_torn_tail_is_cut_from_the_tree_files_too(tmp_path: Path, ring: KeyRin
     log = open_log(directory, ring)
     append(log, ring, 6)
     log.checkpoint_now()
-    os.close(log._fd)  # the process dies
-    log._fd = -1
-    seg = segments(directory)[-1]
-    seg.write_bytes(seg.read_bytes() + struct.pack(">I", 500) + b"half a fram")
+    die_with_a_torn_tail(log, directory)
     reopened = open_log(directory, ring)
     assert reopened.size() == 6
-    assert (directory / INDEX_DIR / level_name(0)).stat().st_size == 6 * 32
     assert (directory / INDEX_DIR / level_name(1)).stat().st_size == 3 * 32
-    assert (directory / INDEX_DIR / POSITIONS).stat().st_size == 6 * 12
-    append(reopened, ring, 2)
-    _proofs_match(reopened, _leaves(directory))
-    reopened.close()
-    assert verify(directory, ring).entries == 8
+    _holds_then_grows(reopened, directory, ring, held=6, more=2)
+
+
+def _holds_then_grows(log: Log, directory: Path, ring: KeyRing, *, held: int, more: int) -> None:
+    """The index files hold exactly ``held`` entries; then ``more`` append with proofs as the pure functions'."""
+    assert (directory / INDEX_DIR / level_name(0)).stat().st_size == held * 32
+    assert (directory / INDEX_DIR / POSITIONS).stat().st_size == held * 12
+    append(log, ring, more)
+    _proofs_match(log, _leaves(directory))
+    log.close()
+    assert verify(directory, ring).entries == held + more
 
 
 def test_entries_cut_after_a_failed_sync_are_cut_from_the_tree_files(tmp_path: Path, ring: KeyRing) -> None:
@@ -106,9 +107,4 @@ def test_entries_cut_after_a_failed_sync_are_cut_from_the_tree_files(tmp_path: P
     os.close(log._fd)
     log._fd = real
     assert log.recover()
-    assert (directory / INDEX_DIR / level_name(0)).stat().st_size == 5 * 32
-    assert (directory / INDEX_DIR / POSITIONS).stat().st_size == 5 * 12
-    append(log, ring, 4)
-    _proofs_match(log, _leaves(directory))
-    log.close()
-    assert verify(directory, ring).entries == 9
+    _holds_then_grows(log, directory, ring, held=5, more=4)
