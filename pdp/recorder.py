@@ -98,7 +98,6 @@ class Recorder:
         self._mask, self._erase = tuple(mask), tuple(erase)
         # decision id → log index, and → the identity that asked (pdp.authz.identity_of): on disk, rebuilt here
         self._ids = DecisionIndex.create(log.directory)
-        self._index, self._owner = self._ids.indexes, self._ids.owners
         self._in_use: set[str] = set()
         self._released = threading.Condition()
         rows: list[tuple[str, int, str]] = []
@@ -127,7 +126,8 @@ class Recorder:
 
     def owner(self, decision_id: str) -> str | None:
         """The identity that asked for a logged decision ("" anonymous), or None: no such decision."""
-        return self._owner.get(decision_id)
+        found = self._ids.find(decision_id)
+        return None if found is None else found[1]
 
     def jwks(self) -> dict[str, Any]:
         return self.ring.jwks
@@ -157,7 +157,7 @@ class Recorder:
         Raises:
             InvalidArgument: the request id was used before for a different request.
         """
-        index = self._index.get(decision_id)
+        index = self._ids.index_of(decision_id)
         if index is None:
             return None
         entry = self.log.entry(index)
@@ -229,9 +229,10 @@ class Recorder:
             AlreadyReported: the decision has a report already.
             LedgerUnavailable: not durable.
         """
-        index = self._index.get(decision_id)
-        if index is None or self._owner.get(decision_id) != owner:
+        found = self._ids.find(decision_id)
+        if found is None or found[1] != owner:
             raise NotFound(f"no decision {decision_id} of yours in this PDP's log")
+        index = found[0]
         decided = self.log.entry(index)
         verdict = unverified_claims(decided)["pdp"]
         if verdict["outcome"] != "allow":
@@ -279,7 +280,7 @@ class Recorder:
         Raises:
             LedgerUnavailable: not durable.
         """
-        index = self._index.get(record.decision_id)
+        index = self._ids.index_of(record.decision_id)
         if index is not None:
             record = dataclasses.replace(
                 record, decision_log_index=str(index), decision_record_digest=sha256_digest(self.log.entry(index))
@@ -296,7 +297,7 @@ class Recorder:
 
     def prove(self, decision_id: str) -> Proven:
         """The decision's record with an inclusion proof against a fresh checkpoint."""
-        index = self._index.get(decision_id)
+        index = self._ids.index_of(decision_id)
         if index is None:
             raise NotFound(f"no decision {decision_id} in this PDP's log")
         note = self.log.checkpoint_now()

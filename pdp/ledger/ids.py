@@ -14,9 +14,8 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
 
 from pdp.errors import LedgerUnavailable
 from pdp.ledger.treefiles import INDEX_DIR
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 
 FILE = "decisions.sqlite"
 _CACHE_KIB = 512  # SQLite's page cache: the index's whole memory (interior pages; leaves come from the OS cache)
-T = TypeVar("T")
 
 
 class DecisionIndex:
@@ -36,8 +34,6 @@ class DecisionIndex:
         self._lock = threading.Lock()
         self._spilled: dict[str, tuple[int, str]] = {}  # rows SQLite could not take yet
         self._reported_spilled: set[str] = set()  # outcome-report marks SQLite could not take yet
-        self.indexes = _Get(self.index_of)
-        self.owners = _Get(self.owner_of)
 
     @classmethod
     def create(cls, log_dir: Path) -> DecisionIndex:
@@ -130,24 +126,26 @@ class DecisionIndex:
             except sqlite3.Error as e:  # rebuilt from the log at the next open, where no report is
                 log.error("decision index: %s; decision %s stays marked reported until restart", e, decision_id)
 
-    def index_of(self, decision_id: str) -> int | None:
-        """The log index of decision ``decision_id``, or None: not in this log."""
-        row = self._row(decision_id)
-        return None if row is None else int(row[0])
+    def find(self, decision_id: str) -> tuple[int, str] | None:
+        """Decision ``decision_id``'s log index and the identity that asked ("" anonymous), or None:
+        not in this log.
 
-    def owner_of(self, decision_id: str) -> str | None:
-        """The identity that asked for decision ``decision_id`` ("" anonymous), or None: not in this log."""
-        row = self._row(decision_id)
-        return None if row is None else str(row[1])
-
-    def _row(self, decision_id: str) -> tuple[Any, ...] | None:
+        Raises:
+            LedgerUnavailable: the index cannot be read.
+        """
         with self._lock:
             if decision_id in self._spilled:
                 return self._spilled[decision_id]
-            row: tuple[Any, ...] | None = self._db.execute(
-                "SELECT log_index, owner FROM decisions WHERE id = ?", (decision_id,)
-            ).fetchone()
-        return row
+            try:
+                row = self._db.execute("SELECT log_index, owner FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+            except sqlite3.Error as e:
+                raise LedgerUnavailable(f"decision index: {e}") from None
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def index_of(self, decision_id: str) -> int | None:
+        """The log index of decision ``decision_id``, or None: not in this log."""
+        found = self.find(decision_id)
+        return None if found is None else found[0]
 
     def __len__(self) -> int:
         with self._lock:
@@ -157,10 +155,3 @@ class DecisionIndex:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-class _Get(Generic[T]):
-    """A lookup with a mapping's ``get`` (``index.indexes.get(id)``, ``index.owners.get(id)``)."""
-
-    def __init__(self, lookup: Callable[[str], T | None]) -> None:
-        self.get = lookup

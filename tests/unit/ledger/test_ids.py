@@ -12,10 +12,10 @@ def test_lookups_find_what_was_added_and_nothing_else(tmp_path: Path) -> None:
     ids = DecisionIndex.create(tmp_path)
     ids.add([("d-1", 0, "spiffe://a"), ("d-2", 3, "")])
     ids.add([("d-3", 7, "spiffe://b")])
-    assert (ids.indexes.get("d-1"), ids.owners.get("d-1")) == (0, "spiffe://a")
-    assert (ids.indexes.get("d-2"), ids.owners.get("d-2")) == (3, "")
-    assert ids.indexes.get("d-3") == 7
-    assert ids.indexes.get("nope") is None and ids.owners.get("nope") is None
+    assert ids.find("d-1") == (0, "spiffe://a")
+    assert ids.find("d-2") == (3, "")
+    assert ids.index_of("d-3") == 7
+    assert ids.find("nope") is None and ids.index_of("nope") is None
     assert len(ids) == 3 and (tmp_path / INDEX_DIR / FILE).exists()
     ids.close()
 
@@ -23,7 +23,7 @@ def test_lookups_find_what_was_added_and_nothing_else(tmp_path: Path) -> None:
 def test_create_starts_empty_the_log_rebuilds_it(tmp_path: Path) -> None:
     DecisionIndex.create(tmp_path).add([("d-1", 0, "x")])
     ids = DecisionIndex.create(tmp_path)
-    assert ids.indexes.get("d-1") is None and len(ids) == 0
+    assert ids.find("d-1") is None and len(ids) == 0
     ids.close()
 
 
@@ -32,11 +32,11 @@ def test_rows_sqlite_refuses_wait_in_memory_and_go_in_later(tmp_path: Path) -> N
     ids.add([("d-1", 0, "x")])
     ids._db.execute("PRAGMA query_only=ON")  # the file takes no writes, as on a full disk
     ids.add([("d-2", 1, "y")])
-    assert (ids.indexes.get("d-2"), ids.owners.get("d-2")) == (1, "y")
+    assert ids.find("d-2") == (1, "y")
     ids._db.execute("PRAGMA query_only=OFF")
     ids.add([("d-3", 2, "z")])
     assert ids._spilled == {}
-    assert [ids.indexes.get(f"d-{i}") for i in (1, 2, 3)] == [0, 1, 2]
+    assert [ids.index_of(f"d-{i}") for i in (1, 2, 3)] == [0, 1, 2]
     ids.close()
 
 
