@@ -132,11 +132,15 @@ async def relay(
 
 async def _authorize(gate: Gate, tool: str, arguments: dict[str, Any], progress: Progress | None) -> Permit | Refusal:
     """The gate's answer to a call; while the gate waits for approvers, ``progress`` is told."""
-    if progress is None:
+
+    def decided(waiting: Callable[[str], None] | None) -> Permit | Refusal:
         try:
-            return await _in_thread(gate.authorize, tool, arguments)
+            return gate.authorize(tool, arguments, waiting=waiting)
         except Refusal as r:
             return r
+
+    if progress is None:
+        return await _in_thread(decided, None)
     told = _Told(progress=progress, start=anyio.current_time())
     async with anyio.create_task_group() as ticks:
 
@@ -146,13 +150,7 @@ async def _authorize(gate: Gate, tool: str, arguments: dict[str, Any], progress:
             if anyio.from_thread.run(told.tell) and len(told.escalations) == 1:
                 anyio.from_thread.run_sync(ticks.start_soon, told.every)
 
-        def authorize() -> Permit | Refusal:
-            try:
-                return gate.authorize(tool, arguments, waiting=waiting)
-            except Refusal as r:
-                return r
-
-        got = await _in_thread(authorize)
+        got = await _in_thread(decided, waiting)
         ticks.cancel_scope.cancel()
     return got
 
