@@ -103,7 +103,7 @@ class Settings:
     @property
     def console_dev_login_honoured(self) -> bool:
         """``PDP_CONSOLE_DEV_LOGIN`` counts only on a loopback console address without TLS."""
-        return self.console_dev_login and self.tls_cert_file is None and _loopback(self.console_listen)
+        return self.console_dev_login and self.tls_cert_file is None and is_loopback(self.console_listen)
 
     def check_exposure(self) -> str:
         """What ``pdp serve`` must say loudly before it listens without TLS beyond loopback ("" nothing).
@@ -128,7 +128,7 @@ class Settings:
     @property
     def listen_is_public(self) -> bool:
         """Whether ``PDP_LISTEN`` or ``PDP_HTTP_LISTEN`` binds beyond loopback."""
-        return any(a and not _loopback(a) for a in (self.listen, self.http_listen))
+        return any(a and not is_loopback(a) for a in (self.listen, self.http_listen))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:  # noqa: PLR0912
@@ -223,7 +223,7 @@ class Settings:
             raise ConfigError("PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE must be set together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ConfigError("PDP_TLS_CLIENT_CA_FILE needs PDP_TLS_CERT_FILE and PDP_TLS_KEY_FILE (mTLS needs TLS)")
-        if self.approvals_dev_login and (self.tls_client_ca_file is not None or not _loopback(self.listen)):
+        if self.approvals_dev_login and (self.tls_client_ca_file is not None or not is_loopback(self.listen)):
             raise ConfigError(
                 "PDP_APPROVALS_DEV_LOGIN: only for a loopback PDP_LISTEN without mTLS (development); "
                 "approvers authenticate with client certificates otherwise"
@@ -345,14 +345,19 @@ def _console(env: Mapping[str, str]) -> dict[str, object]:
     return kw
 
 
-def _loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
+def is_loopback(address: str) -> bool:
+    """Whether an address stays on this machine: ``host:port`` with ``localhost`` or a loopback IP,
+    or a gRPC target naming a unix socket (``unix:``) or such a host (``dns:///``, ``ipv4:``, ``ipv6:``).
+    Any other name may resolve anywhere."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:").rsplit(":", 1)[0].strip("[]")
+    if host.lower() in ("localhost", "localhost."):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False  # a name: it may resolve anywhere
+        return False
 
 
 def _hardening(env: Mapping[str, str]) -> dict[str, object]:

@@ -10,13 +10,13 @@ as ``PDP_ALLOW_INSECURE_NON_LOOPBACK`` does for ``pdp serve``).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pdp.config import is_loopback
 from pdp.errors import PdpError
 
 
@@ -92,18 +92,6 @@ def configure(
     credentials = grpc.ssl_channel_credentials(root_certificates=roots, private_key=key_pem, certificate_chain=chain)
     options = (("grpc.ssl_target_name_override", server_name),) if server_name else ()
     return Channel(address=address, credentials=credentials, options=options), ""
-
-
-def is_loopback(address: str) -> bool:
-    """Whether a gRPC target stays on this machine: a unix socket, ``localhost`` or a loopback IP."""
-    if address.startswith(("unix:", "unix-abstract:")):
-        return True
-    host = address.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:").rsplit(":", 1)[0].strip("[]")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host.lower() in ("localhost", "localhost.")  # any other name may resolve anywhere
-    return ip.is_loopback
 
 
 def _read(path: Path, flag: str) -> bytes:
