@@ -2,7 +2,7 @@
 
 ``tests/unit/test_state_sqlite.py`` and ``tests/integration/test_state_postgres.py`` subclass
 :class:`StateStoreContract` and give its tests a ``backend`` fixture (:class:`Backend`) for their
-database. Races run in real separate processes released together by a barrier, each opening its own
+database. Races run in real separate processes released together, each opening its own
 store on the same database (often a new one, so the processes race to create it as well).
 """
 
@@ -55,9 +55,11 @@ def backend_fixture(target: str, take_down: Callable[[], None]) -> Iterator[Back
         store.close()
 
 
-def _child(target: str, fn: Callable[..., Any], args: tuple[Any, ...], barrier: Any, out: Any) -> None:
+def _child(target: str, fn: Callable[..., Any], args: tuple[Any, ...], ready: Any, go: Any, out: Any) -> None:
     try:
-        barrier.wait(timeout=60)
+        ready.put(True)
+        if not go.wait(timeout=60):
+            raise TimeoutError("never released")
         store = open_store(target)  # replicas starting together: opening races too
         out.put(fn(store, *args))
         store.close()
@@ -66,20 +68,29 @@ def _child(target: str, fn: Callable[..., Any], args: tuple[Any, ...], barrier: 
 
 
 def in_processes(target: str, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> list[Any]:
-    """Runs ``fn(store, *a)`` for each ``a`` in its own process, all released at once; their results."""
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(len(args))
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_child, args=(target, fn, a, barrier, out)) for a in args]
+    """Runs ``fn(store, *a)`` for each ``a`` in its own process, all released at once; their results.
+
+    The processes are spawned, not forked: a fork of the test runner would inherit whatever locks its
+    other threads held at that moment. Each says it is ready; once all are, one event releases them.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(target, fn, a, ready, go, out)) for a in args]
     for p in procs:
         p.start()
     try:
+        for _ in procs:
+            ready.get(timeout=90)
+        go.set()
         results = [out.get(timeout=90) for _ in procs]
     except queue.Empty:
-        pytest.fail("a racing process gave no result within 90 s")
+        pytest.fail("a racing process did not start or gave no result within 90 s")
     finally:
+        go.set()
         for p in procs:
             p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
     errors = [r for r in results if isinstance(r, str) and r.startswith("error:")]
     assert not errors, errors
     return results

@@ -38,31 +38,37 @@ class SqliteStore(SqlStore):
         self._busy_timeout_s = busy_timeout_s
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._enter_wal()
+            self._opened: sqlite3.Connection | None = self._enter_wal()
             st = self.path.stat()
         except (sqlite3.Error, OSError) as e:
             raise StateUnavailable(f"{self.path}: {type(e).__name__}: {e}") from e
         self._identity = (st.st_dev, st.st_ino)
         super().__init__(name=str(self.path))
 
-    def _enter_wal(self) -> None:
-        """Puts the file in WAL mode (a setting the file keeps), waiting up to ``busy_timeout_s``.
+    def _enter_wal(self) -> sqlite3.Connection:
+        """A first connection (creating the file), with the file in WAL mode (a setting the file keeps),
+        waiting up to ``busy_timeout_s``.
 
         Switching the journal mode takes an exclusive lock without SQLite's busy handler, so processes
         opening a new file together get "database is locked" at once; this waits for them instead.
+        The connection is kept (it becomes the pool's first): closing what may be the database's last
+        connection checkpoints and removes the WAL under an exclusive lock, which a process opening the
+        file at that moment would meet as "database is locked".
         """
         deadline = time.monotonic() + self._busy_timeout_s
         pause = 0.005
         while True:
+            conn = self._connect(create=True)
             try:
-                with contextlib.closing(sqlite3.connect(self.path, timeout=self._busy_timeout_s)) as first:
-                    if first.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
-                        return
+                if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                    return conn
                 locked: sqlite3.Error = sqlite3.OperationalError("could not switch to WAL mode")
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e):
+                    conn.close()
                     raise
                 locked = e
+            conn.close()
             if time.monotonic() >= deadline:
                 raise locked
             time.sleep(pause)
@@ -76,9 +82,12 @@ class SqliteStore(SqlStore):
         if (st.st_dev, st.st_ino) != self._identity:
             raise StateUnavailable(f"{self.path}: the state file was replaced since it was opened")
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, create: bool = False) -> sqlite3.Connection:
+        if not create and self._opened is not None:
+            conn, self._opened = self._opened, None
+            return conn
         conn = sqlite3.connect(
-            self.path.absolute().as_uri() + "?mode=rw",
+            self.path.absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw"),
             uri=True,
             timeout=self._busy_timeout_s,
             isolation_level=None,  # transactions are ours: BEGIN IMMEDIATE ... COMMIT
