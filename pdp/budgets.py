@@ -29,7 +29,7 @@ from pdp.state import BudgetClaim as StoredClaim
 from pdp.state import StateStore
 from pdp.suspensions import subjects
 from pdp.telemetry import Telemetry
-from pdp.verdict import Outcome, Reason, Verdict, duration_s
+from pdp.verdict import RULE_BUDGETS, Outcome, Reason, Verdict, duration_s
 
 Counter = tuple[str, str, str]
 """One counter seen through one window: (budget, key, window)."""
@@ -121,7 +121,7 @@ class Budgets:
                     code="budget.exceeded",
                     message=f"budget {c.budget} for {c.key}: {used[c.counter]} used + {c.amount} "
                     f"would exceed the limit of {c.limit} per {c.window}",
-                    rule="pdp.budgets",
+                    rule=RULE_BUDGETS,
                     severity="high",
                 )
                 for c in over

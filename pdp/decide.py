@@ -35,7 +35,7 @@ from pdp.suspensions import SuspensionList, suspended_verdict
 from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, SPAN_RESERVE, SPAN_STATE, Telemetry
 from pdp.trust import TrustVerifier, Verified
 from pdp.v1 import decision_pb2 as pb
-from pdp.verdict import Outcome, Verdict, fail_closed, interpret
+from pdp.verdict import Outcome, Verdict, fail_closed, interpret, made_by_pdp
 
 __all__ = ["Decider", "Decision"]
 
@@ -191,7 +191,11 @@ class Decider:
             for i, d in zip(todo, recorded, strict=True):
                 decisions[i] = self._approvals.logged(d, inputs[i], now=now_s) if self._approvals else d
         self._lifecycle.after(
-            [_live(d, inputs[i]) for i, d in zip(todo, recorded, strict=True) if not d.verdict.indeterminate]
+            [
+                _live(d, inputs[i])
+                for i, d in zip(todo, recorded, strict=True)
+                if not d.verdict.indeterminate and not made_by_pdp(r.rule for r in d.verdict.reasons)
+            ]
         )
         total = time.perf_counter_ns() - start
         return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]

@@ -27,7 +27,7 @@ from pdp.errors import InvalidArgument, LedgerUnavailable
 from pdp.recorder import Recorder, Signed
 from pdp.schema import SuspensionRecord
 from pdp.state import SUSPENSION_KINDS, StateStore, Suspension
-from pdp.verdict import Outcome, Reason, Verdict, duration_s
+from pdp.verdict import RULE_SUSPENSIONS, Outcome, Reason, Verdict, duration_s
 
 REFRESH_S = 0.5
 """Longest a replica decides on a suspension list read earlier (measured: reading it per decision
@@ -105,7 +105,7 @@ def suspended_verdict(s: Suspension) -> Verdict:
             Reason(
                 code=f"{s.kind}.suspended",
                 message=f"{s.kind} {s.value} is suspended{until} by {s.by}: {s.reason}",
-                rule="pdp.suspensions",
+                rule=RULE_SUSPENSIONS,
                 severity="critical",
             ),
         ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from pdp.errors import NoVerdict, PolicyMalformed, PolicyUndefined
@@ -147,6 +148,21 @@ def interpret(result: Any, *, defined: bool = True) -> Verdict:
         budgets=tuple(_budget(b, i) for i, b in enumerate(_list(result, "budgets"))),
         facts=facts,
     )
+
+
+# The rules of the PDP's own answers, not the policy's: the kill switch (before the policy runs), a
+# budget reservation that did not fit and an approval already used (after it). A candidate policy
+# has nothing to say about them: the shadow and replay leave them out.
+RULE_SUSPENSIONS = "pdp.suspensions"
+RULE_BUDGETS = "pdp.budgets"
+RULE_APPROVALS = "pdp.approvals"
+_PDP_RULES = frozenset({RULE_SUSPENSIONS, RULE_BUDGETS, RULE_APPROVALS})
+
+
+def made_by_pdp(rules: Iterable[str]) -> bool:
+    """Whether the PDP itself (kill switch, budget reservation, single-use approval) gave the answer
+    whose reasons name these ``rules``."""
+    return not _PDP_RULES.isdisjoint(rules)
 
 
 def fail_closed(error: NoVerdict) -> Verdict:

@@ -32,7 +32,7 @@ from pdp.approvals.tokens import CONSUMED_PREFIX, Approval, ApprovalError, verif
 from pdp.decision import Decision
 from pdp.errors import PdpError
 from pdp.state import Escalation, EscalationError, StateStore, StateUnavailable
-from pdp.verdict import Outcome, Reason, Verdict, fail_closed
+from pdp.verdict import RULE_APPROVALS, Outcome, Reason, Verdict, fail_closed
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def consume(store: StateStore, bound: Bound, verdict: Verdict, *, now: int) -> t
 
 
 def _deny(code: str, message: str) -> Verdict:
-    reason = Reason(code=code, message=message, rule="approvals", severity="high")
+    reason = Reason(code=code, message=message, rule=RULE_APPROVALS, severity="high")
     return Verdict(outcome=Outcome.DENY, reasons=(reason,))
 
 

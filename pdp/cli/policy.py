@@ -245,7 +245,7 @@ def _summary(report: dict[str, Any], out: Any) -> None:
     print(
         f"replayed {impact['replayed']} decisions against {report['bundle']} in {seconds['replay']:.2f}s "
         f"({rate:,.0f}/s; log verified in {seconds['verify']:.2f}s); "
-        f"{impact['changed']} changed, {impact['skipped_without_verdict']} skipped (no verdict recorded)",
+        f"{impact['changed']} changed, {impact['skipped_without_verdict']} skipped (no policy verdict recorded)",
         file=out,
     )
     for kind, n in impact["by_kind"].items():

@@ -9,8 +9,9 @@ What masking prevents: fields masked by ``PDP_MASK_POINTERS`` or the policy (``*
 erased fields are not in the log, so the candidate sees the mask where the live policy saw the
 value. A rule that reads a masked field can decide differently on replay than it would have live;
 the report counts the changes on masked inputs apart (``changes_on_masked_input``) so they are
-read as "look closer", not as proof. Decisions made without a policy verdict (fail-closed) have
-nothing to compare against and are counted as skipped.
+read as "look closer", not as proof. Decisions made without a policy verdict (fail-closed) and the
+PDP's own answers (kill switch, a budget reservation that did not fit, an approval already used:
+:func:`pdp.verdict.made_by_pdp`) have nothing to compare against and are counted as skipped.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pdp.errors import NoVerdict, PdpError
 from pdp.ledger.audit import verify_log
 from pdp.opa import OpaClient
 from pdp.records import unverified_claims
-from pdp.verdict import Verdict, fail_closed, interpret
+from pdp.verdict import Verdict, fail_closed, interpret, made_by_pdp
 
 ARROW = "->"
 DEFAULT_FAIL_ON = ("deny->allow", "require_approval->allow")
@@ -176,7 +177,7 @@ def read_log(
     log_dir: Path, *, jwks: dict[str, Any], since: float | None = None, until: float | None = None
 ) -> tuple[list[Recorded], int]:
     """Verifies the log, then returns its decision records in ``[since, until)`` (epoch seconds)
-    and how many decisions had no policy verdict (fail-closed: nothing to compare).
+    and how many had no policy verdict to compare (failed closed, or the PDP's own answer).
 
     Raises:
         AuditError: the log does not verify (nothing is replayed).
@@ -189,7 +190,8 @@ def read_log(
         pdp = claims.get("pdp", {})
         if pdp.get("type") != "decision" or not _within(claims.get("timestamp", ""), since, until):
             continue
-        if pdp.get("indeterminate"):
+        rules = (r.get("rule", "") for r in claims.get("result", {}).get("reasons", []) if isinstance(r, dict))
+        if pdp.get("indeterminate") or made_by_pdp(rules):
             skipped += 1
             continue
         decisions.append(

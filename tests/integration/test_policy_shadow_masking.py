@@ -23,6 +23,8 @@ from pdp.server import create_server
 from pdp.sidecar import OpaSidecar
 from pdp.telemetry import Telemetry
 from pdp.trust import TrustConfig
+from pdp.v1 import admin_pb2 as admin_pb
+from pdp.v1 import admin_pb2_grpc as admin_grpc
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, dev_issuers, load_request, wait_for
@@ -34,6 +36,7 @@ V2 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v2"
 @dataclasses.dataclass
 class Running:
     stub: pb_grpc.DecisionServiceStub
+    admin: admin_grpc.AdminServiceStub
     home: Path
     reader: InMemoryMetricReader
 
@@ -90,7 +93,7 @@ def run_pdp(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         server.start()
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         started.append((server, channel))
-        return Running(pb_grpc.DecisionServiceStub(channel), home, reader)
+        return Running(pb_grpc.DecisionServiceStub(channel), admin_grpc.AdminServiceStub(channel), home, reader)
 
     yield start
     for server, channel in started:
@@ -149,6 +152,23 @@ def test_shadow_divergences_are_signed_linked_records_counted_by_kind(
         cwd=ROOT,
     )
     assert audit.returncode == 0, audit.stderr
+
+
+def test_the_pdps_own_denials_are_not_compared_with_the_candidate(
+    start_opa: Callable[..., OpaSidecar], run_pdp: Callable[..., Running]
+) -> None:
+    """A kill-switch DENY is the PDP's answer, not the live policy's: the candidate (which would allow
+    the same request) is not asked, so no false ``deny->allow`` divergence is logged."""
+    live, candidate = start_opa(V1), start_opa(V2)
+    pdp = run_pdp(live.url, shadow_opa_url=candidate.url, shadow_sample=1.0)
+    pdp.admin.Suspend(admin_pb.SuspendRequest(kind="agent", value="clinical-assistant", reason="drill"), timeout=10)
+    suspended = pdp.stub.Decide(load_request("healthcare-allow-treatment.json"), timeout=5)
+    assert [r.code for r in suspended.reasons] == ["agent.suspended"]
+    diverging = pdp.stub.Decide(load_request("defense-allow-read.json"), timeout=5)  # v1 denies, v2 allows
+    wait_for(lambda: pdp.points("pdp.shadow.evaluated") == {"": 1}, timeout_s=10, what="one shadow evaluation")
+    shadows = [c for typ, c, _ in pdp.entries() if typ == "pdp-shadow+jws"]
+    assert [s["decision_id"] for s in shadows] == [diverging.decision_id]
+    assert pdp.points("pdp.shadow.divergences") == {"kind=deny->allow": 1}
 
 
 def test_shadow_sample_zero_evaluates_nothing(
