@@ -219,15 +219,20 @@ resource_owner := _text(object.get(_labels, "owner", ""))
 
 _caller := object.get(input.bound, "caller", {})
 
-_pep_names contains name if {
-	_caller.authenticated == true
-	some name in array.concat([object.get(_caller, "subject", "")], object.get(_caller, "uri_sans", []))
-	name != ""
+# The certificate names a registry name may match, as for agent callers (pdp.baseline,
+# _caller_names in identity.rego): a `spiffe://` name matches only the URI SANs; any other
+# name matches the subject or SANs. A subject CN that spells a SPIFFE id matches nothing.
+_caller_names(name) := object.get(_caller, "uri_sans", []) if startswith(name, "spiffe://")
+
+_caller_names(name) := array.concat([object.get(_caller, "subject", "")], object.get(_caller, "sans", [])) if {
+	not startswith(name, "spiffe://")
 }
 
-_looked_up_environments contains env if {
-	some name in _pep_names
-	env := _catalog.peps[name].environment
+_looked_up_environments contains pep.environment if {
+	_caller.authenticated == true
+	some name, pep in _catalog.peps
+	name != ""
+	name in _caller_names(name)
 }
 
 _pep_environments := _looked_up_environments if {

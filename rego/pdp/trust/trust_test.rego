@@ -115,6 +115,35 @@ test_environment_unauthenticated_names_are_not_looked_up if {
 	trust.environments == {"production"} with input as p({"bound": {"caller": claim}, "asserted": {"environment": {"name": ""}}})
 }
 
+env_of(caller) := envs if {
+	envs := trust.environments with input as p({"bound": {"caller": caller}, "asserted": {"environment": {"name": ""}}})
+}
+
+test_environment_spiffe_id_in_subject_does_not_match if {
+	env_of({"authenticated": true, "subject": "spiffe://bank.example/staging-gateway", "sans": [], "uri_sans": []}) == {"production"}
+}
+
+test_environment_spiffe_id_in_dns_san_does_not_match if {
+	env_of({"authenticated": true, "subject": "", "sans": ["spiffe://bank.example/staging-gateway"], "uri_sans": []}) == {"production"}
+}
+
+test_environment_spiffe_id_in_uri_san_matches if {
+	env_of({"authenticated": true, "subject": "spiffe://bank.example/deploy-gateway", "sans": [], "uri_sans": ["spiffe://bank.example/staging-gateway"]}) == {"staging"}
+}
+
+test_environment_plain_name_matches_the_subject if {
+	env_of({"authenticated": true, "subject": "pep-staging", "sans": [], "uri_sans": []}) == {"staging"}
+}
+
+test_environment_plain_name_in_a_uri_san_does_not_match if {
+	env_of({"authenticated": true, "subject": "", "sans": [], "uri_sans": ["pep-staging"]}) == {"production"}
+}
+
+test_environment_empty_subject_matches_no_empty_registry_name if {
+	caller := {"authenticated": true, "subject": "", "sans": [], "uri_sans": []}
+	env_of(caller) == {"production"} with data.pdp.catalog.peps[""] as {"environment": "staging"}
+}
+
 test_environment_asserted_name_adds if {
 	trust.environments == {"production", "dev"} with input as p({"asserted": {"environment": {"name": "dev"}}})
 }
