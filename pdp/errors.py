@@ -38,6 +38,12 @@ class ConfigError(PdpError):
     hint = "fix it and start again; docs/configuration.md lists every setting"
 
 
+class SidecarError(PdpError):
+    """The OPA sidecar the PDP starts did not come up."""
+
+    hint = "is its address in use, or the bundle broken? OPA's own log lines say which"
+
+
 class NotFound(PdpError):
     """No such decision in this PDP's log."""
 

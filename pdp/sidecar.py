@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from pdp.errors import SidecarError
 from pdp.opa import UnixHTTPConnection
 from pdp.policy.bundles import SigningKey, verification_args
 
@@ -100,7 +101,7 @@ class OpaSidecar:
         """Starts OPA and waits until ``/health`` answers 200.
 
         Raises:
-            RuntimeError: OPA exited or did not become healthy in time.
+            SidecarError: OPA exited or did not become healthy in time.
         """
         cmd = [self.opa_bin, "run", "--server", "--addr", self.addr, "--log-level", "error", "--skip-version-check"]
         if self.config_file is not None:
@@ -122,12 +123,12 @@ class OpaSidecar:
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"opa exited with status {self.process.returncode} (bad bundle or address in use?)")
+                raise SidecarError(f"opa exited with status {self.process.returncode}")
             if self.healthy():
                 return
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"opa did not become healthy on {self.addr} within {ready_timeout_s:.0f}s")
+        raise SidecarError(f"opa did not become healthy on {self.addr} within {ready_timeout_s:.0f}s")
 
     def healthy(self) -> bool:
         """Whether OPA answers ``GET /health`` with 200 right now."""

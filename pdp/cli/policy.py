@@ -17,7 +17,7 @@ from typing import Any
 
 from pdp.cli.base import Subcommands
 from pdp.config import Settings
-from pdp.errors import AuditError
+from pdp.errors import AuditError, SidecarError
 from pdp.policy import bundles, ci, replay
 from pdp.report.cli import time_arg
 from pdp.sidecar import OpaSidecar, free_port
@@ -227,9 +227,9 @@ def _candidate(bundle: Path, key: bundles.SigningKey | None) -> Iterator[str]:
         )
         try:
             sidecar.start()
-        except RuntimeError:
+        except SidecarError:
             opa_log.seek(0)
-            raise RuntimeError(
+            raise SidecarError(
                 f"the candidate bundle {bundle} does not load: {opa_log.read().decode(errors='replace')[-500:]}"
             ) from None
         try:

@@ -289,6 +289,26 @@ def test_serve_on_a_taken_port_names_the_address(tmp_path: Path) -> None:
     assert line.startswith(f"pdp serve: configuration error: PDP_LISTEN: cannot listen on 127.0.0.1:{port}")
 
 
+def test_dev_with_a_taken_opa_address_says_so_without_a_traceback(tmp_path: Path, opa_bin: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        out = subprocess.run(
+            [*PDP, "dev", "--bundle", "rego", "--opa-addr", addr],
+            capture_output=True,
+            text=True,
+            env=dev_env(tmp_path, port=free_port(), opa_bin=opa_bin),
+            cwd=ROOT,
+            timeout=120,
+        )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]  # OPA's own log lines (the address in use) come before
+    assert last.startswith("pdp dev: opa exited with status"), out.stderr
+    assert "address in use" in last
+
+
 def test_serve_on_a_damaged_log_says_what_to_do(tmp_path: Path) -> None:
     env = serve_env(tmp_path, port=free_port(), opa_url="http://127.0.0.1:1")
     ring = keys.KeyRing.load(tmp_path / "keys")

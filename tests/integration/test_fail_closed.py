@@ -13,6 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from pdp.errors import SidecarError
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import decision_pb2 as pb
 from tests.helpers import ROOT, Pdp, assert_fail_closed, load_request, wait_for
@@ -127,7 +128,7 @@ def test_bundle_that_does_not_compile_keeps_opa_down(start_opa: Callable[..., Op
     (tmp_path / "pdp").mkdir()
     (tmp_path / ".manifest").write_text('{"revision": "broken", "roots": ["pdp"]}')
     (tmp_path / "pdp" / "decision.rego").write_text("package pdp\n\ndecision := {\n")
-    with pytest.raises(RuntimeError, match="opa exited"):
+    with pytest.raises(SidecarError, match="opa exited"):
         start_opa(bundle=tmp_path)
 
 

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from pdp.errors import SidecarError
 from pdp.policy import bundles
 from pdp.policy.watch import BundleWatch
 from pdp.sidecar import OpaSidecar
@@ -162,7 +163,7 @@ def test_tampered_or_unsigned_bundle_file_is_never_served(
     key: bundles.SigningKey, opa_bin: str, tmp_path: Path, start_opa: Callable[..., OpaSidecar]
 ) -> None:
     signed = build(V1, tmp_path / "v1.tar.gz", key, opa_bin)
-    with pytest.raises(RuntimeError, match="opa exited"):
+    with pytest.raises(SidecarError, match="opa exited"):
         start_opa(bundle=tamper(signed, tmp_path / "tampered.tar.gz"), key=key)
     assert "digest mismatch" in (tmp_path / "opa-0.log").read_text()
     unsigned = tmp_path / "unsigned.tar.gz"
@@ -172,11 +173,11 @@ def test_tampered_or_unsigned_bundle_file_is_never_served(
         check=True,
         capture_output=True,
     )
-    with pytest.raises(RuntimeError, match="opa exited"):
+    with pytest.raises(SidecarError, match="opa exited"):
         start_opa(bundle=unsigned, key=key)
     assert "bundle missing .signatures.json" in (tmp_path / "opa-1.log").read_text()
     other = bundles.generate(tmp_path / "other-key")
-    with pytest.raises(RuntimeError, match="opa exited"):
+    with pytest.raises(SidecarError, match="opa exited"):
         start_opa(bundle=build(V1, tmp_path / "other.tar.gz", other, opa_bin), key=key)
     assert "invalid ECDSA signature" in (tmp_path / "opa-2.log").read_text(), "signed by another key"
 
