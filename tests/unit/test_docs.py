@@ -59,3 +59,27 @@ def test_every_documented_default_is_the_default() -> None:
         assert Settings.from_env({variable: literal[1]}) == Settings(), f"{variable}'s documented default"
         checked += 1
     assert checked == 33
+
+
+TEST_REF = re.compile(r"^(?:(?P<file>(?:tests|rego)/[\w/]+\.(?:py|rego)|\w+\.py))?(?:::(?P<name>test_\w+))?$")
+
+
+def test_the_threat_model_cites_tests_that_exist() -> None:
+    """Each `file::test` (or `::test`, in the file named before it on the row) names a real test."""
+    cited = 0
+    for row in (ROOT / "docs" / "threat-model.md").read_text().splitlines():
+        current: Path | None = None
+        for token in re.findall(r"`([^`]+)`", row):
+            m = TEST_REF.match(token)
+            if not m or not (m["file"] or m["name"]):
+                continue
+            if m["file"]:
+                found = [ROOT / m["file"]] if "/" in m["file"] else sorted((ROOT / "tests").rglob(m["file"]))
+                assert len(found) == 1 and found[0].exists(), f"threat-model.md: {m['file']} is not one test file"
+                current = found[0]
+            if m["name"]:
+                assert current is not None, f"threat-model.md: ::{m['name']} names no file before it"
+                defined = re.search(rf"^(?:def |){m['name']}(?:\(| if )", current.read_text(), re.MULTILINE)
+                assert defined, f"threat-model.md: {current.relative_to(ROOT)} has no {m['name']}"
+                cited += 1
+    assert cited >= 20, f"only {cited} tests cited: is the table's format still `file::test`?"
