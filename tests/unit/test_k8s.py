@@ -5,11 +5,13 @@ come from the kubernetes-validate package (a dev dependency), rewritten by tools
 so that every reference resolves on disk; cert-manager's Certificate is checked against the schema in
 tools/kubeconform/crds/. Only those locations are given to kubeconform, so it never downloads a schema,
 and a kind without a schema is an error, not a skip. The other tests read the YAML and hold it to the
-properties the deployment promises, and to the PDP's own Settings.
+properties the deployment promises, and to the PDP's own Settings: every directory the PDP writes is on
+a volume (the root filesystem is read-only), and replicas share one PostgreSQL state store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -20,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pdp import config, keys
+from pdp import authz, config, keys
 from pdp.errors import ConfigError
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
@@ -41,6 +44,10 @@ KINDS = {"Namespace", "ServiceAccount", "Service", "StatefulSet", "NetworkPolicy
 SOCKET_DIR = "/run/opa"
 SOCKET_URL = f"unix://{SOCKET_DIR}/opa.sock"
 PDP_UID = 10001
+# What the Secret pdp-state holds in a cluster (a PostgreSQL shared by the replicas), for parsing.
+STATE_URL = "postgresql://pdp@postgres.db.svc:5432/pdp"
+# Files the kubelet mounts from Secrets and ConfigMaps: they exist only in the pod.
+POD_FILES = ("PDP_TLS_CERT_FILE", "PDP_TLS_KEY_FILE", "PDP_TLS_CLIENT_CA_FILE", "PDP_ROLES_FILE")
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +111,33 @@ def env(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container.get("env", [])}
 
 
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The variables read from a Secret: name -> {name: the Secret, key: its key}."""
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
 def mounts(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["name"]: m for m in container.get("volumeMounts", [])}
+
+
+def mount_of(container: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The volume mount a path is on (the deepest one holding it), or None: the root filesystem."""
+    holding = [m for m in mounts(container).values() if path.is_relative_to(m["mountPath"])]
+    return max(holding, key=lambda m: len(m["mountPath"]), default=None)
+
+
+def pod_settings(pdp: dict[str, Any]) -> config.Settings:
+    """The PDP's Settings from the manifest's variables, parsed by the PDP itself: $(POD_NAME) as the
+    kubelet expands it for pdp-0, PDP_STATE_URL as the Secret gives it, and without the files that exist
+    only in the pod (checked against their mounts instead)."""
+    variables = {k: v.replace("$(POD_NAME)", "pdp-0") for k, v in env(pdp).items() if k not in POD_FILES}
+    assert set(secret_refs(pdp)) <= {"PDP_STATE_URL"}, "a variable from a Secret this test cannot stand in for"
+    variables |= {k: STATE_URL for k in secret_refs(pdp)}
+    return config.Settings.from_env(variables)
 
 
 def volumes(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -254,16 +286,98 @@ def test_probes_are_grpc_health_on_the_health_only_port(pod: dict[str, Any]) -> 
         assert handler == {"grpc"} and pdp[probe]["grpc"] == {"port": ports["health"]["containerPort"]}, probe
 
 
-def test_network_policy_admits_only_peps_and_only_to_grpc(docs: list[dict[str, Any]], pod: dict[str, Any]) -> None:
+def test_network_policy_admits_peps_and_operators_only_to_grpc(docs: list[dict[str, Any]], pod: dict[str, Any]) -> None:
     labels = one(docs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     policy = one(docs, "NetworkPolicy")["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
-    assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == []
-    (rule,) = policy["ingress"]
-    (peer,) = rule["from"]  # one peer with both selectors: the PEP label AND the PEP namespace
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    peps, operators = policy["ingress"]
+    (peer,) = peps["from"]  # one peer with both selectors: the PEP label AND the PEP namespace
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "agents"}
     assert peer["podSelector"]["matchLabels"] == {"pdp.local/role": "pep"}
-    assert rule["ports"] == [{"protocol": "TCP", "port": 50051}]
+    # Approvers and admins: labelled pods in the PDP's own namespace (a podSelector alone), no other peer.
+    assert operators["from"] == [{"podSelector": {"matchLabels": {"pdp.local/role": "operator"}}}]
+    for rule in (peps, operators):
+        assert rule["ports"] == [{"protocol": "TCP", "port": 50051}]
+    # ApprovalService and AdminService are served on PDP_LISTEN with Decide: no HTTP face, no console port.
+    settings = pod_settings(containers(pod)["pdp"])
+    assert settings.listen == "0.0.0.0:50051" and settings.http_listen == settings.console_listen == ""
+
+
+def test_egress_reaches_only_postgresql_and_the_cluster_dns(docs: list[dict[str, Any]]) -> None:
+    egress = one(docs, "NetworkPolicy")["spec"]["egress"]
+    ports = {(p["protocol"], p["port"]) for rule in egress for p in rule["ports"]}
+    assert ports == {("TCP", 5432), ("UDP", 53), ("TCP", 53)}
+    (postgres,) = [r for r in egress if {"protocol": "TCP", "port": 5432} in r["ports"]]
+    assert postgres["ports"] == [{"protocol": "TCP", "port": 5432}]
+    # The database's name is resolved by the cluster DNS, and by nothing else.
+    (dns,) = [r for r in egress if r is not postgres]
+    (peer,) = dns["to"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
+    assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+
+
+def test_every_directory_the_pdp_writes_is_on_a_writable_volume(
+    docs: list[dict[str, Any]], pod: dict[str, Any]
+) -> None:
+    pdp = containers(pod)["pdp"]
+    vols = volumes(pod)
+    claims = {c["metadata"]["name"] for c in one(docs, "StatefulSet")["spec"]["volumeClaimTemplates"]}
+    writable = claims | {name for name, v in vols.items() if "emptyDir" in v}
+    settings = pod_settings(pdp)
+    # Every directory setting the PDP has is below (a new one must be placed on a volume here too).
+    fields = {f.name for f in dataclasses.fields(config.Settings) if f.name.endswith("_dir")}
+    assert fields == {"key_dir", "log_dir", "state_dir"}
+    assert settings.log_dir is not None and settings.key_dir is not None
+    # The decision log (segments, tree, index, checkpoints) and any temporary file (tempfile's TMPDIR).
+    written = {"PDP_LOG_DIR": settings.log_dir, "TMPDIR": Path(env(pdp).get("TMPDIR", "/tmp"))}
+    if isinstance(settings.state_location, Path):  # the SQLite store; a URL writes nothing here
+        written["PDP_STATE_DIR"] = settings.state_location
+    for what, path in written.items():
+        mount = mount_of(pdp, path)
+        assert mount is not None, f"{what}={path} is on the read-only root filesystem"
+        assert mount["name"] in writable and not mount.get("readOnly"), f"{what}={path}: {mount}"
+    # PDP_KEY_DIR is read-only: the PDP makes id-secret there only when it is missing, and the
+    # Secret the keys init container copies from carries it (`pdp keys generate --dir`).
+    key_mount = mount_of(pdp, settings.key_dir)
+    assert key_mount is not None and key_mount["name"] == "keys"
+    # The embedded default (SQLite beside the log directory) would be on the root filesystem: the
+    # manifest must name its state store.
+    default = config.Settings(log_dir=settings.log_dir).state_location
+    assert isinstance(default, Path) and mount_of(pdp, default) is None
+    assert settings.state_url or settings.state_dir is not None
+    # The files read from Secrets and ConfigMaps are on their (read-only) volumes.
+    for name in POD_FILES:
+        mount = mount_of(pdp, Path(env(pdp)[name]))
+        assert mount is not None and mount["readOnly"], name
+        assert {"secret", "configMap"} & set(vols[mount["name"]]), name
+
+
+def test_replicas_share_one_postgresql_named_by_a_secret(docs: list[dict[str, Any]], pod: dict[str, Any]) -> None:
+    replicas = one(docs, "StatefulSet")["spec"]["replicas"]
+    pdp = containers(pod)["pdp"]
+    if replicas > 1:  # budgets, suspensions and approvals must be one for every replica
+        assert secret_refs(pdp).get("PDP_STATE_URL") == {"name": "pdp-state", "key": "url"}
+        assert "PDP_STATE_URL" not in {e["name"] for e in pdp["env"] if "value" in e}  # never in the manifest
+    settings = pod_settings(pdp)
+    assert settings.state_location == STATE_URL  # the URL wins over any directory
+    readme = (K8S / "README.md").read_text()
+    assert "kubectl -n pdp create secret generic pdp-state" in readme and "--from-literal=url='postgresql://" in readme
+
+
+def test_roles_come_from_the_configmap_and_the_documented_file_loads(pod: dict[str, Any], tmp_path: Path) -> None:
+    pdp, vols = containers(pod)["pdp"], volumes(pod)
+    roles = mounts(pdp)["roles"]
+    assert vols["roles"]["configMap"]["name"] == "pdp-roles" and roles["readOnly"]
+    assert env(pdp)["PDP_ROLES_FILE"] == f"{roles['mountPath']}/roles.json"
+    assert vols["roles"]["configMap"]["defaultMode"] in (0o400, 0o440, 0o444)
+    # The roles.json README.md tells you to create the ConfigMap from is one the PDP accepts, with every role.
+    readme = (K8S / "README.md").read_text()
+    example = re.search(r"cat > roles.json <<'JSON'\n(.*?)\nJSON\n", readme, re.DOTALL)
+    assert example and "kubectl -n pdp create configmap pdp-roles --from-file=roles.json" in readme
+    (tmp_path / "roles.json").write_text(example.group(1))
+    role_map = authz.RoleMap.load(tmp_path / "roles.json")
+    assert {r for roles in [*role_map.by_uri.values(), *role_map.by_subject.values()] for r in roles} == authz.ALL_ROLES
 
 
 def test_a_disruption_takes_at_most_one_replica(docs: list[dict[str, Any]]) -> None:
@@ -276,9 +390,8 @@ def test_settings_are_those_the_pdp_reads(pod: dict[str, Any]) -> None:
     variables = env(pdp)
     documented = set(re.findall(r"`(PDP_[A-Z_]+)`", (ROOT / "docs" / "configuration.md").read_text()))
     assert {k for k in variables if k.startswith("PDP_")} <= documented
-    # The TLS files exist only in the pod; everything else is validated by the PDP's own parser.
-    plain = {k: v.replace("$(POD_NAME)", "pdp-0") for k, v in variables.items() if not k.startswith("PDP_TLS_")}
-    settings = config.Settings.from_env(plain)
+    # The files exist only in the pod; everything else is validated by the PDP's own parser.
+    settings = pod_settings(pdp)
     assert settings.log_origin == "pdp.local/decisions/pdp-0"
     assert settings.decision_path == config.Settings().decision_path
     assert pod["terminationGracePeriodSeconds"] > settings.grace_s
@@ -317,6 +430,7 @@ class PodOnThisHost:
             "/run/pdp/keys": home / "keys",
             "/var/lib/pdp/log": home / "log",
             "/etc/pdp/signing": home / "signing",
+            "/etc/pdp/roles": home / "roles",
             "/opt/pdp/policy": ROOT / "rego",
             "/policy": home / "policy",
         }
@@ -324,7 +438,7 @@ class PodOnThisHost:
         self.local = lambda s: pattern.sub(lambda m: str(paths[m.group(1)]), s)
         self.containers = containers(pod)
         self.home = home
-        for directory in ("run-opa", "keys", "policy"):
+        for directory in ("run-opa", "keys", "policy", "roles"):
             (home / directory).mkdir(mode=0o700)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.opa_bin = opa_bin
@@ -349,12 +463,16 @@ class PodOnThisHost:
 @pytest.fixture
 def pod_here(pod: dict[str, Any], tmp_path: Path, opa_bin: str) -> Iterator[PodOnThisHost]:
     here = PodOnThisHost(pod, tmp_path, opa_bin)
+    # The ConfigMap pdp-roles: without mTLS here every caller is anonymous, and a PEP.
+    (tmp_path / "roles" / "roles.json").write_text(json.dumps({"roles": {}, "anonymous": ["pep"]}))
     yield here
     here.stop()
 
 
 @pytest.mark.integration
-def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(pod_here: PodOnThisHost) -> None:
+def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(
+    pod_here: PodOnThisHost, postgres_url: str
+) -> None:
     here, home = pod_here, pod_here.home
     # The Secret as the kubelet mounts it: 0440. The PDP refuses that; the `keys` init container's copy works.
     keys.ensure(home / "signing")
@@ -379,6 +497,8 @@ def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(
     variables |= {"PDP_HEALTH_LISTEN": f"127.0.0.1:{health_port}"}
     variables["PDP_TRUST_FILE"] = str(dev_issuers() / "trust.json")  # the issuers load_request's tokens come from
     variables["PDP_LOG_ORIGIN"] = variables["PDP_LOG_ORIGIN"].replace("$(POD_NAME)", "pdp-0")
+    assert set(secret_refs(here.containers["pdp"])) == {"PDP_STATE_URL"}
+    variables["PDP_STATE_URL"] = postgres_url  # the Secret pdp-state: a real PostgreSQL
     pdp = here.start("pdp", [sys.executable, "-m", "pdp", *here.containers["pdp"]["args"]], {**os.environ, **variables})
     with (
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
@@ -407,3 +527,8 @@ def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(
         return any(b"pdp.local/decisions/pdp-0\n" in f.read_bytes() for f in files)
 
     wait_for(checkpointed_under_pod_name, timeout_s=10, what="a checkpoint naming the pod's own log")
+    # The state store is the shared PostgreSQL (its schema made at start), not a file in the pod.
+    with psycopg.connect(postgres_url) as db:
+        tables = {r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'pdp_%'")}
+    assert {"pdp_escalations", "pdp_reservations", "pdp_suspensions", "pdp_single_use"} <= tables
+    assert not (home / "state").exists()
