@@ -72,15 +72,20 @@ ROUTE_ROLES: dict[str, frozenset[Role]] = {
     "POST /access/v1/evaluations": frozenset({Role.PEP}),
     # Access requests (AuthZEN approval profile): submitted and polled by the PEP whose decision opened it.
     "POST /access/v1/access_requests": frozenset({Role.PEP}),
+    "GET /access/v1/access_requests/{id}": frozenset({Role.PEP}),
     "GET /.well-known/authzen-configuration": PUBLIC,
     "GET /.well-known/jwks.json": PUBLIC,
 }
-"""The roles that may call each HTTP route (``METHOD path``); PUBLIC: anyone."""
+"""The roles that may call each HTTP route (``METHOD path``, the path as the route declares it,
+``{id}`` and all; HEAD is GET); PUBLIC: anyone."""
 
 
 def identity_of(caller: Mapping[str, Any]) -> str:
     """The name a caller (``input.caller``, or a record's ``pdp.caller``) owns decisions under:
-    its certificate's first URI SAN (SPIFFE ID), else its subject CN; "" when not authenticated."""
+    its certificate's first URI SAN (SPIFFE ID), else its subject CN; "" when not authenticated.
+
+    The one identity of a caller everywhere: decision ownership, roles' grants, the requester of an
+    escalation (opened and fetched) and the approver on the approvals service."""
     if not caller.get("authenticated"):
         return ""
     uris = caller.get("uri_sans") or ()

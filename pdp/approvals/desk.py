@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pdp.approvals.tokens import issue_approval
+from pdp.authz import identity_of
 from pdp.decision import Decision
 from pdp.errors import NotFound, PdpError
 from pdp.opa import OpaClient
@@ -113,8 +114,9 @@ def facts_of(input_doc: dict[str, Any]) -> dict[str, Any]:
     Returns:
         ``action_digest``, ``agent_id``, ``agent_owner``, ``principal_id`` (the verified one when
         there is one, else the asserted one), ``principals`` (every principal id named),
-        ``caller`` (the authenticated caller's certificate subject), and ``context`` (what an
-        approver must see).
+        ``caller`` (the transport-authenticated caller's identity, :func:`pdp.authz.identity_of`:
+        its SPIFFE ID, else its certificate subject; "" without a certificate), and ``context``
+        (what an approver must see).
     """
     bound = input_doc.get("bound")
     if isinstance(bound, dict):  # v2
@@ -125,12 +127,13 @@ def facts_of(input_doc: dict[str, Any]) -> dict[str, Any]:
         resource = {**input_doc["resource"], **asserted.get("resource", {})}
         risk = verified.get("risk") or asserted.get("risk") or {}
         lineage = verified.get("lineage") or asserted.get("lineage") or []
-        caller, digest = bound["caller"], bound["action_digest"]
+        caller, digest = bound.get("caller"), bound["action_digest"]
     else:  # v1
         named = [str(input_doc["principal"].get("id") or "")]
         owner = str(input_doc["agent"].get("owner") or "")
         resource, risk, lineage = input_doc["resource"], input_doc["risk"], input_doc["lineage"]
-        caller, digest = input_doc["caller"], input_doc["action_digest"]
+        caller, digest = input_doc.get("caller"), input_doc["action_digest"]
+    requester = identity_of(caller) if isinstance(caller, dict) else ""  # masked or erased in a shown input
     principals = [p for p in named if p]
     action = input_doc["action"]
     return {
@@ -139,7 +142,7 @@ def facts_of(input_doc: dict[str, Any]) -> dict[str, Any]:
         "agent_owner": owner,
         "principal_id": principals[0] if principals else "",
         "principals": principals,
-        "caller": str(caller.get("subject") or ""),
+        "caller": requester,
         "context": {
             "tool": action["tool"],
             "operation": action.get("operation", ""),
@@ -151,7 +154,7 @@ def facts_of(input_doc: dict[str, Any]) -> dict[str, Any]:
             "principal": {"id": principals[0] if principals else "", "all": principals},
             "risk": risk,
             "lineage": lineage,
-            "caller": str(caller.get("subject") or ""),
+            "caller": requester,
         },
     }
 
@@ -222,6 +225,10 @@ class ApprovalDesk:
         shown = facts_of(self._recorder.shown(input_doc))["context"]  # what records show: masked
         shown["reasons"] = [{"code": r.code, "message": r.message} for r in v.reasons]
         shown["agent"]["owner"], shown["principals"] = facts["agent_owner"], facts["principals"]
+        # The requester, from the caller as the transport authenticated it (never a masked copy): the
+        # approvals faces answer WaitEscalation / GetApprovalTokens / access request polls only to a
+        # caller whose identity_of is this.
+        shown["caller"] = facts["caller"]
         escalation = Escalation(
             id=str(uuid.uuid4()),
             decision_id=decision.decision_id,

@@ -1,7 +1,9 @@
 """pdp.v1.ApprovalService: a thin face over :class:`pdp.approvals.desk.ApprovalDesk`.
 
-Who calls is taken from the transport only: under mTLS the client certificate's subject common
-name. Without a client certificate every call is UNAUTHENTICATED, except with
+Who calls is taken from the transport only: under mTLS the client certificate's identity as
+:func:`pdp.authz.identity_of` names it (its SPIFFE ID, the first URI SAN, else its subject common
+name), the same identity decisions and escalations are owned under. Without a client certificate
+every call is UNAUTHENTICATED, except with
 ``PDP_APPROVALS_DEV_LOGIN=1`` (accepted only on a loopback listener without mTLS), where a loopback
 peer names itself in the ``pdp-approver`` metadata: a development convenience, never a deployment.
 """
@@ -16,6 +18,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from pdp.approvals.desk import ApprovalDesk, Approver, Unauthenticated
+from pdp.authz import identity_of
 from pdp.context import Caller
 from pdp.errors import InvalidArgument, NotFound
 from pdp.grpc.status import answering
@@ -143,15 +146,15 @@ class ApprovalServicer(apb_grpc.ApprovalServiceServicer):
 
     def _identity(self, context: grpc.ServicerContext) -> str:
         """The caller's identity from the transport (see the module docstring)."""
-        caller = Caller.from_grpc(context)
-        if caller.authenticated and caller.subject:
-            return caller.subject
+        if identity := identity_of(Caller.from_grpc(context).to_dict()):
+            return identity
         if self._dev_login and _loopback_peer(context.peer()):
             named = dict(context.invocation_metadata()).get(DEV_LOGIN_METADATA, "")
             if isinstance(named, str) and named:
                 return named
         raise Unauthenticated(
-            "the approvals service needs a client certificate (mTLS); its subject common name is the approver"
+            "the approvals service needs a client certificate (mTLS) naming the caller: its SPIFFE ID (URI SAN) "
+            "or subject common name"
         )
 
     def _approver(self, context: grpc.ServicerContext) -> Approver:
@@ -159,13 +162,13 @@ class ApprovalServicer(apb_grpc.ApprovalServiceServicer):
 
     def _requester_of(self, escalation_id: str, context: grpc.ServicerContext) -> Escalation:
         """The escalation, if the caller is the one whose decision opened it (else NotFound): the
-        same certificate subject; in the dev login, a loopback peer for a decision made without one."""
-        caller = Caller.from_grpc(context)
-        dev = self._dev_login and _loopback_peer(context.peer())
-        if not (caller.authenticated and caller.subject) and not dev:
-            raise Unauthenticated("the approvals service needs a client certificate (mTLS)")
+        same identity (:func:`pdp.authz.identity_of`, as the desk recorded the requester when the
+        decision opened it); in the dev login, a loopback peer for a decision made without a certificate."""
+        identity = identity_of(Caller.from_grpc(context).to_dict())
+        if not identity and not (self._dev_login and _loopback_peer(context.peer())):
+            raise Unauthenticated("the approvals service needs a client certificate (mTLS) naming the caller")
         e = self._desk.escalation(_id(escalation_id))
-        if (caller.subject if caller.authenticated else "") != (e.context.get("caller") or ""):
+        if identity != (e.context.get("caller") or ""):
             raise NotFound(f"no escalation {escalation_id} opened by this caller")
         return e
 

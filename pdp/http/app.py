@@ -4,7 +4,8 @@ Thin, like the gRPC servicer: JSON in → :mod:`pdp.http.authzen` → :class:`~p
 (in a worker thread: the pipeline blocks on OPA and the log) → JSON out. Errors map to HTTP
 statuses in one place (:meth:`AuthzenApp._answer`): 400 naming the field, 401 without the client
 certificate mTLS requires, 403 for a caller not on the allow-list or without the route's role
-(:data:`pdp.authz.ROUTE_ROLES`, checked before any route runs), 413 past the size limit, 415
+(:data:`pdp.authz.ROUTE_ROLES`, checked before any route runs, for the route the router will run:
+a route the table does not declare is refused), 413 past the size limit, 415
 for a body that is not JSON, 429 over the caller's rate, 500 without a Python repr. Every answer
 echoes ``X-Request-ID``.
 """
@@ -15,7 +16,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -23,12 +24,12 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pdp import keys, records
 from pdp.approvals.desk import ApprovalDesk
-from pdp.authz import PUBLIC, ROUTE_ROLES, RoleMap, authorize
+from pdp.authz import PUBLIC, ROUTE_ROLES, RoleMap, authorize, identity_of
 from pdp.context import Caller
 from pdp.decide import Decider
 from pdp.errors import InvalidArgument, NotFound, PdpError, PermissionDenied, RateLimited, RecordError
@@ -110,38 +111,39 @@ class AuthzenApp:
         self._roles = roles or RoleMap.default(mtls=require_client_cert)
         self._desk = desk
 
+    def routes(self) -> list[Route]:
+        """The routes this face serves; each ``METHOD path`` is declared in :data:`pdp.authz.ROUTE_ROLES`."""
+        return [
+            Route(EVALUATION, self._evaluation, methods=["POST"]),
+            Route(EVALUATIONS, functools.partial(self._evaluation, plural=True), methods=["POST"]),
+            Route(authzen.ACCESS_REQUESTS, self._submit, methods=["POST"]),
+            Route(authzen.ACCESS_REQUESTS + "/{id}", self._status, methods=["GET"]),
+            Route(METADATA, self._metadata, methods=["GET"]),
+            Route(JWKS, self._jwks, methods=["GET"]),
+        ]
+
     def asgi(self) -> ASGIApp:
         """The ASGI application."""
-        routes = Starlette(
-            routes=[
-                Route(EVALUATION, self._evaluation, methods=["POST"]),
-                Route(EVALUATIONS, functools.partial(self._evaluation, plural=True), methods=["POST"]),
-                Route(authzen.ACCESS_REQUESTS, self._submit, methods=["POST"]),
-                Route(authzen.ACCESS_REQUESTS + "/{id}", self._status, methods=["GET"]),
-                Route(METADATA, self._metadata, methods=["GET"]),
-                Route(JWKS, self._jwks, methods=["GET"]),
-            ]
-        )
-        return _echo_request_id(self._authorizing(routes, {r.path for r in routes.routes if isinstance(r, Route)}))
+        routes = self.routes()
+        return _echo_request_id(self._authorizing(Starlette(routes=routes), routes))
 
-    def _authorizing(self, app: ASGIApp, paths: set[str]) -> ASGIApp:
-        """The one place HTTP calls are authorised: the route's roles (:data:`pdp.authz.ROUTE_ROLES`)
-        against the caller's, before any route runs. A route of ours that declares no roles is
-        refused (fail closed); anything else goes on to the router (its 404 / 405)."""
+    def _authorizing(self, app: ASGIApp, routes: Sequence[Route]) -> ASGIApp:
+        """The one place HTTP calls are authorised: the roles (:data:`pdp.authz.ROUTE_ROLES`) of the
+        route the router will run (:func:`route_of`, parameterised routes included) against the
+        caller's, before it runs. A route of ours that declares no roles is refused (fail closed); a
+        request no route takes goes on to the router (its 404 / 405 / redirect, which run no route)."""
 
         async def authorizing(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http" and scope["path"] in paths:
-                what = f"{scope['method']} {scope['path']}"
-                declared = what in ROUTE_ROLES or any(k.endswith(f" {scope['path']}") for k in ROUTE_ROLES)
-                if ROUTE_ROLES.get(what) != PUBLIC and (what in ROUTE_ROLES or not declared):
-                    try:
-                        authorize(ROUTE_ROLES, what, self._roles.grant(self._caller_of(scope).to_dict()))
-                    except HttpError as e:
-                        await Response(e.message, e.status, media_type="text/plain")(scope, receive, send)
-                        return
-                    except PermissionDenied as e:
-                        await Response(str(e), 403, media_type="text/plain")(scope, receive, send)
-                        return
+            what = route_of(routes, scope)
+            if what is not None and ROUTE_ROLES.get(what) != PUBLIC:
+                try:
+                    authorize(ROUTE_ROLES, what, self._roles.grant(self._caller_of(scope).to_dict()))
+                except HttpError as e:
+                    await Response(e.message, e.status, media_type="text/plain")(scope, receive, send)
+                    return
+                except PermissionDenied as e:
+                    await Response(str(e), 403, media_type="text/plain")(scope, receive, send)
+                    return
             await app(scope, receive, send)
 
         return authorizing
@@ -265,16 +267,18 @@ class AuthzenApp:
         return body
 
     def _requested(self, escalation_id: str, caller: Caller) -> Escalation:
-        """The escalation, as it is now (expiry applied), if this caller's decision opened it:
-        the same certificate subject, as gRPC GetApprovalTokens (else 404, as for none)."""
+        """The escalation, as it is now (expiry applied), if this caller's decision opened it: the
+        same identity (:func:`pdp.authz.identity_of`, as the desk recorded the requester), as gRPC
+        GetApprovalTokens (else 404, as for none). A certificate naming nobody owns nothing."""
         missing = HttpError(404, f"no access request {escalation_id} opened by this caller")
-        if self._desk is None or not escalation_id:
+        identity = identity_of(caller.to_dict())
+        if self._desk is None or not escalation_id or (caller.authenticated and not identity):
             raise missing
         try:
             e = self._desk.wait(escalation_id, timeout_s=0)
         except (EscalationError, NotFound):
             raise missing from None
-        if (caller.subject if caller.authenticated else "") != (e.context.get("caller") or ""):
+        if identity != (e.context.get("caller") or ""):
             raise missing
         return e
 
@@ -321,6 +325,20 @@ class AuthzenApp:
                 results[-1]["context"]["short_circuit"] = semantic  # why the answer stops here (spec §7.1.2)
             doc = {"evaluations": results}
         return _json(doc)
+
+
+def route_of(routes: Sequence[Route], scope: Scope) -> str | None:
+    """``METHOD path`` of the route the router runs for an HTTP request, as :data:`pdp.authz.ROUTE_ROLES`
+    names it: the first route whose path and method match (the router's choice), its path as declared
+    (``/access/v1/access_requests/{id}``), HEAD as GET (Starlette answers HEAD with the GET route).
+    None when no route runs: not HTTP, or the router answers 404 / 405 / a redirect itself."""
+    if scope["type"] != "http":
+        return None
+    for route in routes:
+        if route.matches(scope)[0] is Match.FULL:
+            method = "GET" if scope["method"] == "HEAD" else scope["method"]
+            return f"{method} {route.path_format}"
+    return None
 
 
 def _echo_request_id(app: ASGIApp) -> ASGIApp:

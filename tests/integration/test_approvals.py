@@ -7,25 +7,31 @@ obtained the real way (an escalation approved on the PDP's desk) or minted with 
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import timestamp_pb2
 
 from pdp import devissuer, keys
 from pdp.approvals.desk import ApprovalRefused
-from pdp.client import digest_of
+from pdp.client import Client, digest_of
 from pdp.sidecar import OpaSidecar
 from pdp.state import EscalationError
 from pdp.v1 import approvals_pb2 as apb
 from pdp.v1 import approvals_pb2_grpc as apb_grpc
 from pdp.v1 import decision_pb2 as pb
 from tests.approving import approved_through_the_desk, mint
-from tests.helpers import Pdp, claims_of, dev_issuers, load_request, wait_for
+from tests.helpers import Pdp, claims_of, dev_issuers, issue_cert, load_request, pem_key, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -258,3 +264,140 @@ def test_an_escalation_expires_on_time_with_no_desk_call(opa: OpaSidecar, start_
     assert steps() == [("opened", held.decision_id), ("expired", held.decision_id)]
     # Read from the store: a desk call would expire it by itself.
     assert pdp.server.store.get_escalation(held.escalation_id).status == "expired"
+
+
+# ---- who the requester is: the caller's identity_of (SPIFFE ID first), opened and fetched alike ----
+
+SPIFFE_ONLY = "spiffe://bank.example/pep-spiffe-only"
+SHARED_CN = "pep-gateway"  # two PEPs whose certificates share a CN, told apart by their SPIFFE ids
+PEP_A, PEP_B = "spiffe://bank.example/pep-a", "spiffe://bank.example/pep-b"
+
+
+def _spiffe_only_cert(
+    uri: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A workload certificate as SPIFFE issues it: an empty subject (no CN), the SPIFFE id as its
+    only name, a URI SAN (critical, as RFC 5280 wants with an empty subject)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca[0].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
+        .sign(ca[1], hashes.SHA256())
+    )
+    return cert, key
+
+
+class Peps:
+    """A PDP under mTLS (no roles file: every certificate holder is a PEP), and a channel per PEP."""
+
+    def __init__(self, pdp: Pdp, credentials: dict[str, grpc.ChannelCredentials]) -> None:
+        self.pdp, self._credentials = pdp, credentials
+        self._channels: list[grpc.Channel] = []
+
+    def channel(self, who: str) -> grpc.Channel:
+        channel = grpc.secure_channel(f"localhost:{self.pdp.port}", self._credentials[who])
+        self._channels.append(channel)
+        return channel
+
+    def close(self) -> None:
+        for c in self._channels:
+            c.close()
+
+
+@pytest.fixture
+def peps(opa: OpaSidecar, start_pdp: Callable[..., Pdp], tmp_path: Path) -> Iterator[Peps]:
+    ca = issue_cert("test-ca", [], None)
+    server = issue_cert("pdp", [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], ca)
+    certs = {
+        "spiffe-only": _spiffe_only_cert(SPIFFE_ONLY, ca),
+        "a": issue_cert(SHARED_CN, [x509.UniformResourceIdentifier(PEP_A)], ca),
+        "b": issue_cert(SHARED_CN, [x509.UniformResourceIdentifier(PEP_B)], ca),
+    }
+    ca_pem = ca[0].public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "ca.pem").write_bytes(ca_pem)
+    (tmp_path / "server.pem").write_bytes(server[0].public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "server.key").write_bytes(pem_key(server[1]))
+    pdp = start_pdp(
+        opa.url,
+        tls_cert_file=tmp_path / "server.pem",
+        tls_key_file=tmp_path / "server.key",
+        tls_client_ca_file=tmp_path / "ca.pem",
+    )
+    credentials = {
+        who: grpc.ssl_channel_credentials(ca_pem, pem_key(key), cert.public_bytes(serialization.Encoding.PEM))
+        for who, (cert, key) in certs.items()
+    }
+    p = Peps(pdp, credentials)
+    yield p
+    p.close()
+
+
+def _approve_when_opened(pdp: Pdp) -> threading.Thread:
+    """Approves, on the PDP's desk, the first escalation that opens (in the background)."""
+    desk = pdp.server.desk
+    assert desk is not None
+
+    def approve() -> None:
+        opened: list[str] = []
+
+        def found() -> bool:
+            opened.extend(e.id for e in pdp.server.store.list_escalations(status="open", now=int(time.time())))
+            return bool(opened)
+
+        wait_for(found, what="the PEP's decision to open an escalation")
+        desk.approve(opened[0], desk.approver(APPROVER), comment="ok", now=int(time.time()))
+
+    approver = threading.Thread(target=approve, daemon=True)
+    approver.start()
+    return approver
+
+
+def test_a_pep_with_only_a_spiffe_id_waits_for_and_gets_its_tokens(peps: Peps) -> None:
+    # The certificate has no CN: the PEP is its SPIFFE id, for its decision and for its escalation.
+    approver = _approve_when_opened(peps.pdp)
+    resp, decision = Client(peps.channel("spiffe-only")).decide_with_approval(load_request(EXAMPLE), wait=20)
+    approver.join(timeout=20)
+    assert resp.outcome == pb.OUTCOME_ALLOW and decision.outcome == "allow", resp.reasons
+    # The requester the desk recorded when the decision opened the escalation is that identity.
+    desk = peps.pdp.server.desk
+    assert desk is not None
+    (escalation,) = peps.pdp.server.store.list_escalations(status="consumed", now=int(time.time()))
+    assert escalation.context["caller"] == SPIFFE_ONLY
+    opened = [
+        c["pdp"]["actor"]
+        for _, entry in peps.pdp.server.recorder.log.entries()
+        if (c := claims_of(entry.decode()))["pdp"]["type"] == "escalation" and c["pdp"]["step"] == "opened"
+    ]
+    assert opened == [SPIFFE_ONLY]
+    stub = apb_grpc.ApprovalServiceStub(peps.channel("spiffe-only"))
+    got = stub.GetApprovalTokens(apb.GetApprovalTokensRequest(escalation_id=escalation.id), timeout=5)
+    assert got.status == "consumed" and len(got.approval_tokens) == 1
+
+
+def test_a_pep_sharing_the_cn_but_not_the_spiffe_id_cannot_fetch_the_tokens(peps: Peps) -> None:
+    a = peps.channel("a")
+    first = Client(a).decide(load_request(EXAMPLE), timeout_s=5)
+    assert first.outcome == pb.OUTCOME_REQUIRE_APPROVAL and first.escalation_id
+    desk = peps.pdp.server.desk
+    assert desk is not None
+    assert desk.escalation(first.escalation_id).context["caller"] == PEP_A  # not the shared CN
+    desk.approve(first.escalation_id, desk.approver(APPROVER), comment="ok", now=int(time.time()))
+    wanted = apb.GetApprovalTokensRequest(escalation_id=first.escalation_id)
+    b = apb_grpc.ApprovalServiceStub(peps.channel("b"))
+    with pytest.raises(grpc.RpcError) as fetched:
+        b.GetApprovalTokens(wanted, timeout=5)
+    assert fetched.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as waited:
+        next(b.WaitEscalation(apb.WaitEscalationRequest(escalation_id=first.escalation_id, timeout_seconds=1)))
+    assert waited.value.code() == grpc.StatusCode.NOT_FOUND
+    # The PEP whose decision opened it gets them.
+    mine = apb_grpc.ApprovalServiceStub(a).GetApprovalTokens(wanted, timeout=5)
+    assert mine.status == "approved" and len(mine.approval_tokens) == 1

@@ -20,10 +20,12 @@ from cryptography.x509 import DNSName, UniformResourceIdentifier
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pdp import devissuer, keys
+from pdp.authz import ROUTE_ROLES
 from pdp.client import MemoryReplayCache, verify
 from pdp.config import Settings
 from pdp.errors import ConfigError
 from pdp.http import authzen
+from pdp.http.app import AuthzenApp
 from pdp.records import unverified_claims
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar, free_port
@@ -622,6 +624,44 @@ def test_routes_need_their_role(start_face: Callable[..., Face], pki: dict[str, 
     pep = (str(pki["intruder.crt"]), str(pki["intruder.key"]))
     assert face.evaluate(_ask(), cert=pep)["decision"] is True
     assert "(1 decisions" in face.audit().stdout  # the refused call decided nothing
+    # A parameterised route is checked as its template: the auditor is refused before the handler
+    # runs (its 404 would say whether the id exists); the PEP goes on to the handler's ownership check.
+    polled = f"{face.url}{authzen.ACCESS_REQUESTS}/no-such-id"
+    r = face.session.get(polled, cert=auditor)
+    assert r.status_code == 403 and f"GET {authzen.ACCESS_REQUESTS}/{{id}}" in r.text and "needs the role pep" in r.text
+    assert face.session.head(polled, cert=auditor).status_code == 403  # HEAD is GET
+    assert face.session.get(polled, cert=pep).status_code == 404
+    assert face.post(f"{authzen.ACCESS_REQUESTS}/no-such-id", {}, cert=pep).status_code == 405  # no such route
+    assert face.session.get(f"{face.url}/no/such/route", cert=auditor).status_code == 404
+    # Every route the face serves is declared in the table, and the table declares nothing else.
+    app = AuthzenApp(
+        decider=None,  # type: ignore[arg-type]  # only the routes are read
+        recorder=face.pdp.server.recorder,
+        telemetry=face.pdp.server.telemetry,
+        mapping=authzen.Mapping.default(),
+        max_request_bytes=1,
+        max_depth=1,
+        peers={},
+    )
+    served = {f"{m} {r.path_format}" for r in app.routes() for m in r.methods or () if m != "HEAD"}
+    assert served == set(ROUTE_ROLES)
+
+
+def test_a_route_the_table_does_not_declare_is_refused(
+    start_face: Callable[..., Face], pki: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    face = start_face(
+        ca=pki["ca"],
+        tls_cert_file=pki["server.crt"],
+        tls_key_file=pki["server.key"],
+        tls_client_ca_file=pki["ca"],
+    )
+    pep = (str(pki["pep-gateway.crt"]), str(pki["pep-gateway.key"]))
+    polled = f"{face.url}{authzen.ACCESS_REQUESTS}/no-such-id"
+    assert face.session.get(polled, cert=pep).status_code == 404  # declared: on to the handler
+    monkeypatch.delitem(ROUTE_ROLES, f"GET {authzen.ACCESS_REQUESTS}/{{id}}")
+    r = face.session.get(polled, cert=pep)
+    assert r.status_code == 403 and "declares no role" in r.text
 
 
 @pytest.mark.parametrize("case", INTEROP["cases"], ids=[c["name"] for c in INTEROP["cases"]])

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from pdp.approvals.desk import ApprovalDesk
 from pdp.http import authzen
+from tests.helpers import issue_cert, pem_key
+from tests.integration.test_approvals import PEP_A, PEP_B, SHARED_CN, SPIFFE_ONLY, _spiffe_only_cert
 from tests.integration.test_authzen import Face, _with_tokens, start_face  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.integration
@@ -140,3 +145,56 @@ def test_rejected_request_polls_denied_and_approvals_never_come_from_the_pep(fac
 def test_metadata_names_the_access_request_endpoint(face: Face) -> None:
     meta = face.session.get(f"{face.url}/.well-known/authzen-configuration", timeout=10).json()
     assert meta["access_request_endpoint"] == f"{face.url}{authzen.ACCESS_REQUESTS}"
+
+
+def test_the_requester_is_the_spiffe_id_whatever_the_cn(
+    start_face: Callable[..., Face],  # noqa: F811
+    start_opa: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    # A PEP whose certificate has only a SPIFFE id polls its own access request; of two PEPs
+    # sharing a CN, the one whose decision did not open it gets 404, as for none.
+    ca = issue_cert("test-ca", [], None)
+    made = {
+        "server": issue_cert("localhost", [x509.DNSName("localhost")], ca),
+        "spiffe-only": _spiffe_only_cert(SPIFFE_ONLY, ca),
+        "a": issue_cert(SHARED_CN, [x509.UniformResourceIdentifier(PEP_A)], ca),
+        "b": issue_cert(SHARED_CN, [x509.UniformResourceIdentifier(PEP_B)], ca),
+    }
+    (tmp_path / "ca.pem").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
+    files: dict[str, tuple[str, str]] = {}
+    for who, (cert, key) in made.items():
+        (tmp_path / f"{who}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / f"{who}.key").write_bytes(pem_key(key))
+        files[who] = (str(tmp_path / f"{who}.crt"), str(tmp_path / f"{who}.key"))
+    face = start_face(
+        opa=start_opa(),
+        ca=tmp_path / "ca.pem",
+        tls_cert_file=tmp_path / "server.crt",
+        tls_key_file=tmp_path / "server.key",
+        tls_client_ca_file=tmp_path / "ca.pem",
+    )
+
+    def poll(escalation_id: str, who: str) -> Any:
+        return face.session.get(f"{face.url}{authzen.ACCESS_REQUESTS}/{escalation_id}", cert=files[who], timeout=10)
+
+    # SPIFFE only: submitted, approved, polled, re-evaluated: the one permit.
+    asked = _with_tokens(TRANSFER)
+    request = face.evaluate(asked, cert=files["spiffe-only"])["context"]["access_request"]
+    assert _desk(face).escalation(request["id"]).context["caller"] == SPIFFE_ONLY
+    submitted = face.post(authzen.ACCESS_REQUESTS, request, cert=files["spiffe-only"])
+    assert submitted.status_code == 200 and submitted.json()["status"] == "pending", submitted.text
+    _approve_all(face, request["id"])
+    polled = poll(request["id"], "spiffe-only")
+    assert polled.status_code == 200 and polled.json()["status"] == "approved", polled.text
+    asked["context"]["approval"] = {"tokens": polled.json()["approval"]["tokens"]}
+    assert face.evaluate(asked, cert=files["spiffe-only"])["decision"] is True
+
+    # The same CN, another SPIFFE id: not the requester.
+    opened = face.evaluate(_with_tokens(TRANSFER), cert=files["a"])["context"]["access_request"]
+    assert _desk(face).escalation(opened["id"]).context["caller"] == PEP_A
+    _approve_all(face, opened["id"])
+    assert poll(opened["id"], "b").status_code == 404
+    assert face.post(authzen.ACCESS_REQUESTS, opened, cert=files["b"]).status_code == 404
+    assert poll(opened["id"], "spiffe-only").status_code == 404
+    assert poll(opened["id"], "a").json()["status"] == "approved"

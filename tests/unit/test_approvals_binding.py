@@ -20,7 +20,7 @@ DIGEST = "sha256:" + "a" * 64
 
 def v1() -> dict[str, Any]:
     return {
-        "caller": {"subject": "pep-1"},
+        "caller": {"authenticated": True, "subject": "pep-1"},
         "agent": {"id": "payments-agent", "owner": "treasury-ops"},
         "principal": {"id": "bob@bank.example"},
         "action": {"tool": "payments.transfer", "arguments": {"amount": 1}},
@@ -35,7 +35,7 @@ def v1() -> dict[str, Any]:
 def v2() -> dict[str, Any]:
     """The trust-model input (bound / verified / asserted)."""
     return {
-        "bound": {"caller": {"subject": "pep-1"}, "action_digest": DIGEST, "approvals": []},
+        "bound": {"caller": {"authenticated": True, "subject": "pep-1"}, "action_digest": DIGEST, "approvals": []},
         "agent": {"id": "payments-agent"},
         "action": {"tool": "payments.transfer", "arguments": {"amount": 1}},
         "resource": {"type": "account", "id": "A-1"},

@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import struct_pb2
+from starlette.responses import Response
+from starlette.routing import Route
 
-from pdp.authz import METHOD_ROLES, ROUTE_ROLES, Grant, Role, RoleMap, authorize
+from pdp.approvals.desk import facts_of
+from pdp.authz import METHOD_ROLES, ROUTE_ROLES, Grant, Role, RoleMap, authorize, identity_of
 from pdp.config import Settings
 from pdp.errors import ConfigError, InvalidArgument, PermissionDenied, RateLimited
+from pdp.http.app import route_of
 from pdp.limits import Limits, RateLimiter, struct_to_dict
 from tests.helpers import PDP_COMMAND, ROOT
 
@@ -56,6 +60,49 @@ def test_undeclared_methods_are_refused() -> None:
         authorize(METHOD_ROLES, "/pdp.v1.DecisionService/Decide", Grant(identity="a", roles=frozenset({Role.AUDITOR})))
     authorize(METHOD_ROLES, "/pdp.v1.DecisionService/GetJwks", Grant(identity="", roles=frozenset()))
     authorize(ROUTE_ROLES, "GET /.well-known/jwks.json", Grant(identity="", roles=frozenset()))
+
+
+def test_the_requester_of_an_escalation_is_the_identity_decisions_are_owned_under() -> None:
+    spiffe = "spiffe://bank.example/pep-a"
+    for who, identity in (
+        (caller("", (spiffe,), (spiffe,)), spiffe),  # SPIFFE only, no CN
+        (caller("pep-gateway", (spiffe,), (spiffe,)), spiffe),  # the SPIFFE id, not the CN it shares
+        (caller("pep-gateway"), "pep-gateway"),
+        ({"authenticated": False, "peer": "ipv4:127.0.0.1:1", "subject": "", "sans": [], "uri_sans": []}, ""),
+    ):
+        assert identity_of(who) == identity
+        doc = {
+            "bound": {"caller": who, "action_digest": "sha256:" + "a" * 64, "approvals": []},
+            "agent": {"id": "payments-agent"},
+            "action": {"tool": "payments.transfer"},
+            "resource": {"type": "account", "id": "A-1"},
+            "asserted": {"agent": {}, "principal": {"id": "bob"}, "resource": {}},
+        }
+        facts = facts_of(doc)
+        assert facts["caller"] == facts["context"]["caller"] == identity
+
+
+async def _nothing(request: object) -> Response:
+    return Response()
+
+
+def test_a_request_is_checked_as_the_route_that_runs() -> None:
+    routes = [
+        Route("/access/v1/access_requests", _nothing, methods=["POST"]),
+        Route("/access/v1/access_requests/{id}", _nothing, methods=["GET"]),
+    ]
+
+    def scope(method: str, path: str) -> dict[str, object]:
+        return {"type": "http", "method": method, "path": path, "root_path": "", "query_string": b"", "headers": []}
+
+    assert route_of(routes, scope("GET", "/access/v1/access_requests/e-1")) == "GET /access/v1/access_requests/{id}"
+    assert route_of(routes, scope("HEAD", "/access/v1/access_requests/e-1")) == "GET /access/v1/access_requests/{id}"
+    assert route_of(routes, scope("POST", "/access/v1/access_requests")) == "POST /access/v1/access_requests"
+    # No route runs (the router's 405 / 404): nothing to check.
+    assert route_of(routes, scope("POST", "/access/v1/access_requests/e-1")) is None
+    assert route_of(routes, scope("GET", "/access/v1/access_requests/e-1/more")) is None
+    assert route_of(routes, {"type": "lifespan"}) is None
+    assert "GET /access/v1/access_requests/{id}" in ROUTE_ROLES
 
 
 def test_a_malformed_roles_file_names_the_entry(tmp_path: Path) -> None:
