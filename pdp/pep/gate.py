@@ -78,6 +78,7 @@ class Permit:
     tool: str
     decision: VerifiedDecision
     plan: obligations.Plan
+    context: pb.ActionContext
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -215,7 +216,7 @@ class Gate:
                 message=f"Refused: the policy allows this call only with an {e} that this proxy cannot carry out.",
                 data=data,
             ) from None
-        return Permit(tool=tool, decision=decision, plan=plan)
+        return Permit(tool=tool, decision=decision, plan=plan, context=ctx)
 
     def finish(self, permit: Permit, result: dict[str, Any] | None, error: dict[str, Any] | None) -> dict[str, Any]:
         """Carries out the obligations on the server's answer and reports the outcome.
@@ -234,13 +235,14 @@ class Gate:
             self._report(d, pb.ACTION_STATUS_FAILED, report)
             return {}
         applied = obligations.apply(permit.plan, result)
+        delivered = rfc8785.dumps(applied.result)
         report |= {
-            "digest": "sha256:" + hashlib.sha256(rfc8785.dumps(applied.result)).hexdigest(),
+            "digest": "sha256:" + hashlib.sha256(delivered).hexdigest(),
             "redacted": applied.redacted,
             "truncated_bytes": applied.truncated_bytes,
         }
         status = pb.ACTION_STATUS_FAILED if applied.result.get("isError") else pb.ACTION_STATUS_EXECUTED
-        outcome_index = self._report(d, status, report)
+        outcome_index = self._report(d, status, report, _impact(permit.context, applied, len(delivered)))
         meta = dict(applied.result.get("_meta") or {})
         meta[META_KEY] = {**_decision_data(d), "outcome_log_index": outcome_index}
         return {**applied.result, "_meta": meta}
@@ -434,13 +436,32 @@ class Gate:
                 data={"problem": str(e)},
             ) from None
 
-    def _report(self, d: VerifiedDecision, status: pb.ActionStatus.ValueType, result: dict[str, Any]) -> int | None:
+    def _report(
+        self,
+        d: VerifiedDecision,
+        status: pb.ActionStatus.ValueType,
+        result: dict[str, Any],
+        impact: dict[str, Any] | None = None,
+    ) -> int | None:
         try:
-            response = self._client.report(d.decision_id, status, result=result, timeout_s=self._settings.timeout_s)
+            response = self._client.report(
+                d.decision_id, status, result=result, impact=impact, timeout_s=self._settings.timeout_s
+            )
         except grpc.RpcError as e:
             log.error("outcome report for decision %s failed: %s", d.decision_id, e)
             return None
         return int(response.log_index)
+
+
+def _impact(ctx: pb.ActionContext, applied: obligations.Applied, delivered_bytes: int) -> dict[str, Any]:
+    """The trace's last layer: what the forwarded call touched and what reached the client."""
+    return {
+        "operation": ctx.action.operation,
+        "resource": {"type": ctx.resource.type, "id": ctx.resource.id},
+        "delivered_bytes": delivered_bytes,
+        "redacted_fields": len(applied.redacted),
+        "truncated_bytes": applied.truncated_bytes,
+    }
 
 
 def _decision_data(d: VerifiedDecision) -> dict[str, Any]:

@@ -235,6 +235,11 @@ def test_obligations_are_carried_out_on_the_result_and_reported(
     report = log_claims(w.log_dir)[result.meta[META]["outcome_log_index"]]["outcome"]  # type: ignore[index]
     assert report["result"]["redacted"] == ["content[0].ssn"]
     assert report["result"]["notes"] == ["customer data"]
+    # The trace's last layer: what the call touched and what reached the client.
+    assert report["impact"]["operation"] == "read"
+    assert report["impact"]["resource"] == {"type": "mcp.file", "id": str(w.allowed / "ann.json")}
+    assert report["impact"]["redacted_fields"] == 1 and report["impact"]["truncated_bytes"] == 0
+    assert report["impact"]["delivered_bytes"] > len(result.content[0].text)  # type: ignore[union-attr]
 
 
 def test_an_obligation_the_proxy_cannot_carry_out_refuses_the_call(
