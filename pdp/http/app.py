@@ -312,16 +312,19 @@ class AuthzenApp:
         with self._telemetry.tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER):
             if single:
                 decisions = [self._decider.decide(requests[0], caller=caller, time_remaining_s=None)]
-            else:
+            elif semantic == authzen.EXECUTE_ALL:
                 decisions = self._decider.decide_batch(requests, caller=caller, time_remaining_s=None)
+            else:
+                decisions = authzen.decide_in_order(
+                    lambda r: self._decider.decide(r, caller=caller, time_remaining_s=None), requests, semantic
+                )
             self._telemetry.record(decisions, batch=not single)
         with_context = self._mapping.response_context
         if single:
             doc = authzen.to_result(decisions[0], with_context=with_context)
         else:
-            kept = authzen.short_circuit(decisions, semantic)
-            results = [authzen.to_result(d, with_context=with_context) for d in kept]
-            if with_context and len(kept) < len(decisions):
+            results = [authzen.to_result(d, with_context=with_context) for d in decisions]
+            if with_context and len(decisions) < len(requests):
                 results[-1]["context"]["short_circuit"] = semantic  # why the answer stops here (spec §7.1.2)
             doc = {"evaluations": results}
         return _json(doc)

@@ -25,9 +25,9 @@ import dataclasses
 import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import descriptor, json_format
 
@@ -419,15 +419,22 @@ def evaluations_of(body: Any) -> tuple[list[dict[str, Any]], str, bool]:
     return merged, semantic, False
 
 
-def short_circuit(decisions: Sequence[Decision], semantic: str) -> list[Decision]:
-    """The decisions up to and including the first deny (``deny_on_first_deny``) or the first
-    permit (``permit_on_first_permit``); all of them for ``execute_all``."""
-    stop = {DENY_ON_FIRST_DENY: False, PERMIT_ON_FIRST_PERMIT: True}.get(semantic)
-    if stop is not None:
-        for i, d in enumerate(decisions):
-            if permitted(d) is stop:
-                return list(decisions[: i + 1])
-    return list(decisions)
+T = TypeVar("T")
+
+
+def decide_in_order(decide: Callable[[T], Decision], requests: Sequence[T], semantic: str) -> list[Decision]:
+    """Decides ``requests`` one by one, in order, up to and including the first deny
+    (``deny_on_first_deny``) or the first permit (``permit_on_first_permit``): the entries after it
+    are never decided, so they neither enter the log nor open escalations, use approval tokens or
+    reserve budgets the caller would never see. ``execute_all`` is not for this (decide it as one batch).
+    """
+    stop = {DENY_ON_FIRST_DENY: False, PERMIT_ON_FIRST_PERMIT: True}[semantic]
+    decisions: list[Decision] = []
+    for r in requests:
+        decisions.append(decide(r))
+        if permitted(decisions[-1]) is stop:
+            break
+    return decisions
 
 
 # ---- answers --------------------------------------------------------------------------------

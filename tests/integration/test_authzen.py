@@ -315,9 +315,12 @@ def test_evaluations_semantics_and_short_circuits(
     assert [e["context"].get("short_circuit") for e in results] == [None] * (len(results) - cut) + [semantic] * cut
     assert len({e["context"]["decision_id"] for e in results}) == len(results)
     assert all(e["context"]["record"] for e in results)
-    # One policy evaluation, one group commit: the batch's records sit side by side in the log.
+    # The records sit side by side in the log (execute_all: one policy evaluation, one group commit);
+    # after a short-circuit's cut nothing was decided, so nothing was logged.
     indexes = [int(e["context"]["log_index"]) for e in results]
     assert indexes == list(range(indexes[0], indexes[0] + len(results)))
+    done = face.audit()
+    assert done.returncode == 0 and f"({len(results)} decisions, " in done.stdout, done.stdout
 
 
 def test_evaluations_entries_override_the_defaults(face: Face) -> None:

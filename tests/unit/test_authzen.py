@@ -83,17 +83,23 @@ def test_nothing_unmapped_means_no_attributes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("semantic", "outcomes", "kept"),
+    ("semantic", "outcomes", "decided"),
     [
-        ("execute_all", [Outcome.DENY, Outcome.ALLOW], 2),
         ("deny_on_first_deny", [Outcome.ALLOW, Outcome.REQUIRE_APPROVAL, Outcome.ALLOW], 2),
         ("deny_on_first_deny", [Outcome.ALLOW, Outcome.ALLOW], 2),
         ("permit_on_first_permit", [Outcome.DENY, Outcome.ALLOW, Outcome.DENY], 2),
         ("permit_on_first_permit", [Outcome.DENY, Outcome.DENY], 2),
     ],
 )
-def test_short_circuit(semantic: str, outcomes: list[Outcome], kept: int) -> None:
-    assert len(authzen.short_circuit([_decision(o) for o in outcomes], semantic)) == kept
+def test_short_circuits_decide_nothing_after_the_cut(semantic: str, outcomes: list[Outcome], decided: int) -> None:
+    asked: list[int] = []
+
+    def decide(i: int) -> Decision:
+        asked.append(i)
+        return _decision(outcomes[i])
+
+    assert len(authzen.decide_in_order(decide, range(len(outcomes)), semantic)) == decided
+    assert asked == list(range(decided)), "an entry after the cut was decided"
 
 
 def test_an_allow_without_a_record_is_false() -> None:
