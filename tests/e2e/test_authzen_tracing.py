@@ -13,8 +13,8 @@ from pdp.config import Settings
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar
 from pdp.telemetry import Telemetry
-from tests.conftest import wait_for
 from tests.e2e.test_tracing import Jaeger, attr, jaeger  # noqa: F401  # jaeger: the fixture
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from pdp.sidecar import OpaSidecar, free_port
-from tests.conftest import EXAMPLES, ROOT, serve_env, wait_for
 from tests.e2e.test_tracing import Jaeger, jaeger  # noqa: F401  (the fixture)
+from tests.helpers import EXAMPLES, ROOT, serve_env, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -29,8 +29,7 @@ from pdp.http.app import AuthzenApp
 from pdp.records import unverified_claims
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar, free_port
-from tests.conftest import ROOT, Pdp, wait_for
-from tests.helpers import dev_issuers
+from tests.helpers import ROOT, Pdp, dev_issuers, wait_for
 from tests.integration.test_mtls import _issue, _pem_key
 
 pytestmark = pytest.mark.integration

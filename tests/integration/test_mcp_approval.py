@@ -25,7 +25,7 @@ from pdp.grpc.approvals import DEV_LOGIN_METADATA
 from pdp.sidecar import OpaSidecar
 from pdp.v1 import approvals_pb2 as apb
 from pdp.v1 import approvals_pb2_grpc as apb_grpc
-from tests.conftest import ROOT, Pdp, wait_for
+from tests.helpers import ROOT, Pdp, wait_for
 from tests.integration.test_mcp_proxy import (
     META,
     PDP_CMD,

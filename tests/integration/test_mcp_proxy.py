@@ -26,7 +26,7 @@ from mcp.shared.exceptions import MCPError
 from pdp import devissuer, keys
 from pdp.ledger.log import read_frames, segments
 from pdp.sidecar import OpaSidecar, free_port
-from tests.conftest import BUNDLE, EXAMPLES, ROOT, Pdp, dev_issuers, wait_for
+from tests.helpers import BUNDLE, EXAMPLES, ROOT, Pdp, dev_issuers, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,7 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from pdp.sidecar import OpaSidecar
-from tests.conftest import EXAMPLES, ROOT, Pdp, wait_for
-from tests.helpers import issue_cert, pem_key
+from tests.helpers import EXAMPLES, ROOT, Pdp, issue_cert, pem_key, wait_for
 from tests.integration import test_mcp_proxy as mcp
 from tests.integration.test_mcp_proxy import META, World, log_claims, refused, session
 

@@ -28,8 +28,7 @@ from pdp.policy import bundles
 from pdp.policy.watch import BundleWatch
 from pdp.sidecar import OpaSidecar
 from tests.bundle_server import BundleServer
-from tests.conftest import BUNDLE, ROOT, Pdp
-from tests.helpers import claims_of, load_request, wait_for
+from tests.helpers import BUNDLE, ROOT, Pdp, claims_of, load_request, wait_for
 
 V1 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v1"
 V2 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v2"

@@ -6,7 +6,7 @@ import pytest
 
 from pdp.v1 import decision_pb2 as pb
 from tests.approving import approved_through_the_desk, mint
-from tests.conftest import Pdp, load_request
+from tests.helpers import Pdp, load_request
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from pdp.v1 import admin_pb2 as admin_pb
 from pdp.v1 import admin_pb2_grpc as admin_grpc
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, dev_issuers, load_request, wait_for
+from tests.helpers import ROOT, dev_issuers, load_request, wait_for
 
 V1 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v1"
 V2 = ROOT / "tests" / "data" / "bundles" / "lifecycle-v2"

@@ -18,7 +18,7 @@ from pdp import client, devissuer
 from pdp.digest import request_digest
 from pdp.records import unverified_claims as claims_of
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import EXAMPLES, ROOT, Pdp, dev_issuers, load_request
+from tests.helpers import EXAMPLES, ROOT, Pdp, dev_issuers, load_request
 from tests.mutations import mutated, mutations, token_attacks
 
 pytestmark = pytest.mark.integration

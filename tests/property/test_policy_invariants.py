@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pdp import client
 from pdp.v1 import decision_pb2 as pb
 from tests.approving import mint
-from tests.conftest import BUNDLE, Pdp
+from tests.helpers import BUNDLE, Pdp
 
 pytestmark = pytest.mark.integration
 

@@ -32,7 +32,7 @@ from pdp.errors import ConfigError
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, dev_issuers, load_request, wait_for
+from tests.helpers import ROOT, dev_issuers, load_request, wait_for
 
 KUBECONFORM = ROOT / ".bin" / "kubeconform"
 K8S = ROOT / "deploy" / "k8s"

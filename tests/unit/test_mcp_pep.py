@@ -10,7 +10,7 @@ import pytest
 from pdp.pep import mapping, obligations
 from pdp.pep.gate import Settings
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import EXAMPLES
+from tests.helpers import EXAMPLES
 
 
 @pytest.mark.parametrize("name", ["filesystem.json", "git.yaml"])
