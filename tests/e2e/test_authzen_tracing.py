@@ -62,7 +62,12 @@ def test_an_authzen_evaluation_is_one_trace(
         assert result["decision"] is False
     finally:
         server.stop(1)  # flushes the spans
-    wait_for(lambda: bool(jaeger.spans(trace_id)), timeout_s=30, what="the PDP's spans in Jaeger")
+
+    def whole_trace() -> bool:  # the PDP and OPA export on their own schedules: wait for both
+        names = [s["name"] for s in jaeger.spans(trace_id)]
+        return "POST /access/v1/evaluation" in names and any(n.startswith("POST /v1/data/") for n in names)
+
+    wait_for(whole_trace, timeout_s=30, what="the PDP's and OPA's spans in Jaeger")
     spans = jaeger.spans(trace_id)
     (span,) = [s for s in spans if s["name"] == "POST /access/v1/evaluation"]
     assert span["parentSpanId"] == parent_id
