@@ -1,6 +1,7 @@
 """The whole approval loop through the real gRPC server under real mTLS: REQUIRE_APPROVAL opens an
 escalation, two distinct authenticated approvers approve it (two-person rule), the agent's retry with
-the PDP-signed tokens is ALLOW, the same tokens again are not, and `pdp audit verify` shows each step."""
+the PDP-signed tokens is ALLOW, the same tokens again are not, and `pdp audit verify` shows each step;
+`pdp approvals list|show` show an approver what waits, and every refusal is one line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import concurrent.futures
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pdp.client import Client
-from pdp.sidecar import OpaSidecar
+from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import approvals_pb2 as apb
 from pdp.v1 import approvals_pb2_grpc as apb_grpc
 from pdp.v1 import decision_pb2 as pb
@@ -134,3 +136,66 @@ def test_two_person_rule_through_mtls_end_to_end(
     assert "by pep-gateway" in lines[0]
     assert "by sgt.ray@army.example" in lines[1] and "by capt.ng@army.example" in lines[2]
     assert f"consumed by decision {decision.decision_id}" in lines[3]
+
+
+def test_approvals_cli_lists_and_shows_and_refuses_in_one_line(
+    start_opa: Callable[..., OpaSidecar],
+    start_pdp: Callable[..., Pdp],
+    certs: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+) -> None:
+    pdp = start_pdp(
+        start_opa().url,
+        tls_cert_file=certs["localhost"][0],
+        tls_key_file=certs["localhost"][1],
+        tls_client_ca_file=tmp_path / "ca.pem",
+    )
+    cert, key = certs["pep-gateway"]
+    creds = grpc.ssl_channel_credentials((tmp_path / "ca.pem").read_bytes(), key.read_bytes(), cert.read_bytes())
+    held = Client(grpc.secure_channel(f"localhost:{pdp.port}", creds)).decide(
+        load_request("defense-require-approval-two-person.json"), timeout_s=5
+    )
+    assert held.outcome == pb.OUTCOME_REQUIRE_APPROVAL and held.escalation_id
+
+    def cli(
+        action: str, *args: str, who: str = "sgt.ray@army.example", addr: str = ""
+    ) -> subprocess.CompletedProcess[str]:
+        cert, key = certs[who]
+        command = [
+            *PDP_COMMAND, "approvals", action, *args, "--addr", addr or f"localhost:{pdp.port}",
+            "--cert", str(cert), "--key", str(key), "--ca", str(tmp_path / "ca.pem"), "--timeout", "5",
+        ]  # fmt: skip
+        return subprocess.run(command, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=60)
+
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr
+    (e,) = json.loads(listed.stdout)["escalations"]
+    assert (e["id"], e["role"], e["count"], e["agentId"], e["principalId"], e["status"]) == (
+        held.escalation_id,
+        "security_officer",
+        2,
+        "intel-analyst",
+        "col.diaz@army.example",
+        "open",
+    )
+    mine = cli("list", who="col.diaz@army.example")  # the principal: nothing waits for them
+    assert mine.returncode == 0, mine.stderr
+    assert json.loads(mine.stdout).get("escalations", []) == []
+
+    shown = cli("show", held.escalation_id)
+    assert shown.returncode == 0, shown.stderr
+    e = json.loads(shown.stdout)
+    assert (e["id"], e["decisionId"], e["status"]) == (held.escalation_id, held.decision_id, "open")
+    assert e["context"]["tool"] == "intel.purge"
+    assert e["context"]["arguments"] == {"report": "RPT-2026-0419"}
+    assert e["context"]["agent"]["id"] == "intel-analyst"
+
+    unknown = str(uuid.uuid4())
+    for done, begins in (
+        (cli("show", unknown), f"pdp approvals show: NOT_FOUND: no escalation {unknown} "),
+        (cli("approve", unknown), f"pdp approvals approve: FAILED_PRECONDITION: escalation {unknown}: "),
+        (cli("list", addr=f"localhost:{free_port()}"), "pdp approvals list: UNAVAILABLE: "),  # no PDP there
+    ):
+        assert done.returncode == 1, done.stderr
+        assert done.stdout == ""
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(begins), done.stderr

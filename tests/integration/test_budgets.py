@@ -3,8 +3,9 @@ shared state store — a real PostgreSQL (throwaway cluster) or the embedded SQL
 
 What a user notices: concurrent payments that together exceed a budget get exactly as many
 ALLOWs as fit (counted from both replicas' verified logs); a failed outcome gives its amount back;
-a suspension made on one replica stops the agent on the other within a second, and is a signed
-record in the log; a state store that is down makes budgeted decisions fail closed.
+a suspension made on one replica stops the agent on the other within a second, rejects the agent's
+open escalations on every replica, and is a signed record in the log; a state store that is down
+makes budgeted decisions fail closed.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from typing import Any
 import grpc
 import pytest
 
+from pdp.grpc.approvals import DEV_LOGIN_METADATA
 from pdp.ledger.audit import verify_log
 from pdp.sidecar import OpaSidecar, free_port
 from pdp.v1 import admin_pb2 as admin_pb
 from pdp.v1 import admin_pb2_grpc as admin_grpc
+from pdp.v1 import approvals_pb2 as apb
+from pdp.v1 import approvals_pb2_grpc as apb_grpc
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 from tests.helpers import BUNDLE, PDP_COMMAND, ROOT, claims_of, load_request, serve_env, start_child, wait_for
@@ -32,6 +36,9 @@ from tests.postgres import PostgresServer
 
 VELOCITY = 5  # payments the payments agent may make per hour in these tests
 LOOKUP = "allow-crm-lookup.json"  # the support bot's CRM lookup: allowed, and under no budget
+NEW_BENEFICIARY = "fintech-require-approval-new-beneficiary.json"  # the payments agent: one payments_approver
+BREAK_GLASS = "healthcare-require-approval-break-glass.json"  # the clinical assistant: another agent
+APPROVER = "dan.meyer@bank.example"  # a payments_approver in the bundle's approver registry
 
 
 class Replica:
@@ -42,6 +49,7 @@ class Replica:
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.stub = pb_grpc.DecisionServiceStub(self.channel)
         self.admin = admin_grpc.AdminServiceStub(self.channel)
+        self.desk = apb_grpc.ApprovalServiceStub(self.channel)  # callers name themselves: the dev login
 
     def decide(self, example: str = "fintech-allow-transfer.json") -> pb.DecideResponse:
         response: pb.DecideResponse = self.stub.Decide(load_request(example), timeout=10)
@@ -106,7 +114,9 @@ def replicas(
     for name in ("a", "b"):
         home = tmp_path / name
         port = free_port()
-        env = serve_env(home, port=port, opa_url=opa.url, PDP_LOG_ORIGIN=f"pdp.test/{name}", **state)
+        env = serve_env(
+            home, port=port, opa_url=opa.url, PDP_LOG_ORIGIN=f"pdp.test/{name}", PDP_APPROVALS_DEV_LOGIN="1", **state
+        )
         started.append(Replica(home, port, start_child("serve", env=env, log=home / "pdp.out")))
     yield started
     for r in started:
@@ -224,6 +234,43 @@ def test_suspend_on_one_replica_denies_on_the_other_within_a_second(replicas: li
     assert all(c["suspension"]["operator"] == "oncall@bank.example" for c in records)
     assert all(c["requested_by"].startswith("ipv4:127.0.0.1") for c in records)
     assert "2 suspension records" in a.audit()
+
+
+def test_suspending_an_agent_rejects_its_open_escalations(replicas: list[Replica]) -> None:
+    a, b = replicas
+    held = b.decide(NEW_BENEFICIARY)  # opened on b ...
+    assert held.outcome == pb.OUTCOME_REQUIRE_APPROVAL and held.escalation_id
+    other = b.decide(BREAK_GLASS)  # ... beside another agent's
+    assert other.outcome == pb.OUTCOME_REQUIRE_APPROVAL and other.escalation_id
+    as_approver = ((DEV_LOGIN_METADATA, APPROVER),)
+    ask = apb.GetEscalationRequest(escalation_id=held.escalation_id)
+    assert b.desk.GetEscalation(ask, metadata=as_approver, timeout=10).status == "open"
+
+    reason = "paying new beneficiaries in a loop"
+    suspended = a.admin.Suspend(  # ... and the agent suspended on a
+        admin_pb.SuspendRequest(kind="agent", value="payments-agent", reason=reason, operator="oncall@bank.example"),
+        timeout=10,
+    )
+    assert list(suspended.closed_escalations) == [held.escalation_id]  # its own, not the other agent's
+    assert claims_of(suspended.record)["suspension"]["closed_escalations"] == [held.escalation_id]
+
+    closed = b.desk.GetEscalation(ask, metadata=as_approver, timeout=10)  # the shared store, seen from b
+    assert closed.status == "rejected"
+    assert closed.closed_reason == f"agent suspended: {reason}"
+    assert closed.closed_at > 0
+    assert closed.votes == []  # closed by the kill switch, not by an approver
+    with pytest.raises(grpc.RpcError) as late:
+        b.desk.Approve(apb.ApproveRequest(escalation_id=held.escalation_id), metadata=as_approver, timeout=10)
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # the store's reason: decided
+    assert "already rejected" in (late.value.details() or ""), late.value.details()
+    waiting = b.desk.ListEscalations(apb.ListEscalationsRequest(), metadata=as_approver, timeout=10)
+    assert list(waiting.escalations) == []  # nothing left for the approver
+
+    (record,) = [c for c in a.records() if c["pdp"]["type"] == "suspension"]
+    assert record["suspension"]["action"] == "suspend" and record["suspension"]["reason"] == reason
+    assert record["suspension"]["closed_escalations"] == [held.escalation_id]
+    assert "1 suspension records" in a.audit()
+    assert "2 escalation steps" in b.audit()  # b's log: the two escalations opened
 
 
 def test_suspend_a_tool_and_a_principal(replicas: list[Replica]) -> None:
