@@ -2,7 +2,8 @@
 
 A mutation changes one *asserted* field of a request's context (the caller's word: everything but
 the question and the tokens) to an adversarial value: empty, missing, another enum value, another
-id, a lowered score, an extra or a removed list entry. Token attacks replace a forwarded token by a
+id, a lowered score, an extra or a removed list entry; or forwards a valid principal token that
+says less (no purpose of use) while asserting a purpose. Token attacks replace a forwarded token by a
 forged, expired, wrong-issuer, wrong-audience or wrong-action one whose claims are as favourable as
 they can be. Neither may ever turn a non-ALLOW answer into ALLOW. The values are harvested from the
 examples and the policy's data, so "another id" is one the policy knows.
@@ -24,7 +25,7 @@ from google.protobuf import json_format
 from pdp import devissuer
 from pdp.client import digest_of
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import BUNDLE, EXAMPLES
+from tests.helpers import BUNDLE, EXAMPLES, dev_issuers
 
 Context = dict[str, Any]
 Mutation = tuple[str, Callable[[Context], None]]
@@ -160,9 +161,25 @@ def mutations(ctx: Context) -> list[Mutation]:
     out += [("risk missing", _drop("risk")), ("risk.indicators=[]", _set("risk.indicators", []))]
     out += [(f"purposeOfUse={p}", _set("purposeOfUse", p)) for p in PURPOSES]
     out += [("purposeOfUse missing", _drop("purposeOfUse"))]
+    if ctx.get("principalToken"):
+        out += [(f"principal token without purpose, purposeOfUse={p}", _token_without_purpose(p)) for p in PURPOSES]
     out += [("attributes={}", _set("attributes", {})), ("attributes.trusted", _set("attributes", {"trusted": True}))]
     out += [("approvals by every known approver", _self_approved)]
     return out
+
+
+def _token_without_purpose(purpose: str) -> Callable[[Context], None]:
+    """The principal's token re-issued, validly, without its ``purpose_of_use`` claim (as by an
+    identity provider that issues none), while the caller asserts ``purpose``: the lie that used to
+    work, since an asserted purpose counted when the token carried none."""
+
+    def apply(ctx: Context) -> None:
+        claims = jwt.decode(ctx["principalToken"], options={"verify_signature": False})
+        kept = {k: v for k, v in claims.items() if k not in ("purpose_of_use", "iss", "aud", "iat", "exp", "jti")}
+        ctx["principalToken"] = devissuer.mint(dev_issuers(), "principal", kept)
+        ctx["purposeOfUse"] = purpose
+
+    return apply
 
 
 def _lineage_variants(ctx: Context) -> list[Mutation]:

@@ -109,4 +109,12 @@ def test_a_missing_or_lowered_verified_fact_never_allows_more() -> None:
     stripped = [
         v2.mutate(doc, ("verified", *path), ...) for doc in bases for path in (("principal",), ("risk",), ("lineage",))
     ]
+    # A valid principal token without a purpose of use, the caller asserting any purpose.
+    stripped += [
+        v2.mutate(v2.mutate(doc, ("verified", "principal", "purpose_of_use"), ...), ("asserted", "purpose_of_use"), p)
+        for doc in bases
+        if "principal" in doc["verified"]
+        for p in LIES[("purpose_of_use",)]
+    ]
+    assert len(stripped) > 3 * len(bases)
     assert [d["outcome"] for d in v2.decide_many(stripped)].count("allow") == 0

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pathlib
 import subprocess
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 REGO = ROOT / "rego"
-OPA = str(ROOT / ".bin" / "opa")
+OPA = os.environ.get("PDP_OPA_BIN") or str(ROOT / ".bin" / "opa")
 TIME = "2026-11-24T15:00:00Z"
 _LEVELS = {
     "CLASSIFICATION_UNSPECIFIED": 0,

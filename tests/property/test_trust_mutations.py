@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pdp import devissuer
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import EXAMPLES, Pdp, dev_issuers
+from tests.helpers import EXAMPLES, Pdp, dev_issuers
 from tests.mutations import mutated, mutations, token_attacks
 from tests.property.test_policy_invariants import contexts
 

@@ -112,19 +112,18 @@ _verified_purpose := p if {
 # title: Purpose of use
 # scope: document
 # description: |
-#   The verified token's purpose claim when it carries one; otherwise the asserted purpose,
-#   unless data.pdp.baseline.purpose_from_token_only says only a token's purpose counts.
+#   The verified token's purpose claim when it carries one; otherwise none (""), so an
+#   asserted purpose cannot relax a decision. A deployment may knowingly relax this by
+#   setting data.pdp.baseline.purpose_from_token_only to false (nothing else relaxes it, not
+#   even a missing setting): the asserted purpose then counts when the token carries none.
 #   A purpose only selects requirements, and those rest on verified and looked-up facts.
+default purpose := ""
+
 purpose := _verified_purpose if _verified_purpose != ""
 
 purpose := _asserted_text(["purpose_of_use"]) if {
 	_verified_purpose == ""
-	data.pdp.baseline.purpose_from_token_only != true
-}
-
-purpose := "" if {
-	_verified_purpose == ""
-	data.pdp.baseline.purpose_from_token_only == true
+	data.pdp.baseline.purpose_from_token_only == false
 }
 
 # METADATA

@@ -101,6 +101,21 @@ test_purpose_prefers_the_token if {
 	trust.purpose_mismatch with input as doc
 }
 
+test_purpose_ignores_an_asserted_purpose_without_a_token_one if {
+	# By default only the token's purpose counts: an asserted one may not relax a decision.
+	doc := p({"verified": {"principal": {"purpose_of_use": ""}}, "asserted": {"purpose_of_use": "treatment"}})
+	trust.purpose == "" with input as doc
+	not trust.purpose_mismatch with input as doc
+	trust.purpose == "treatment" with input as doc with data.pdp.baseline.purpose_from_token_only as false
+}
+
+test_purpose_ignores_an_asserted_purpose_unless_explicitly_relaxed if {
+	# Only an explicit `false` relaxes it: a malformed (or missing) setting keeps the default.
+	doc := p({"verified": {"principal": {"purpose_of_use": ""}}, "asserted": {"purpose_of_use": "treatment"}})
+	trust.purpose == "" with input as doc with data.pdp.baseline.purpose_from_token_only as "false"
+	trust.purpose == "" with input as doc with data.pdp.baseline.purpose_from_token_only as null
+}
+
 # ---- environment ----
 
 test_environment_unknown_pep_is_production if trust.environments == {"production"} with input as fx.base

@@ -5,8 +5,9 @@
 #   role and care relationship that purpose needs, minimum necessary fields, de-identified
 #   export, and break-glass access that escalates and is flagged for review. Whether data
 #   is PHI and whose record it is come from the catalogue; roles and the care relationship
-#   from the verified principal; the purpose from its token (else the asserted one, which
-#   only selects which verified requirements apply).
+#   from the verified principal; the purpose from its token (an asserted purpose counts only
+#   where a deployment sets data.pdp.baseline.purpose_from_token_only to false, and then only
+#   selects which verified requirements apply).
 package pdp.packs.healthcare
 
 import data.pdp.lib
