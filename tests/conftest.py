@@ -23,19 +23,12 @@ from pdp.trust import TrustConfig
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 from tests.helpers import (
     BUNDLE,
-    EXAMPLES,
     ROOT,
     Pdp,
     dev_issuers,
-    load_request,
-    request,
-    serve_env,
-    wait_for,
 )
 
 pytest_plugins = ["tests.postgres"]
-
-__all__ = ["BUNDLE", "EXAMPLES", "ROOT", "Pdp", "dev_issuers", "load_request", "request", "serve_env", "wait_for"]
 
 
 @pytest.fixture(scope="session")
