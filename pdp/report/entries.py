@@ -2,8 +2,10 @@
 
 Record classes change (typed records, escalation and shadow records, the trust summary); only
 :func:`entry_of` knows where a field sits in the claims, so the figures never read claims directly.
-A record of a type this version does not know becomes an ``Entry`` with that ``kind`` and is
-counted, never an error.
+Shadow and suspension records are read with their schema class (:meth:`ShadowRecord.from_dict`,
+:meth:`SuspensionRecord.from_dict`) and carried typed; one whose claims the schema cannot read is
+an ``Entry`` of its kind without the typed record (counted as unreadable). A record of a type this
+version does not know becomes an ``Entry`` with that ``kind`` and is counted, never an error.
 """
 
 from __future__ import annotations
@@ -11,13 +13,20 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from pdp.errors import RecordError
+from pdp.schema import ShadowRecord, SuspensionRecord
 
 DECISION = "decision"
 OUTCOME = "outcome"
 ESCALATION = "escalation"
+SHADOW = ShadowRecord.KIND
+SUSPENSION = SuspensionRecord.KIND
+KNOWN = (DECISION, OUTCOME, ESCALATION, SHADOW, SUSPENSION)  # the record kinds this version reads
 APPROVAL_ACCEPTED = "approval.accepted"  # the reason an allow carries when a human approved it
 _EMPTY: dict[str, Any] = {}
+_R = TypeVar("_R", ShadowRecord, SuspensionRecord)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -26,9 +35,12 @@ class Entry:
 
     Attributes:
         index: the log index.
-        kind: ``pdp.type`` (decision, outcome, escalation, or a type this version does not know).
-        time: unix seconds: a decision's request time, otherwise the record's ``iat``.
-        decision_id: the decision this record is (decisions) or is about (outcomes, escalations).
+        kind: ``pdp.type`` (decision, outcome, escalation, shadow, suspension, or a type this version
+            does not know).
+        time: unix seconds: a decision's request time, an escalation step's ``at``, otherwise the
+            record's ``iat``.
+        decision_id: the decision this record is (decisions) or is about (outcomes, escalations,
+            shadow records).
         outcome, reasons, indeterminate, error_code: the verdict (decisions).
         agent, tool, principal: who did what (decisions).
         exp: until when a PEP may act on the decision (decisions).
@@ -42,6 +54,8 @@ class Entry:
         lineage_verified: the PDP verified at least one lineage attestation (``pdp.trust.lineage``).
         step: an escalation's step (opened, approved, rejected, expired, consumed).
         escalation_id: the escalation a step belongs to.
+        shadow: a shadow record as the schema reads it (None: not one, or unreadable).
+        suspension: a suspension record as the schema reads it (None: not one, or unreadable).
     """
 
     index: int
@@ -66,6 +80,8 @@ class Entry:
     lineage_verified: bool = False
     step: str = ""
     escalation_id: str = ""
+    shadow: ShadowRecord | None = None
+    suspension: SuspensionRecord | None = None
 
 
 def entry_of(index: int, claims: Mapping[str, Any]) -> Entry:
@@ -86,7 +102,21 @@ def entry_of(index: int, claims: Mapping[str, Any]) -> Entry:
             escalation_id=str(pdp.get("escalation_id") or esc.get("id") or claims.get("escalation_id") or ""),
             agent=str(esc.get("agent_id") or _obj(pdp.get("agent")).get("id") or ""),
         )
-    return Entry(index=index, kind=kind, time=iat, decision_id=str(claims.get("decision_id") or ""))
+    decision_id = str(claims.get("decision_id") or "")
+    if kind == SHADOW:
+        shadow = _read(ShadowRecord, claims)
+        return Entry(index=index, kind=kind, time=iat, decision_id=decision_id, shadow=shadow)
+    if kind == SUSPENSION:
+        return Entry(index=index, kind=kind, time=iat, suspension=_read(SuspensionRecord, claims))
+    return Entry(index=index, kind=kind, time=iat, decision_id=decision_id)
+
+
+def _read(cls: type[_R], claims: Mapping[str, Any]) -> _R | None:
+    """The record as its schema class reads it, or None when its claims do not fit the schema."""
+    try:
+        return cls.from_dict(claims)
+    except RecordError:
+        return None
 
 
 def _decision(index: int, claims: Mapping[str, Any], pdp: Mapping[str, Any], iat: float) -> Entry:

@@ -10,8 +10,10 @@ Definitions (docs/report.md repeats them for readers of the report):
 * **autonomy rate**: allows that carry no ``approval.accepted`` reason (no human took part), over
   all decisions. **escalation rate**: require_approval decisions over all decisions.
 * **approval rate**: escalations opened in the period that were approved (or approved and
-  consumed), over those that reached a verdict (approved, rejected or expired); time to approval
-  is from the opened step to the approved step. Both come from escalation records only.
+  consumed), over those that were closed (approved, rejected, expired, or closed by the kill
+  switch); time to approval is from the opened step to the approved step. Both come from
+  escalation records, and from the suspension records that name the open escalations the kill
+  switch closed (it logs no escalation step for them).
 * **audit completeness**: allows with at least one outcome report, over allows. An allow without
   one is *overdue* once its record's ``exp`` is before ``as_of`` (the newest record time in the
   verified log, so the figure is reproducible), else *pending*.
@@ -19,6 +21,13 @@ Definitions (docs/report.md repeats them for readers of the report):
   classified data (a looked-up classification, ``pdp.facts.resource.classification``, other than
   ``public``) for which the PDP verified at least one lineage attestation (``pdp.trust.lineage``),
   over those decisions.
+* **PDP codes**: reason codes the PDP itself gives, not the policy (:data:`PDP_CODES`: the kill
+  switch's ``*.suspended``, a refused budget reservation, a reused or incomplete approval, and the
+  ``pdp.*`` fail-closed codes): listed as the PDP's own, never as missing from the catalog.
+* **kill switch**: suspension records made in the period (by their own time), and the decisions of
+  the period denied by each ``*.suspended`` code (also those a suspension on another replica made).
+* **shadow**: shadow records about the decisions of the period, whenever they were logged (a
+  shadow record exists only for a divergence, so there is no agreement count to divide by).
 * **percentiles**: nearest rank over the record's ``metrics`` timers (nanoseconds).
 * Rates are ``null`` when their denominator is 0.
 """
@@ -32,7 +41,17 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pdp.report.entries import APPROVAL_ACCEPTED, DECISION, ESCALATION, OUTCOME, Entry
+from pdp.report.entries import (
+    APPROVAL_ACCEPTED,
+    DECISION,
+    ESCALATION,
+    KNOWN,
+    OUTCOME,
+    SHADOW,
+    SUSPENSION,
+    Entry,
+)
+from pdp.state import SUSPENSION_KINDS
 
 SCHEMA = "pdp-report/1"
 OUTCOMES = ("allow", "require_approval", "deny", "fail_closed")  # the four mutually exclusive kinds
@@ -41,8 +60,20 @@ TOP = 10
 OVERDUE_LISTED = 20
 _BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 _MAX_BUCKETS = 48
+KILLED = "closed_by_kill_switch"  # an escalation the kill switch closed (rejected) with its agent
+ESCALATION_STATES = ("open", "approved", "consumed", "rejected", "expired", KILLED)
+SUSPENDED_CODES = tuple(f"{kind}.suspended" for kind in SUSPENSION_KINDS)  # pdp.suspensions
+PDP_CODES = frozenset(
+    {
+        *SUSPENDED_CODES,
+        "budget.exceeded",  # pdp.budgets: a reservation that did not fit (the policy may give it too)
+        "approval.reused",  # pdp.approvals.binding.REUSED
+        "approval.incomplete",  # pdp.approvals.binding.INCOMPLETE
+    }
+)
+"""Reason codes the PDP gives itself, not the policy; with every ``pdp.*`` code (fail-closed)."""
 _APPROVED = ("approved", "consumed")
-_DECIDED = ("approved", "consumed", "rejected", "expired")
+_DECIDED = ("approved", "consumed", "rejected", "expired", KILLED)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -98,6 +129,11 @@ class Tally:
         self.with_trust = self.classified = self.lineage_verified = 0
         self.escalations: dict[str, _Escalation] = {}
         self.escalation_records = 0
+        self.period_decisions: set[str] = set()  # the decisions of the period (shadow records count for them)
+        self.divergences: collections.Counter[str] = collections.Counter()
+        self.candidates: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.switches: list[dict[str, Any]] = []
+        self.unreadable: collections.Counter[str] = collections.Counter()
 
     def add(self, e: Entry) -> None:
         """Counts one entry (entries come in log order)."""
@@ -112,6 +148,10 @@ class Tally:
                 allow.reported = True
         elif e.kind == ESCALATION:
             self._escalation(e)
+        elif e.kind == SHADOW:
+            self._shadow(e)
+        elif e.kind == SUSPENSION:
+            self._suspension(e)
 
     def _decision(self, e: Entry) -> None:
         kind = "fail_closed" if e.indeterminate else e.outcome if e.outcome in OUTCOMES else "deny"
@@ -119,6 +159,7 @@ class Tally:
         self.minutes[(int(e.time // 60), kind)] += 1
         self.first = e.time if self.first is None else min(self.first, e.time)
         self.last = e.time if self.last is None else max(self.last, e.time)
+        self.period_decisions.add(e.decision_id)
         agent = self.agents.get(e.agent)
         if agent is None:  # not setdefault: that would build the default for every decision
             agent = self.agents[e.agent] = {
@@ -173,6 +214,46 @@ class Tally:
         if e.step in _DECIDED and (not esc.final or e.step == "consumed"):  # the first verdict; then its use
             esc.final = e.step
 
+    def _shadow(self, e: Entry) -> None:
+        s = e.shadow
+        if s is None:
+            self.unreadable[e.kind] += 1
+            return
+        if s.decision_id not in self.period_decisions:  # a decision outside the period
+            return
+        self.divergences[s.divergence] += 1
+        for name, bundle in s.bundles.items():
+            revision = bundle.get("revision", "") if isinstance(bundle, dict) else ""
+            self.candidates[str(name)][str(revision)] += 1
+
+    def _suspension(self, e: Entry) -> None:
+        s = e.suspension
+        if s is None:
+            self.unreadable[e.kind] += 1
+            return
+        # The kill switch rejects the agent's open escalations and names them here, not in escalation
+        # steps: each is closed whenever the suspension was made (a rejected step cannot come after).
+        for eid in s.closed_escalations:
+            esc = self.escalations.setdefault(str(eid), _Escalation())
+            if esc.final in ("", "rejected"):
+                esc.final = KILLED
+        if e.time not in self.period:
+            return
+        self.switches.append(
+            {
+                "action": s.action,
+                "kind": s.kind,
+                "value": s.value,
+                "by": s.requested_by,
+                "operator": s.operator,
+                "reason": s.reason,
+                "at": s.timestamp,
+                "until": s.until or None,
+                "closed_escalations": [str(eid) for eid in s.closed_escalations],
+                "was_active": s.was_active,
+            }
+        )
+
     def figures(self, *, catalog: Mapping[str, str] | None, provenance: Mapping[str, Any]) -> dict[str, Any]:
         """The report's figures as one JSON-ready document.
 
@@ -206,6 +287,8 @@ class Tally:
             "escalations": self._escalation_figures(),
             "rules": self._rules(n, catalog),
             "audit": self._audit(),
+            "kill_switch": self._kill_switch(),
+            "shadow": self._shadow_figures(),
             "lineage": {
                 "source": "provenance summary" if self.with_trust else "none",
                 "decisions_with_summary": self.with_trust,
@@ -238,9 +321,8 @@ class Tally:
             "provenance": {
                 **provenance,
                 "records": dict(sorted(self.kinds.items())),
-                "unknown_record_types": {
-                    k: v for k, v in sorted(self.kinds.items()) if k not in (DECISION, OUTCOME, ESCALATION)
-                },
+                "unknown_record_types": {k: v for k, v in sorted(self.kinds.items()) if k not in KNOWN},
+                "unreadable_records": dict(sorted(self.unreadable.items())),
                 "bundles": {name: dict(sorted(revs.items())) for name, revs in sorted(self.bundles.items())},
                 "opa_versions": dict(sorted(self.opa_versions.items())),
             },
@@ -269,7 +351,7 @@ class Tally:
         return {
             "source": "escalation records" if self.escalation_records else "none",
             "opened": len(opened),
-            "by_state": {k: by_final[k] for k in ("open", "approved", "consumed", "rejected", "expired")},
+            "by_state": {k: by_final[k] for k in ESCALATION_STATES},
             "approval_rate": _rate(len(approved), len(decided)) if self.escalation_records else None,
             "time_to_approval_s": _percentiles(waits) if self.escalation_records else None,
             "note": ""
@@ -289,11 +371,43 @@ class Tally:
             }
             for code, c in sorted(self.reasons.items())
         }
+        pdp_codes = sorted(code for code in fired if is_pdp_code(code))
         return {
             "fired": fired,
             "catalog": catalog is not None,
             "never_fired": sorted(set(catalog) - set(fired)) if catalog is not None else None,
-            "not_in_catalog": sorted(set(fired) - set(catalog)) if catalog is not None else None,
+            "not_in_catalog": sorted(set(fired) - set(catalog) - set(pdp_codes)) if catalog is not None else None,
+            "pdp_codes": pdp_codes,
+        }
+
+    def _kill_switch(self) -> dict[str, Any]:
+        actions = collections.Counter(s["action"] for s in self.switches)
+        return {
+            "source": "suspension records" if self.switches else "none",
+            "suspended": actions["suspend"],
+            "resumed": actions["resume"],
+            "changes": self.switches,
+            "escalations_closed": sum(len(s["closed_escalations"]) for s in self.switches),
+            "denied_by_code": {
+                code: sum(self.reasons[code]["by_agent"].values()) if code in self.reasons else 0
+                for code in SUSPENDED_CODES
+            },
+            "note": ""
+            if self.switches
+            else "the log holds no suspension record in the period: the kill switch was not thrown here "
+            "(a suspension made on another replica is in that replica's log; its denials are counted)",
+        }
+
+    def _shadow_figures(self) -> dict[str, Any]:
+        return {
+            "source": "shadow records" if self.divergences else "none",
+            "divergences": sum(self.divergences.values()),
+            "by_kind": dict(sorted(self.divergences.items())),
+            "candidates": {name: dict(sorted(revs.items())) for name, revs in sorted(self.candidates.items())},
+            "note": ""
+            if self.divergences
+            else "the log holds no shadow record about a decision of the period: no candidate policy ran "
+            "in shadow, or it never diverged from the live one",
         }
 
     def _audit(self) -> dict[str, Any]:
@@ -326,6 +440,11 @@ def compute(
     for e in entries:
         tally.add(e)
     return tally.figures(catalog=catalog, provenance=provenance or {})
+
+
+def is_pdp_code(code: str) -> bool:
+    """Whether the PDP itself gives this reason code (:data:`PDP_CODES`, or a ``pdp.*`` code)."""
+    return code in PDP_CODES or code.startswith("pdp.")
 
 
 def _rate(part: int, whole: int) -> float | None:

@@ -16,6 +16,8 @@ SECTIONS = (
     ("autonomy", "Autonomy and escalation"),
     ("rules", "Policy rules"),
     ("audit", "Audit completeness"),
+    ("kill-switch", "Kill switch"),
+    ("shadow", "Shadow candidates"),
     ("lineage", "Data lineage"),
     ("latency", "Decision latency"),
     ("denials", "Top denied agents and tools"),
@@ -49,6 +51,8 @@ def render(figures: Mapping[str, Any], *, catalog: Catalog | None) -> str:
         _section("autonomy", _autonomy(f["autonomy"], f["escalations"])),
         _section("rules", _rules(f["rules"])),
         _section("audit", _audit(f["audit"])),
+        _section("kill-switch", _kill_switch(f["kill_switch"], f["escalations"])),
+        _section("shadow", _shadow(f["shadow"])),
         _section("lineage", _lineage(f["lineage"])),
         _section("latency", _latency(f["latency"])),
         _section("denials", _denials(f["denials"])),
@@ -117,6 +121,8 @@ def _summary(f: Mapping[str, Any]) -> str:
         ("escalation rate", _pct(a["escalation_rate"])),
         ("allows with an outcome report", _pct(audit["outcome_coverage"])),
         ("fail-closed decisions", audit["fail_closed"]["total"]),
+        ("denied by the kill switch", sum(f["kill_switch"]["denied_by_code"].values())),
+        ("shadow divergences", f["shadow"]["divergences"]),
     ]
     return _table(("figure", "value"), rows)
 
@@ -170,10 +176,29 @@ def _rules(r: Mapping[str, Any]) -> str:
             else _note("Every rule of the bundle fired.")
         )
     )
+    missing = (
+        ""
+        if not r["not_in_catalog"]
+        else "<h3>Reason codes that fired but are not in the bundle's catalog</h3>"
+        + "<ul>"
+        + "".join(f"<li>{_code(c, None)}</li>" for c in r["not_in_catalog"])
+        + "</ul>"
+    )
+    own = (
+        ""
+        if not r["pdp_codes"]
+        else "<h3>The PDP's own reason codes</h3>"
+        + _note("Given by the PDP itself (kill switch, budget reservation, single-use approvals), not by a rule.")
+        + "<ul>"
+        + "".join(f"<li>{_code(c, fired[c]['catalog'])}</li>" for c in r["pdp_codes"])
+        + "</ul>"
+    )
     return (
         plots.hbars(items, title="reason-code fire counts")
         + _table(("reason code", "fired", "of decisions", "top agents", "top tools"), rows)
         + never
+        + missing
+        + own
     )
 
 
@@ -200,6 +225,49 @@ def _audit(a: Mapping[str, Any]) -> str:
         + _table(("code", "decisions"), [(_code(k, None), v) for k, v in fc["by_code"].items()])
         + "<h3>Overdue ALLOWs (first 20)</h3>"
         + _table(("decision", "agent", "tool"), [(o["decision_id"], o["agent"], o["tool"]) for o in a["overdue"]])
+    )
+
+
+def _kill_switch(k: Mapping[str, Any], e: Mapping[str, Any]) -> str:
+    denied = k["denied_by_code"]
+    changes = [
+        (
+            c["action"],
+            c["kind"],
+            c["value"],
+            c["by"] + (f" ({c['operator']})" if c["operator"] else ""),
+            c["reason"],
+            c["at"],
+            c["until"] or ("until resumed" if c["action"] == "suspend" else ""),
+            len(c["closed_escalations"]),
+        )
+        for c in k["changes"]
+    ]
+    return (
+        _table(
+            ("suspended", "resumed", "escalations closed", "of those opened in the period"),
+            [(k["suspended"], k["resumed"], k["escalations_closed"], e["by_state"]["closed_by_kill_switch"])],
+        )
+        + "<h3>Suspensions and resumes</h3>"
+        + _table(("action", "kind", "value", "by", "reason", "at", "until", "escalations closed"), changes)
+        + _note(k["note"])
+        + "<h3>Decisions denied by the kill switch</h3>"
+        + plots.hbars([(c, float(n), None) for c, n in denied.items()], title="decisions denied by the kill switch")
+        + _table(("reason code", "decisions"), [(_code(c, None), n) for c, n in denied.items()])
+    )
+
+
+def _shadow(s: Mapping[str, Any]) -> str:
+    kinds = sorted(s["by_kind"].items(), key=lambda kv: (-kv[1], kv[0]))
+    revisions = [(name, rev, n) for name, revs in s["candidates"].items() for rev, n in revs.items()]
+    return (
+        f"<p>Decisions of the period on which a candidate policy diverged from the live one: {s['divergences']}.</p>"
+        + _note(s["note"])
+        + "<h3>Divergences by kind</h3>"
+        + plots.hbars([(kind, float(n), None) for kind, n in kinds], title="shadow divergences by kind")
+        + _table(("kind", "divergences"), kinds)
+        + "<h3>Candidate bundle revisions</h3>"
+        + _table(("bundle", "revision", "divergences"), revisions)
     )
 
 
@@ -269,6 +337,12 @@ def _provenance(p: Mapping[str, Any]) -> str:
         + _note(
             "Unknown record types (counted, not read): " + ", ".join(p["unknown_record_types"])
             if p["unknown_record_types"]
+            else ""
+        )
+        + _note(
+            "Records the schema cannot read (counted, not in the figures): "
+            + ", ".join(f"{k} {v}" for k, v in p["unreadable_records"].items())
+            if p["unreadable_records"]
             else ""
         )
         + "<h3>Verifier keys</h3>"

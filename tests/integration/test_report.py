@@ -20,9 +20,10 @@ import pytest
 
 from pdp.ledger.log import frame, read_frames
 from pdp.sidecar import OpaSidecar
+from pdp.v1 import admin_pb2 as admin_pb
+from pdp.v1 import admin_pb2_grpc as admin_grpc
 from pdp.v1 import decision_pb2 as pb
-from tests.conftest import BUNDLE, ROOT, Pdp, load_request
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers import BUNDLE, CHROMIUM, CHROMIUM_ARGS, ROOT, Pdp, load_request
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,8 @@ SECTIONS = (
     "autonomy",
     "rules",
     "audit",
+    "kill-switch",
+    "shadow",
     "lineage",
     "latency",
     "denials",
@@ -51,6 +54,7 @@ MIX = {
     "require-approval-high-risk.json": 1,
 }
 REPORTED = 2  # outcome reports for the first two allows
+SWITCHES = 2  # payments-agent suspended (closing its open escalation), then resumed
 FAIL_CLOSED = 2  # allow-crm-lookup again with OPA stopped
 
 
@@ -59,6 +63,7 @@ class KnownLog:
     log_dir: Path
     jwks: Path
     records: list[dict[str, Any]]  # the claims of every decision, from the answers
+    closed: list[str]  # the escalations the kill switch closed
 
 
 def _claims(record: str) -> dict[str, Any]:
@@ -76,10 +81,14 @@ def known_log(opa: OpaSidecar, start_pdp: Callable[..., Pdp], tmp_path: Path) ->
     allows = [a for a in answers if a.outcome == pb.OUTCOME_ALLOW]
     for a in allows[:REPORTED]:
         pdp.stub.ReportOutcome(pb.ReportOutcomeRequest(decision_id=a.decision_id, status=pb.ACTION_STATUS_EXECUTED))
+    admin = admin_grpc.AdminServiceStub(pdp.channel)  # loopback: the admin role
+    drill = dict(kind="agent", value="payments-agent", operator="oncall")
+    closed = admin.Suspend(admin_pb.SuspendRequest(**drill, reason="report drill"), timeout=10).closed_escalations
+    admin.Resume(admin_pb.ResumeRequest(**drill, reason="drill over"), timeout=10)
     opa.stop()
     answers += [pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5) for _ in range(FAIL_CLOSED)]
     pdp.server.stop(1)  # the final checkpoint covers every entry
-    return KnownLog(home / "log", home / "keys" / "jwks.json", [_claims(a.record) for a in answers])
+    return KnownLog(home / "log", home / "keys" / "jwks.json", [_claims(a.record) for a in answers], list(closed))
 
 
 def report(log: KnownLog, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -149,9 +158,24 @@ def test_every_figure_of_a_log_with_a_known_mix(known_log: KnownLog, tmp_path: P
         "escalated": 1,
         "escalation_rate": 1 / n,
     }
-    # the REQUIRE_APPROVAL decision opened an escalation (one signed step); nobody decided it
+    # the REQUIRE_APPROVAL decision opened an escalation (one signed step); the kill switch closed it
     assert f["escalations"]["source"] == "escalation records" and f["escalations"]["opened"] == 1
-    assert f["escalations"]["approval_rate"] is None and f["escalations"]["time_to_approval_s"] is None
+    assert len(known_log.closed) == 1 and f["escalations"]["by_state"]["closed_by_kill_switch"] == 1
+    assert f["escalations"]["by_state"]["open"] == 0
+    assert f["escalations"]["approval_rate"] == 0.0 and f["escalations"]["time_to_approval_s"] is None
+    kill = f["kill_switch"]
+    assert kill["source"] == "suspension records"
+    assert (kill["suspended"], kill["resumed"], kill["escalations_closed"]) == (1, 1, 1)
+    assert [
+        (c["action"], c["kind"], c["value"], c["operator"], c["reason"], c["until"], c["closed_escalations"])
+        for c in kill["changes"]
+    ] == [
+        ("suspend", "agent", "payments-agent", "oncall", "report drill", None, known_log.closed),
+        ("resume", "agent", "payments-agent", "oncall", "drill over", None, []),
+    ]
+    assert all(c["by"] and c["at"] for c in kill["changes"])
+    assert kill["denied_by_code"] == {"agent.suspended": 0, "principal.suspended": 0, "tool.suspended": 0}
+    assert f["shadow"]["source"] == "none" and f["shadow"]["divergences"] == 0
 
     expected = expected_rules(records)
     assert "tool.granted" in expected and "tool.not_granted" in expected and "risk.high" in expected
@@ -164,7 +188,7 @@ def test_every_figure_of_a_log_with_a_known_mix(known_log: KnownLog, tmp_path: P
     assert set(f["rules"]["fired"]) == set(expected)
     catalog = json.loads((out / "catalog.json").read_text())
     assert f["rules"]["never_fired"] == sorted({r["code"] for r in catalog["rules"]} - set(expected))
-    assert f["rules"]["not_in_catalog"] == []
+    assert f["rules"]["not_in_catalog"] == [] and f["rules"]["pdp_codes"] == []
 
     assert f["audit"] == {
         "allows": 4,
@@ -220,16 +244,16 @@ def test_every_figure_of_a_log_with_a_known_mix(known_log: KnownLog, tmp_path: P
         check=True,
     )
     steps = 1  # the escalation opened by the REQUIRE_APPROVAL decision
-    assert prov["checkpoint"]["size"] == n + REPORTED + steps
+    assert prov["checkpoint"]["size"] == n + REPORTED + steps + SWITCHES
     assert prov["checkpoint"]["root_hex"] in audit.stdout  # the root pdp audit verify re-derives
     assert prov["checkpoint"]["origin"] == "pdp.local/decisions"
     assert prov["log"] == {
-        "entries_verified": n + REPORTED + steps,
+        "entries_verified": n + REPORTED + steps + SWITCHES,
         "checkpoints": prov["log"]["checkpoints"],
         "entries_after_checkpoint": 0,
     }
-    assert prov["records"] == {"decision": n, "outcome": REPORTED, "escalation": steps}
-    assert prov["unknown_record_types"] == {}
+    assert prov["records"] == {"decision": n, "outcome": REPORTED, "escalation": steps, "suspension": SWITCHES}
+    assert prov["unknown_record_types"] == {} and prov["unreadable_records"] == {}
     revisions: dict[str, dict[str, int]] = {}
     for c in records:
         for name, b in c["bundles"].items():
