@@ -25,6 +25,7 @@ of them has used.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import threading
 import time
@@ -281,3 +282,18 @@ class Client:
                 if status == "open":
                     time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
         return status
+
+
+def is_loopback(address: str) -> bool:
+    """Whether an address stays on this machine: ``host:port`` with ``localhost`` or a loopback IP,
+    or a gRPC target naming a unix socket (``unix:``) or such a host (``dns:///``, ``ipv4:``, ``ipv6:``).
+    Any other name may resolve anywhere."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:").rsplit(":", 1)[0].strip("[]")
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -8,13 +8,13 @@ variable means is the one table in docs/configuration.md, which a test keeps equ
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from pdp.client import is_loopback
 from pdp.errors import ConfigError
 from pdp.trust import TrustConfig
 
@@ -343,21 +343,6 @@ def _console(env: Mapping[str, str]) -> dict[str, object]:
     if (v := env.get("PDP_CONSOLE_DEV_LOGIN")) is not None:
         kw["console_dev_login"] = _bool("PDP_CONSOLE_DEV_LOGIN", v)
     return kw
-
-
-def is_loopback(address: str) -> bool:
-    """Whether an address stays on this machine: ``host:port`` with ``localhost`` or a loopback IP,
-    or a gRPC target naming a unix socket (``unix:``) or such a host (``dns:///``, ``ipv4:``, ``ipv6:``).
-    Any other name may resolve anywhere."""
-    if address.startswith(("unix:", "unix-abstract:")):
-        return True
-    host = address.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:").rsplit(":", 1)[0].strip("[]")
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _hardening(env: Mapping[str, str]) -> dict[str, object]:

@@ -16,7 +16,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pdp.config import is_loopback
+from pdp.client import is_loopback
 from pdp.errors import PdpError
 
 

@@ -97,3 +97,12 @@ def test_what_may_import_what_as_docs_architecture_says() -> None:
             assert not any(is_in(i, FACES) for i in imports), (module, imports)
         if is_in(module, ("pdp.grpc", "pdp.server")):
             assert not any(is_in(i, ("pdp.cli",)) for i in imports), (module, imports)
+
+
+def test_the_mcp_proxy_uses_only_the_public_client_api() -> None:
+    """pdp.pep is a PEP like any other: the client, the error tree and the wire types, no server internals."""
+    public = {"pdp.client", "pdp.errors"}
+    for name, targets in import_graph().items():
+        if name.startswith("pdp.pep"):
+            inside = {t for t in targets if not t.startswith(("pdp.pep", "pdp.v1"))}
+            assert inside <= public, f"{name} imports {sorted(inside - public)}"
