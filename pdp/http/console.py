@@ -7,7 +7,8 @@ risk and lineage, and approves or rejects it with a comment. The page is a thin 
 
 Who the approver is comes from the transport, never from a form:
 
-* **mTLS** (``PDP_TLS_CLIENT_CA_FILE``): the client certificate's subject common name, noted per
+* **mTLS** (``PDP_TLS_CLIENT_CA_FILE``): the client certificate's identity
+  (:func:`pdp.authz.identity_of`: its SPIFFE ID, else its subject common name), noted per
   connection by the HTTP runner (:mod:`pdp.http.face`) as for AuthZEN, is the approver identity,
   as in the gRPC ApprovalService. Without a certificate: 401, nothing shown.
 * **Dev login** (``PDP_CONSOLE_DEV_LOGIN``, honoured only on a loopback address without TLS): the
@@ -49,6 +50,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from pdp.approvals.desk import ApprovalDesk, Approver
+from pdp.authz import identity_of
 from pdp.config import Settings
 from pdp.errors import PdpError
 from pdp.http.app import HttpError, PeerNames
@@ -314,8 +316,8 @@ class ConsoleApp:
         if not self._mtls:
             return session.identity if session is not None else ""
         client = request.scope.get("client") or ("", 0)
-        subject, _, _ = self._peers.get((client[0], client[1]), ("", (), ()))
-        return subject
+        subject, sans, uris = self._peers.get((client[0], client[1]), ("", (), ()))
+        return identity_of({"authenticated": bool(subject or sans), "subject": subject, "uri_sans": uris})
 
 
 def create_console(settings: Settings, *, desk: ApprovalDesk) -> ConsoleFace:
