@@ -211,6 +211,7 @@ class Client:
         wait: float,
         jwks: dict[str, Any] | None = None,
         replay: ReplayCache | None = None,
+        audience: str | None = None,
         timeout_s: float = 2.0,
         max_rounds: int = 4,
     ) -> tuple[pb.DecideResponse, VerifiedDecision]:
@@ -219,13 +220,15 @@ class Client:
         (a new request id each time), until the answer is not REQUIRE_APPROVAL or the time is up.
 
         The channel must carry the same client identity as the first call: only the caller whose
-        decision opened an escalation may wait for it and fetch its tokens.
+        decision opened an escalation may wait for it and fetch its tokens. The last record is
+        verified against the whole request that got it (the action, the approval tokens, the
+        request id) and, given ``audience`` (this PEP's name), against the caller it was made for.
 
         Returns:
             The last answer and its verified record (act only when ``outcome == "allow"``).
 
         Raises:
-            VerificationError: the last answer's record does not verify for this action.
+            VerificationError: the last answer's record does not verify for this request.
             grpc.RpcError: a call failed.
         """
         deadline = time.monotonic() + wait
@@ -253,7 +256,8 @@ class Client:
         decision = verify(
             response.record,
             self.jwks(timeout_s=timeout_s) if jwks is None else jwks,
-            action=request.context,
+            request=current,
+            audience=audience,
             replay=replay or MemoryReplayCache(),
         )
         return response, decision

@@ -24,7 +24,8 @@ from google.protobuf import timestamp_pb2
 
 from pdp import devissuer, keys
 from pdp.approvals.desk import ApprovalRefused
-from pdp.client import Client, digest_of
+from pdp.client import Client, MemoryReplayCache, digest_of, verify
+from pdp.errors import VerificationError
 from pdp.sidecar import OpaSidecar
 from pdp.state import EscalationError
 from pdp.v1 import approvals_pb2 as apb
@@ -363,9 +364,19 @@ def _approve_when_opened(pdp: Pdp) -> threading.Thread:
 def test_a_pep_with_only_a_spiffe_id_waits_for_and_gets_its_tokens(peps: Peps) -> None:
     # The certificate has no CN: the PEP is its SPIFFE id, for its decision and for its escalation.
     approver = _approve_when_opened(peps.pdp)
-    resp, decision = Client(peps.channel("spiffe-only")).decide_with_approval(load_request(EXAMPLE), wait=20)
+    pep = Client(peps.channel("spiffe-only"))
+    resp, decision = pep.decide_with_approval(load_request(EXAMPLE), wait=20, audience=SPIFFE_ONLY)
     approver.join(timeout=20)
     assert resp.outcome == pb.OUTCOME_ALLOW and decision.outcome == "allow", resp.reasons
+    # The record was verified for the whole retried request, and for this PEP: it is not another's.
+    with pytest.raises(VerificationError, match="made for"):
+        verify(
+            resp.record,
+            pep.jwks(),
+            action=load_request(EXAMPLE).context,
+            audience="spiffe://x/other",
+            replay=MemoryReplayCache(),
+        )
     # The requester the desk recorded when the decision opened the escalation is that identity.
     desk = peps.pdp.server.desk
     assert desk is not None
