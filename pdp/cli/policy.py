@@ -45,6 +45,17 @@ def register(sub: Subcommands) -> None:
     )
     b.add_argument("--out", type=Path, default=Path("bundle.tar.gz"), help="the tarball (default: %(default)s)")
     b.add_argument("--revision", help="the .manifest revision (default: the source's)")
+    b.add_argument(
+        "--make-key",
+        action="store_true",
+        help="make the key in the --signing-key directory when it has none (as `pdp policy keygen --if-missing`)",
+    )
+    b.add_argument(
+        "--opa-config",
+        type=Path,
+        help="also write the OPA configuration that loads this tarball from where it is, verifies it with the "
+        "key's public half and id, and turns on the status the PDP reads (as `pdp dev` starts OPA)",
+    )
     b.set_defaults(func=_build)
 
     c = actions.add_parser(
@@ -125,13 +136,16 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     try:
-        key = bundles.SigningKey.load(args.signing_key)
+        key = bundles.ensure(args.signing_key) if args.make_key else bundles.SigningKey.load(args.signing_key)
         built = bundles.build(
             args.source, args.out, opa_bin=Settings.from_env().opa_bin, key=key, revision=args.revision
         )
     except bundles.BundleError as e:
         print(f"pdp policy build: {e}", file=sys.stderr)
         return 2
+    if args.opa_config is not None:
+        config = bundles.serving_config(built, key)
+        args.opa_config.write_text(json.dumps(config, indent=2) + "\n")
     print(json.dumps(built.to_dict(), indent=2))
     return 0
 

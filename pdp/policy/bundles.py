@@ -275,7 +275,13 @@ def dev_bundle(source: Path, run_dir: Path, *, opa_bin: str) -> tuple[Built, dic
     """
     key = ensure(run_dir / "bundle-key")
     built = build(source, run_dir / "bundle" / "rego.tar.gz", opa_bin=opa_bin, key=key)
-    return built, polling_config(resource=built.path.resolve().as_uri(), key=key, min_delay_s=1, max_delay_s=1)
+    return built, serving_config(built, key)
+
+
+def serving_config(built: Built, key: SigningKey) -> dict[str, Any]:
+    """The OPA configuration that loads ``built`` from its file, verified with ``key``, with the
+    status the PDP reads (a ``file://`` resource is read once: restart OPA after a new build)."""
+    return polling_config(resource=built.path.resolve().as_uri(), key=key, min_delay_s=1, max_delay_s=1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
