@@ -6,6 +6,7 @@ the PDP-signed tokens is ALLOW, the same tokens again are not, and `pdp audit ve
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import subprocess
@@ -47,24 +48,41 @@ def certs(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
     return made
 
 
-def test_two_person_rule_through_mtls_end_to_end(
+@dataclasses.dataclass
+class MtlsPdp:
+    """A PDP requiring client certificates from the test CA; ``channel(who)`` speaks as ``who``."""
+
+    pdp: Pdp
+    certs: dict[str, tuple[Path, Path]]
+    ca: Path
+
+    def channel(self, who: str) -> grpc.Channel:
+        cert, key = self.certs[who]
+        creds = grpc.ssl_channel_credentials(self.ca.read_bytes(), key.read_bytes(), cert.read_bytes())
+        return grpc.secure_channel(f"localhost:{self.pdp.port}", creds)
+
+
+@pytest.fixture
+def mtls(
     start_opa: Callable[..., OpaSidecar],
     start_pdp: Callable[..., Pdp],
     certs: dict[str, tuple[Path, Path]],
     tmp_path: Path,
-) -> None:
+) -> MtlsPdp:
+    ca = tmp_path / "ca.pem"
     pdp = start_pdp(
         start_opa().url,
         tls_cert_file=certs["localhost"][0],
         tls_key_file=certs["localhost"][1],
-        tls_client_ca_file=tmp_path / "ca.pem",
+        tls_client_ca_file=ca,
     )
-    ca = (tmp_path / "ca.pem").read_bytes()
+    return MtlsPdp(pdp, certs, ca)
 
-    def channel(who: str) -> grpc.Channel:
-        cert, key = certs[who]
-        creds = grpc.ssl_channel_credentials(ca, key.read_bytes(), cert.read_bytes())
-        return grpc.secure_channel(f"localhost:{pdp.port}", creds)
+
+def test_two_person_rule_through_mtls_end_to_end(
+    mtls: MtlsPdp, certs: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    pdp, channel = mtls.pdp, mtls.channel
 
     desks = {who: apb_grpc.ApprovalServiceStub(channel(who)) for who in PEOPLE}
     agent = Client(channel("pep-gateway"))
@@ -139,20 +157,10 @@ def test_two_person_rule_through_mtls_end_to_end(
 
 
 def test_approvals_cli_lists_and_shows_and_refuses_in_one_line(
-    start_opa: Callable[..., OpaSidecar],
-    start_pdp: Callable[..., Pdp],
-    certs: dict[str, tuple[Path, Path]],
-    tmp_path: Path,
+    mtls: MtlsPdp, certs: dict[str, tuple[Path, Path]], tmp_path: Path
 ) -> None:
-    pdp = start_pdp(
-        start_opa().url,
-        tls_cert_file=certs["localhost"][0],
-        tls_key_file=certs["localhost"][1],
-        tls_client_ca_file=tmp_path / "ca.pem",
-    )
-    cert, key = certs["pep-gateway"]
-    creds = grpc.ssl_channel_credentials((tmp_path / "ca.pem").read_bytes(), key.read_bytes(), cert.read_bytes())
-    held = Client(grpc.secure_channel(f"localhost:{pdp.port}", creds)).decide(
+    pdp = mtls.pdp
+    held = Client(mtls.channel("pep-gateway")).decide(
         load_request("defense-require-approval-two-person.json"), timeout_s=5
     )
     assert held.outcome == pb.OUTCOME_REQUIRE_APPROVAL and held.escalation_id
