@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PDP_COMMAND = [sys.executable, "-m", "pdp"]
 BUNDLE = ROOT / "rego"
 EXAMPLES = ROOT / "examples"
+INTEROP_CASES = ROOT / "tests" / "data" / "authzen" / "todo-interop.json"
 CHROMIUM = os.environ.get("PDP_CHROMIUM", "/usr/bin/chromium")  # Debian's; tests never download a browser
 CHROMIUM_ARGS = [
     "--headless",
@@ -149,6 +151,24 @@ def start_child(
     wait_for(started, timeout_s=30, what=f"pdp {command}")
     assert process.poll() is None, log.read_text()
     return process
+
+
+def interop_cases() -> list[dict[str, Any]]:
+    """The AuthZEN interop Todo scenario's cases: each a ``name``, the ``endpoint`` it posts to
+    (``evaluation`` or ``evaluations``), the ``request`` body, and what it ``expect``s (the decision,
+    or the list of decisions of a batch)."""
+    cases: list[dict[str, Any]] = json.loads(INTEROP_CASES.read_text())["cases"]
+    return cases
+
+
+def interop_answer(session: requests.Session, url: str, case: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Posts an :func:`interop_cases` case to the AuthZEN face at ``url`` as the interop harness does;
+    returns what it decided (in the form of the case's ``expect``) and the whole answer."""
+    r = session.post(f"{url}/access/v1/{case['endpoint']}", json=case["request"], timeout=10)
+    assert r.status_code == 200, r.text
+    doc: dict[str, Any] = r.json()
+    got = doc["decision"] if case["endpoint"] == "evaluation" else [e["decision"] for e in doc["evaluations"]]
+    return got, doc
 
 
 def claims_of(record: str) -> dict[str, Any]:

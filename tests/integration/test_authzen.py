@@ -29,7 +29,7 @@ from pdp.http.app import AuthzenApp
 from pdp.records import unverified_claims
 from pdp.server import create_server
 from pdp.sidecar import OpaSidecar, free_port
-from tests.helpers import ROOT, Pdp, dev_issuers, wait_for
+from tests.helpers import ROOT, Pdp, dev_issuers, interop_answer, interop_cases, wait_for
 from tests.integration.test_mtls import _issue, _pem_key
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 ECHO = ROOT / "tests/data/bundles/authzen-echo"
 TODO = ROOT / "examples/authzen-todo"
 SERVING = health_pb2.HealthCheckResponse.SERVING
-INTEROP = json.loads((ROOT / "tests/data/authzen/todo-interop.json").read_text())
+INTEROP = interop_cases()
 
 
 @dataclasses.dataclass
@@ -521,7 +521,7 @@ def test_bare_decisions_when_the_deployment_asks_for_them(start_face: Callable[.
     (tmp_path / "mapping.json").write_text(json.dumps({**authzen.DEFAULT_MAPPING, "response_context": False}))
     face = start_face(bundle=TODO, authzen_mapping=tmp_path / "mapping.json")
     # As the AuthZEN interop harness compares them: the JSON of the evaluations array, exactly.
-    case = next(c for c in INTEROP["cases"] if c["endpoint"] == "evaluations" and c["expect"] == [False, True])
+    case = next(c for c in INTEROP if c["endpoint"] == "evaluations" and c["expect"] == [False, True])
     r = face.post("/access/v1/evaluations", case["request"])
     assert json.dumps(r.json()["evaluations"]) == json.dumps([{"decision": False}, {"decision": True}])
     assert face.evaluate(_ask())["decision"] is False
@@ -666,12 +666,9 @@ def test_a_route_the_table_does_not_declare_is_refused(
     assert r.status_code == 403 and "declares no role" in r.text
 
 
-@pytest.mark.parametrize("case", INTEROP["cases"], ids=[c["name"] for c in INTEROP["cases"]])
+@pytest.mark.parametrize("case", INTEROP, ids=[c["name"] for c in INTEROP])
 def test_authzen_interop_todo_scenario(todo_face: Face, case: dict[str, Any]) -> None:
-    r = todo_face.post(f"/access/v1/{case['endpoint']}", case["request"])
-    assert r.status_code == 200, r.text
-    doc = r.json()
-    got = doc["decision"] if case["endpoint"] == "evaluation" else [e["decision"] for e in doc["evaluations"]]
+    got, doc = interop_answer(todo_face.session, todo_face.url, case)
     assert got == case["expect"], json.dumps(doc, indent=1)[:2000]
 
 
