@@ -9,7 +9,7 @@ RUN python -m venv /opt/pdp \
 
 FROM python:3.11-slim AS pdp
 COPY --from=build /opt/pdp /opt/pdp
-# The policy bundle travels with the image: the Kubernetes pod copies it for its OPA sidecar.
+# The policy travels with the image: the compose stack signs it into the bundle its OPA serves.
 COPY rego /opt/pdp/policy
 # Never root: the PDP needs no privileges, only its port, its key and log directories, and the
 # directory of OPA's unix socket (0700, its user only: a shared volume starts from this directory),

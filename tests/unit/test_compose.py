@@ -138,7 +138,7 @@ def test_opa_is_never_given_an_unsigned_directory(compose: dict[str, Any]) -> No
     assert "--make-key" in build
     assert key_dir == str(Path(s["pdp"]["environment"]["PDP_KEY_DIR"]).parent / "bundle-key")
     assert ("pdp-data", "/var/lib/pdp") in mounts(s["policy-bundle"]) and "pdp-data" not in dict(mounts(opa))
-    # The policy is the image's, the one the Kubernetes pod serves.
+    # The policy is the image's (rego/ at build time).
     assert build[2] == "/opt/pdp/policy"
 
 
@@ -192,7 +192,7 @@ def test_dockerfile_runs_pdp_serve_on_the_published_port() -> None:
     assert "EXPOSE 50051" in text
     assert 'ENTRYPOINT ["pdp"]' in text and 'CMD ["serve"]' in text
     assert "USER 10001:10001" in text
-    # The image carries the policy bundle the Kubernetes pod hands to its OPA sidecar (deploy/k8s).
+    # The image carries the policy the compose stack signs for its OPA (policy-bundle).
     assert "COPY rego /opt/pdp/policy" in text
 
 

@@ -6,17 +6,24 @@ so that every reference resolves on disk; cert-manager's Certificate is checked 
 tools/kubeconform/crds/. Only those locations are given to kubeconform, so it never downloads a schema,
 and a kind without a schema is an error, not a skip. The other tests read the YAML and hold it to the
 properties the deployment promises, and to the PDP's own Settings: every directory the PDP writes is on
-a volume (the root filesystem is read-only), and replicas share one PostgreSQL state store.
+a volume (the root filesystem is read-only), and replicas share one PostgreSQL state store. OPA serves
+only a signed bundle: the release steps README.md documents (`pdp policy build --opa-config`) are run
+here, and the pod, run as local processes, loads what they make, records the key that signed it and
+refuses a bundle changed after signing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +36,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pdp import authz, config, keys
 from pdp.errors import ConfigError
+from pdp.policy import bundles
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.helpers import ROOT, dev_issuers, load_request, wait_for
+from tests.helpers import ROOT, claims_of, dev_issuers, load_request, wait_for
 
 KUBECONFORM = ROOT / ".bin" / "kubeconform"
 K8S = ROOT / "deploy" / "k8s"
@@ -48,6 +56,10 @@ PDP_UID = 10001
 STATE_URL = "postgresql://pdp@postgres.db.svc:5432/pdp"
 # Files the kubelet mounts from Secrets and ConfigMaps: they exist only in the pod.
 POD_FILES = ("PDP_TLS_CERT_FILE", "PDP_TLS_KEY_FILE", "PDP_TLS_CLIENT_CA_FILE", "PDP_ROLES_FILE")
+# OPA's configuration and the signed bundle: the projected volume opa-policy, from these ConfigMaps.
+OPA_DIR = "/etc/opa"
+OPA_FILES = {"opa.yaml": ("pdp-opa-config", "opa.yaml"), "rego.tar.gz": ("pdp-policy-bundle", "rego.tar.gz")}
+CONFIGMAP_LIMIT = 1 << 20  # bytes in one ConfigMap (binaryData is base64 in it)
 
 
 @pytest.fixture(scope="module")
@@ -395,13 +407,120 @@ def test_settings_are_those_the_pdp_reads(pod: dict[str, Any]) -> None:
     assert settings.log_origin == "pdp.local/decisions/pdp-0"
     assert settings.decision_path == config.Settings().decision_path
     assert pod["terminationGracePeriodSeconds"] > settings.grace_s
-    # OPA serves the bundle the image carries (rego/), without the policy tests, as `pdp dev` does.
-    policy = containers(pod)["policy"]
-    assert policy["command"] == ["cp", "-R", "/opt/pdp/policy/.", "/policy/"]
-    assert "COPY rego /opt/pdp/policy" in (ROOT / "Dockerfile").read_text()
-    args = containers(pod)["opa"]["args"]
-    assert args[args.index("--bundle") + 1] == mounts(containers(pod)["opa"])["policy"]["mountPath"] == "/policy"
-    assert "--ignore=*_test.rego" in args
+
+
+def manifest_revision() -> str:
+    revision: str = json.loads((ROOT / "rego" / ".manifest").read_text())["revision"]
+    return revision
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A policy release made by README.md's steps: its signing key (which stays where it was made)
+    and, for each ConfigMap, the files `kubectl create configmap --from-file` puts in it, by key."""
+
+    key: bundles.SigningKey
+    configmaps: dict[str, dict[str, Path]]
+
+
+def release_steps() -> list[str]:
+    """The commands of README.md's release block, comments left out."""
+    readme = (K8S / "README.md").read_text()
+    block = re.search(r"```sh\n(# Once, where policy releases are signed.*?)```", readme, re.DOTALL)
+    assert block, "README.md: no release steps"
+    return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+
+
+def make_release(workspace: Path, opa_bin: str) -> Release:
+    """Runs README.md's release steps in ``workspace``, the policy repository's CI (its bundle
+    directory ``rego`` is the project's): ``pdp`` as this checkout's CLI, the ``jq`` assignment as jq
+    does it, and each ``kubectl create configmap`` as the files it would put in the ConfigMap."""
+    workspace.mkdir()
+    (workspace / "rego").symlink_to(ROOT / "rego")
+    environ = {**os.environ, "PDP_OPA_BIN": opa_bin}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    configmaps: dict[str, dict[str, Path]] = {}
+    for step in release_steps():
+        argv = shlex.split(step)
+        if argv[0] == "pdp":
+            done = subprocess.run(
+                [sys.executable, "-m", "pdp", *argv[1:]], cwd=workspace, env=environ, capture_output=True, text=True
+            )
+            assert done.returncode == 0, f"{step}: {done.stderr}"
+        elif argv[0] == "jq":
+            expr, source, redirect, target = argv[1:]
+            assignment = re.fullmatch(r'\.bundles\.rego\.resource = "([^"]+)"', expr)
+            assert assignment and redirect == ">", step
+            config = json.loads((workspace / source).read_text())
+            config["bundles"]["rego"]["resource"] = assignment.group(1)
+            (workspace / target).write_text(json.dumps(config, indent=2) + "\n")
+        else:
+            create = re.fullmatch(r"kubectl -n pdp create configmap (\S+) --from-file=(\S+)", step)
+            assert create, f"README.md: an unexpected release step: {step}"
+            source_file = workspace / create.group(2)
+            configmaps.setdefault(create.group(1), {})[source_file.name] = source_file
+    return Release(key=bundles.SigningKey.load(workspace / "keys" / "bundle"), configmaps=configmaps)
+
+
+def test_opa_is_given_no_directory_only_its_configuration_file(pod: dict[str, Any]) -> None:
+    opa = containers(pod)["opa"]
+    args = opa["args"]
+    # `run`, then flags only: no bundle or directory on the command line (it would be served unsigned,
+    # and the PDP would see no bundle status and record no key id). The bundle comes from the configuration.
+    assert args[0] == "run" and all(a.startswith("--") for a in args[1:])
+    assert not any(a in ("-b", "--bundle") or a.startswith(("--bundle=", "--ignore")) for a in args)
+    (config_file,) = [a.removeprefix("--config-file=") for a in args if a.startswith("--config-file")]
+    assert config_file == f"{OPA_DIR}/opa.yaml"
+    # Read-only, from the projected volume of the two ConfigMaps: each file from its own ConfigMap.
+    mount = mount_of(opa, Path(config_file))
+    assert mount is not None and mount["name"] == "opa-policy" and mount["readOnly"]
+    assert mount["mountPath"] == OPA_DIR
+    projected = volumes(pod)["opa-policy"]["projected"]
+    files = {
+        item["path"]: (source["configMap"]["name"], item["key"])
+        for source in projected["sources"]
+        for item in source["configMap"]["items"]
+    }
+    assert files == OPA_FILES
+    assert {n for n, c in containers(pod).items() if "opa-policy" in mounts(c)} == {"opa"}
+    # OPA mounts no Secret: no private key of any kind reaches it.
+    vols = volumes(pod)
+    assert not [name for name in mounts(opa) if "secret" in vols[name]]
+
+
+def test_the_documented_release_is_a_signed_bundle_and_the_config_that_verifies_it(
+    pod: dict[str, Any], tmp_path: Path, opa_bin: str
+) -> None:
+    release = make_release(tmp_path / "ci", opa_bin)
+    # The ConfigMaps are created from the files the pod projects, and from nothing else.
+    made = {name: set(files) for name, files in release.configmaps.items()}
+    expected: dict[str, set[str]] = {}
+    for configmap, key in OPA_FILES.values():
+        expected.setdefault(configmap, set()).add(key)
+    assert made == expected
+    config = json.loads(release.configmaps["pdp-opa-config"]["opa.yaml"].read_text())
+    # What `pdp policy build --opa-config` writes (bundles.polling_config), loading the pod's copy of the bundle.
+    bundle = f"{OPA_DIR}/rego.tar.gz"
+    assert config == bundles.polling_config(resource=f"file://{bundle}", key=release.key, min_delay_s=1, max_delay_s=1)
+    assert config["bundles"]["rego"]["signing"] == {"keyid": release.key.key_id}
+    assert config["keys"][release.key.key_id]["algorithm"] == bundles.SIGNING_ALG == "ES256"
+    assert config["status"] == {"prometheus": True}  # /v1/status: what the PDP reads
+    assert "services" not in config  # nothing fetched: the NetworkPolicy's egress stays PostgreSQL and DNS
+    # The tarball: signed by that key (its id in the signature), with the manifest's revision, no policy tests.
+    tarball = release.configmaps["pdp-policy-bundle"]["rego.tar.gz"]
+    built = bundles.inspect(tarball)
+    assert built.key_id == release.key.key_id and built.revision == manifest_revision()
+    with tarfile.open(tarball) as tar:
+        assert not any(n.endswith("_test.rego") for n in tar.getnames()), "policy tests are not policy"
+    # Public material only in the cluster: the private key stays where the release was signed.
+    assert release.key.private is not None and release.key.private.stat().st_mode & 0o777 == 0o600
+    private = release.key.private.read_bytes()
+    for files in release.configmaps.values():
+        for path in files.values():
+            data = path.read_bytes()
+            assert b"PRIVATE" not in data and private not in data, path
+    # A ConfigMap holds at most 1 MiB, binaryData base64-encoded: far from it.
+    assert 4 * tarball.stat().st_size / 3 < CONFIGMAP_LIMIT / 4
 
 
 def listening_tcp_ports(pid: int) -> set[int]:
@@ -431,14 +550,13 @@ class PodOnThisHost:
             "/var/lib/pdp/log": home / "log",
             "/etc/pdp/signing": home / "signing",
             "/etc/pdp/roles": home / "roles",
-            "/opt/pdp/policy": ROOT / "rego",
-            "/policy": home / "policy",
+            OPA_DIR: home / "opa-policy",
         }
         pattern = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, sorted(paths, key=len, reverse=True))) + ")")
         self.local = lambda s: pattern.sub(lambda m: str(paths[m.group(1)]), s)
         self.containers = containers(pod)
         self.home = home
-        for directory in ("run-opa", "keys", "policy", "roles"):
+        for directory in ("run-opa", "keys", "opa-policy", "roles"):
             (home / directory).mkdir(mode=0o700)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.opa_bin = opa_bin
@@ -447,12 +565,60 @@ class PodOnThisHost:
         done = subprocess.run([self.local(a) for a in self.containers[name]["command"]], capture_output=True)
         assert done.returncode == 0, done.stderr
 
+    def project_policy(self, pod: dict[str, Any], release: Release) -> Path:
+        """Fills the volume opa-policy as the kubelet does from the release's ConfigMaps; returns
+        its directory. The configuration's file:// resource names the pod's path: mapped here too."""
+        target = self.home / "opa-policy"
+        for source in volumes(pod)["opa-policy"]["projected"]["sources"]:
+            for item in source["configMap"]["items"]:
+                shutil.copyfile(release.configmaps[source["configMap"]["name"]][item["key"]], target / item["path"])
+        config_file = Path(self.local(f"{OPA_DIR}/opa.yaml"))
+        config = json.loads(config_file.read_text())
+        config["bundles"]["rego"]["resource"] = self.local(config["bundles"]["rego"]["resource"])
+        config_file.write_text(json.dumps(config))
+        return target
+
     def start(self, name: str, argv: list[str], environ: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         out = (self.home / f"{name}.out").open("wb")
         process = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=out, stderr=out)
         out.close()
         self.processes.append(process)
         return process
+
+    def start_opa(self) -> tuple[subprocess.Popen[bytes], str]:
+        """Starts OPA with the manifest's arguments; returns it and its URL once its socket is there."""
+        opa = self.start("opa", [self.opa_bin, *map(self.local, self.containers["opa"]["args"])])
+        socket = self.home / "run-opa" / "opa.sock"
+        wait_for(socket.is_socket, timeout_s=20, what="OPA's socket")
+        return opa, self.local(env(self.containers["pdp"])["PDP_OPA_URL"])
+
+    def start_pdp(self, postgres_url: str) -> tuple[subprocess.Popen[bytes], int, int]:
+        """Starts the PDP with the manifest's variables (TLS off, local ports); returns it, its gRPC
+        port and its health port."""
+        port, health_port = free_port(), free_port()
+        pdp = self.containers["pdp"]
+        variables = {k: self.local(v) for k, v in env(pdp).items() if not k.startswith("PDP_TLS_")}
+        variables |= {"POD_NAME": "pdp-0", "PDP_LISTEN": f"127.0.0.1:{port}", "PDP_HEALTH_INTERVAL_MS": "100"}
+        variables |= {"PDP_HEALTH_LISTEN": f"127.0.0.1:{health_port}"}
+        variables["PDP_TRUST_FILE"] = str(dev_issuers() / "trust.json")  # the issuers load_request's tokens come from
+        variables["PDP_LOG_ORIGIN"] = variables["PDP_LOG_ORIGIN"].replace("$(POD_NAME)", "pdp-0")
+        assert set(secret_refs(pdp)) == {"PDP_STATE_URL"}
+        variables["PDP_STATE_URL"] = postgres_url  # the Secret pdp-state: a real PostgreSQL
+        process = self.start("pdp", [sys.executable, "-m", "pdp", *pdp["args"]], {**os.environ, **variables})
+        return process, port, health_port
+
+    def health(self, pdp: subprocess.Popen[bytes], channel: grpc.Channel, service: str = "") -> int | None:
+        """The PDP's grpc.health.v1 status of ``service``; None while it does not answer."""
+        assert pdp.poll() is None, (self.home / "pdp.out").read_text()
+        try:
+            status: int = (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                .status
+            )
+        except grpc.RpcError:
+            return None
+        return status
 
     def stop(self) -> None:
         for process in reversed(self.processes):  # the PDP first, its sidecar last
@@ -469,58 +635,61 @@ def pod_here(pod: dict[str, Any], tmp_path: Path, opa_bin: str) -> Iterator[PodO
     here.stop()
 
 
-@pytest.mark.integration
-def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(
-    pod_here: PodOnThisHost, postgres_url: str
-) -> None:
-    here, home = pod_here, pod_here.home
+def prepare_keys(here: PodOnThisHost) -> None:
     # The Secret as the kubelet mounts it: 0440. The PDP refuses that; the `keys` init container's copy works.
-    keys.ensure(home / "signing")
-    for f in (home / "signing").iterdir():
+    keys.ensure(here.home / "signing")
+    for f in (here.home / "signing").iterdir():
         f.chmod(0o440)
     with pytest.raises(ConfigError, match="readable by others"):
-        keys.KeyRing.load(home / "signing")
+        keys.KeyRing.load(here.home / "signing")
     here.run_init("keys")
-    keys.KeyRing.load(home / "keys")
-    here.run_init("policy")
-    assert (home / "policy" / "pdp" / "decision.rego").is_file()
+    keys.KeyRing.load(here.home / "keys")
 
-    opa = here.start("opa", [here.opa_bin, *map(here.local, here.containers["opa"]["args"])])
-    socket = home / "run-opa" / "opa.sock"
-    wait_for(socket.is_socket, timeout_s=20, what="OPA's socket")
-    assert socket.stat().st_mode & 0o777 == 0o600
+
+@pytest.mark.integration
+def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(
+    pod: dict[str, Any], pod_here: PodOnThisHost, postgres_url: str
+) -> None:
+    here, home = pod_here, pod_here.home
+    prepare_keys(here)
+    # The policy release as README.md makes it, in the ConfigMaps the pod projects into OPA's /etc/opa.
+    release = make_release(home / "ci", here.opa_bin)
+    here.project_policy(pod, release)
+
+    opa, url = here.start_opa()
+    assert (home / "run-opa" / "opa.sock").stat().st_mode & 0o777 == 0o600
     assert listening_tcp_ports(opa.pid) == set()  # OPA listens on no TCP port at all
 
-    port, health_port = free_port(), free_port()
-    variables = {k: here.local(v) for k, v in env(here.containers["pdp"]).items() if not k.startswith("PDP_TLS_")}
-    variables |= {"POD_NAME": "pdp-0", "PDP_LISTEN": f"127.0.0.1:{port}", "PDP_HEALTH_INTERVAL_MS": "100"}
-    variables |= {"PDP_HEALTH_LISTEN": f"127.0.0.1:{health_port}"}
-    variables["PDP_TRUST_FILE"] = str(dev_issuers() / "trust.json")  # the issuers load_request's tokens come from
-    variables["PDP_LOG_ORIGIN"] = variables["PDP_LOG_ORIGIN"].replace("$(POD_NAME)", "pdp-0")
-    assert set(secret_refs(here.containers["pdp"])) == {"PDP_STATE_URL"}
-    variables["PDP_STATE_URL"] = postgres_url  # the Secret pdp-state: a real PostgreSQL
-    pdp = here.start("pdp", [sys.executable, "-m", "pdp", *here.containers["pdp"]["args"]], {**os.environ, **variables})
+    def active() -> bool:
+        status = bundles.read_status(url, timeout_s=2) or {}
+        return "rego" in status and status["rego"].active_revision == manifest_revision()
+
+    wait_for(active, timeout_s=20, what="OPA to activate the signed bundle")
+    # What the PDP reads from OPA (BundleWatch): the bundle's status, and the key that verified it.
+    assert bundles.read_signing_keys(url, timeout_s=2) == {"rego": release.key.key_id}
+
+    pdp, port, health_port = here.start_pdp(postgres_url)
+    serving = health_pb2.HealthCheckResponse.SERVING
     with (
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
-        grpc.insecure_channel(f"127.0.0.1:{health_port}") as probes,
+        grpc.insecure_channel(f"127.0.0.1:{health_port}") as probes,  # where the kubelet asks
     ):
-        health = health_pb2_grpc.HealthStub(probes)  # where the kubelet asks
-
-        def serving() -> bool:
-            assert pdp.poll() is None, (home / "pdp.out").read_text()
-            try:
-                status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-            except grpc.RpcError:
-                return False
-            return bool(status == health_pb2.HealthCheckResponse.SERVING)
-
-        wait_for(serving, timeout_s=30, what="the PDP's gRPC health SERVING (what the probes ask)")
+        wait_for(
+            lambda: here.health(pdp, probes) == serving,
+            timeout_s=30,
+            what="the PDP's gRPC health SERVING (what the probes ask)",
+        )
+        wait_for(lambda: here.health(pdp, probes, "pdp.policy") == serving, timeout_s=10, what="bundle health")
         with pytest.raises(grpc.RpcError) as e:  # the health port serves health and nothing else
             pb_grpc.DecisionServiceStub(probes).Decide(load_request("fintech-allow-transfer.json"), timeout=5)
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
         stub = pb_grpc.DecisionServiceStub(channel)
-        assert stub.Decide(load_request("fintech-allow-transfer.json"), timeout=5).outcome == pb.OUTCOME_ALLOW
+        allowed = stub.Decide(load_request("fintech-allow-transfer.json"), timeout=5)
+        assert allowed.outcome == pb.OUTCOME_ALLOW
         assert stub.Decide(load_request("fintech-deny-sanctioned.json"), timeout=5).outcome == pb.OUTCOME_DENY
+        # The record names the revision of the policy that decided and the key that signed it.
+        signed = {"revision": manifest_revision(), "signing_key": release.key.key_id}
+        assert claims_of(allowed.record)["bundles"] == {"rego": signed}
 
     def checkpointed_under_pod_name() -> bool:
         files = [f for f in (home / "log").rglob("*") if f.is_file()]
@@ -532,3 +701,48 @@ def test_the_pod_as_written_decides_over_the_socket_and_logs_under_its_pod_name(
         tables = {r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'pdp_%'")}
     assert {"pdp_escalations", "pdp_reservations", "pdp_suspensions", "pdp_single_use"} <= tables
     assert not (home / "state").exists()
+
+
+def tamper(tarball: Path, name: str = "pdp/decision.rego") -> None:
+    """Changes one policy file of a signed bundle, keeping its signature: what someone who can
+    write the ConfigMap, but has not the private key, can do."""
+    with tarfile.open(tarball) as tar:
+        members = [(m, f.read() if (f := tar.extractfile(m)) else b"") for m in tar.getmembers()]
+    assert name in {m.name.lstrip("/") for m, _ in members}
+    with tarfile.open(tarball, "w:gz") as tar:
+        for member, content in members:
+            data = content + b"\n# changed after signing\n" if member.name.lstrip("/") == name else content
+            member.size = len(data) if member.isfile() else member.size
+            tar.addfile(member, io.BytesIO(data))
+
+
+@pytest.mark.integration
+def test_the_pod_as_written_refuses_a_tampered_bundle_and_never_becomes_ready(
+    pod: dict[str, Any], pod_here: PodOnThisHost, postgres_url: str
+) -> None:
+    here, home = pod_here, pod_here.home
+    prepare_keys(here)
+    release = make_release(home / "ci", here.opa_bin)
+    tamper(here.project_policy(pod, release) / "rego.tar.gz")
+    _, url = here.start_opa()
+
+    def refused() -> bool:
+        status = bundles.read_status(url, timeout_s=2) or {}
+        return "rego" in status and bool(status["rego"].error)
+
+    wait_for(refused, timeout_s=20, what="OPA to refuse the tampered bundle")
+    state = (bundles.read_status(url, timeout_s=2) or {})["rego"]
+    assert state.active_revision == "" and "pdp/decision.rego: digest mismatch" in state.error, state
+
+    # Without a policy the PDP does not serve: the kubelet's probes fail and the pod is never ready.
+    pdp, port, health_port = here.start_pdp(postgres_url)
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+        grpc.insecure_channel(f"127.0.0.1:{health_port}") as probes,
+    ):
+        wait_for(lambda: b"not serving" in (home / "pdp.out").read_bytes(), timeout_s=30, what="the PDP's check")
+        assert here.health(pdp, probes) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert here.health(pdp, probes, "pdp.policy") == health_pb2.HealthCheckResponse.NOT_SERVING
+        # And a call that reaches it anyway is denied, the tampered policy never consulted.
+        resp = pb_grpc.DecisionServiceStub(channel).Decide(load_request("fintech-allow-transfer.json"), timeout=5)
+        assert resp.outcome == pb.OUTCOME_DENY and resp.indeterminate
