@@ -195,7 +195,7 @@ def _replay(args: argparse.Namespace) -> int:
                 impact=impact,
                 progress=replay.Progress(total=len(decisions)) if show else None,
             )
-    except (RuntimeError, replay.ReplayError, bundles.BundleError) as e:
+    except (SidecarError, replay.ReplayError, bundles.BundleError) as e:
         print(f"pdp replay: {e}", file=sys.stderr)
         return EXIT_UNREADABLE
     crossed = impact.gate(fail_on=args.fail_on, max_changes=args.max_changes, exclude_masked=args.exclude_masked)
