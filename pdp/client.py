@@ -20,6 +20,9 @@ approval tokens and retries the same action with them, then verifies the final r
 The replay cache is a :class:`ReplayCache`: :class:`MemoryReplayCache` for one PEP process, or a
 shared backend (one implementation of the same protocol) so a PEP's replicas refuse a record any
 of them has used.
+
+:func:`sha256_digest` writes a digest as records do (``sha256:<hex>``), e.g. of the result an
+outcome report describes.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import grpc
 
 from pdp.context import Caller, build_input
 from pdp.digest import request_digest
+from pdp.encoding import sha256_digest
 from pdp.errors import RecordError, VerificationError
 from pdp.keys import public_keys
 from pdp.records import verify as verify_jws
@@ -51,6 +55,8 @@ __all__ = [
     "VerificationError",
     "VerifiedDecision",
     "digest_of",
+    "is_loopback",
+    "sha256_digest",
     "verify",
 ]
 
@@ -139,9 +145,10 @@ def verify(
         raise VerificationError("no record: the decision was not recorded, so it must not be acted on")
     try:
         claims = verify_jws(record, public_keys(jwks), typ=TYP_DECISION)
-        pdp = DecisionRecord.from_dict(claims).pdp
+        decision = DecisionRecord.from_dict(claims)
     except RecordError as e:
         raise VerificationError(str(e)) from None
+    pdp = decision.pdp
     t = int(time.time() if now is None else now)
     if t > pdp.exp + leeway_s:
         raise VerificationError("the record has expired")
@@ -157,7 +164,7 @@ def verify(
     if not replay.first_use(pdp.jti, pdp.exp + leeway_s):
         raise VerificationError("the record was already used (replay)")
     return VerifiedDecision(
-        decision_id=claims["decision_id"],
+        decision_id=decision.decision_id,
         outcome=pdp.outcome,
         reasons=list(pdp.reasons),
         obligations=list(pdp.obligations),

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
 
+from pdp.config import Settings
 from pdp.errors import NoVerdict, OpaError, OpaTimeout
 from pdp.opa import OpaAnswer, OpaClient
 from pdp.telemetry import SPAN_COALESCED
@@ -72,8 +73,8 @@ class CoalescingOpaClient(OpaClient):
         decision_path: str,
         telemetry: Telemetry | None = None,
         *,
-        batch_path: str = "pdp/decisions",
-        max_batch: int = 64,
+        batch_path: str = Settings.batch_path,
+        max_batch: int = Settings.max_batch,
         max_inflight: int = 1,
     ) -> None:
         super().__init__(url, decision_path, telemetry, batch_path=batch_path)

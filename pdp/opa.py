@@ -16,6 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from pdp.config import Settings
 from pdp.errors import OpaError, OpaTimeout, OpaUnavailable
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class OpaClient:
     """
 
     def __init__(
-        self, url: str, decision_path: str, telemetry: Telemetry | None = None, *, batch_path: str = "pdp/decisions"
+        self, url: str, decision_path: str, telemetry: Telemetry | None = None, *, batch_path: str = Settings.batch_path
     ) -> None:
         self._url = url
         self._telemetry = telemetry

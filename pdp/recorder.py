@@ -24,6 +24,7 @@ from pdp.ledger.log import Log
 from pdp.policy.masking import NONE, Pointers
 from pdp.records import redact, sign_record, unverified_claims
 from pdp.schema import (
+    DecisionClaims,
     DecisionRecord,
     EscalationRecord,
     OutcomeRecord,
@@ -161,7 +162,7 @@ class Recorder:
         if index is None:
             return None
         entry = self.log.entry(index)
-        if unverified_claims(entry)["pdp"]["request_digest"] != request_digest:
+        if DecisionRecord.from_dict(unverified_claims(entry)).pdp.request_digest != request_digest:
             raise InvalidArgument("request_id", "was already used for a different request")
         return Signed(entry.decode(), index)
 
@@ -234,8 +235,8 @@ class Recorder:
             raise NotFound(f"no decision {decision_id} of yours in this PDP's log")
         index = found[0]
         decided = self.log.entry(index)
-        verdict = unverified_claims(decided)["pdp"]
-        if verdict["outcome"] != "allow":
+        verdict = DecisionRecord.from_dict(unverified_claims(decided)).pdp
+        if verdict.outcome != "allow":
             raise NotAnAllow(
                 f"decision {decision_id} was {_verdict_name(verdict)}, not ALLOW: outcome reports are for ALLOWs "
                 "only (its signed record already says the action may not run); nothing was logged"
@@ -315,12 +316,12 @@ class Recorder:
         self._ids.close()
 
 
-def _verdict_name(pdp: dict[str, Any]) -> str:
+def _verdict_name(pdp: DecisionClaims) -> str:
     """A decision record's verdict as a PEP sees it: ``DENY``, ``REQUIRE_APPROVAL``, or
     ``DENY (fail-closed: pdp.opa_unavailable)`` when no policy verdict was reached."""
-    name = str(pdp.get("outcome", "")).upper() or "no verdict"
-    if pdp.get("indeterminate"):
-        return f"{name} (fail-closed: {pdp.get('error_code') or 'pdp.no_verdict'})"
+    name = pdp.outcome.upper() or "no verdict"
+    if pdp.indeterminate:
+        return f"{name} (fail-closed: {pdp.error_code or 'pdp.no_verdict'})"
     return name
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from pdp.cli.base import Subcommands
+from pdp.cli.base import Subcommands, addr_option
 from pdp.v1 import admin_pb2 as pb
 from pdp.v1 import admin_pb2_grpc as pb_grpc
 
@@ -56,7 +56,7 @@ def _whoami() -> str:
 
 
 def _connection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--addr", default="127.0.0.1:50051", help="PDP address (default: %(default)s)")
+    addr_option(p)
     p.add_argument("--ca", type=Path, help="CA certificate of the PDP (TLS); with --cert and --key: mTLS")
     p.add_argument("--cert", type=Path, help="client certificate (mTLS)")
     p.add_argument("--key", type=Path, help="client private key (mTLS)")

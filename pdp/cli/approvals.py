@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from pdp.cli.base import Subcommands, env_path
+from pdp.cli.base import Subcommands, addr_option, env_path
 from pdp.grpc.approvals import DEV_LOGIN_METADATA
 from pdp.v1 import approvals_pb2 as apb
 from pdp.v1 import approvals_pb2_grpc as apb_grpc
@@ -36,7 +36,7 @@ def register(sub: Subcommands) -> None:
             p.add_argument("escalation_id")
         if name in ("approve", "reject"):
             p.add_argument("--comment", default="", help="why (kept in the signed log)")
-        p.add_argument("--addr", default="127.0.0.1:50051", help="PDP address (default: %(default)s)")
+        addr_option(p)
         p.add_argument("--cert", type=Path, default=env_path("PDP_CLIENT_CERT_FILE"), help="client certificate (PEM)")
         p.add_argument("--key", type=Path, default=env_path("PDP_CLIENT_KEY_FILE"), help="client private key (PEM)")
         p.add_argument("--ca", type=Path, default=env_path("PDP_CLIENT_CA_FILE"), help="CA of the PDP's certificate")

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pdp.config import Settings
+
 Subcommands = Any  # argparse's _SubParsersAction, which typeshed keeps private
 Register = Callable[[Subcommands], None]
 
@@ -26,6 +28,15 @@ def path_option(parser: argparse.ArgumentParser, flag: str, variable: str, what:
     default = env_path(variable)
     parser.add_argument(
         flag, type=Path, default=default, required=default is None, help=f"{what} (default: ${variable})"
+    )
+
+
+def addr_option(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--addr``, the PDP's gRPC address: ``$PDP_ADDR``, else where ``pdp serve`` listens by default."""
+    parser.add_argument(
+        "--addr",
+        default=os.environ.get("PDP_ADDR") or Settings.listen,
+        help="the PDP's gRPC address (PDP_ADDR; default: %(default)s)",
     )
 
 

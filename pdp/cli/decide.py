@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import json_format
 
 from pdp import devissuer
-from pdp.cli.base import Subcommands
+from pdp.cli.base import Subcommands, addr_option
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
 
@@ -23,7 +23,7 @@ def register(sub: Subcommands) -> None:
         "decide", help="send a Decide request from a JSON file (several files: one DecideBatch) and print the answer"
     )
     c.add_argument("file", nargs="+", help="request in proto3 JSON (a DecideRequest); - reads standard input")
-    c.add_argument("--addr", default="127.0.0.1:50051", help="PDP address (default: %(default)s)")
+    addr_option(c)
     c.add_argument("--explain", choices=sorted(_EXPLAIN), help="override the request's explain level")
     c.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
     c.add_argument(

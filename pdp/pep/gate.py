@@ -21,7 +21,6 @@ approvers itself before it answers (the tools/call stays pending meanwhile).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import threading
 import time
@@ -40,6 +39,7 @@ from pdp.client import (
     VerificationError,
     VerifiedDecision,
     digest_of,
+    sha256_digest,
     verify,
 )
 from pdp.errors import PdpError
@@ -237,7 +237,7 @@ class Gate:
         applied = obligations.apply(permit.plan, result)
         delivered = rfc8785.dumps(applied.result)
         report |= {
-            "digest": "sha256:" + hashlib.sha256(delivered).hexdigest(),
+            "digest": sha256_digest(delivered),
             "redacted": applied.redacted,
             "truncated_bytes": applied.truncated_bytes,
         }

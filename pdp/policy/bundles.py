@@ -17,7 +17,6 @@ of the signed files).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import http.client
@@ -31,6 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pdp.encoding import b64url, b64url_decode, sha256_digest
 from pdp.errors import PdpError
 from pdp.opa import UnixHTTPConnection
 
@@ -118,11 +118,11 @@ def key_id(public_pem: bytes) -> str:
     members = {
         "crv": "P-256",
         "kty": "EC",
-        "x": _b64(nums.x.to_bytes(32, "big")),
-        "y": _b64(nums.y.to_bytes(32, "big")),
+        "x": b64url(nums.x.to_bytes(32, "big")),
+        "y": b64url(nums.y.to_bytes(32, "big")),
     }
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
-    return _b64(hashlib.sha256(canonical).digest())
+    return b64url(hashlib.sha256(canonical).digest())
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -197,14 +197,14 @@ def inspect(path: Path) -> Built:
         raise BundleError(f"{path}: .signatures.json holds no signature")
     head = tokens[0].split(".", 1)[0]
     try:
-        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        header = json.loads(b64url_decode(head))
     except ValueError:
         raise BundleError(f"{path}: the bundle signature is not a JWS") from None
     return Built(
         path=path,
         revision=str(manifest.get("revision", "")) if isinstance(manifest, dict) else "",
         key_id=str(header.get("kid", "")),
-        signature_digest="sha256:" + hashlib.sha256(tokens[0].encode()).hexdigest(),
+        signature_digest=sha256_digest(tokens[0].encode()),
     )
 
 
@@ -358,10 +358,6 @@ def read_status(opa_url: str, *, timeout_s: float) -> dict[str, BundleState] | N
         for name, b in bundles.items()
         if isinstance(b, dict)
     }
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _public_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

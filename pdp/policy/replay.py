@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from pdp.config import Settings
 from pdp.errors import NoVerdict, PdpError
 from pdp.ledger.audit import verify_log
 from pdp.opa import OpaClient
@@ -224,7 +225,7 @@ def replay(
     decisions: Sequence[Recorded],
     *,
     opa_url: str,
-    batch_path: str = "pdp/decisions",
+    batch_path: str = Settings.batch_path,
     batch_size: int = 100,
     workers: int = 2,
     impact: Impact | None = None,
@@ -236,7 +237,7 @@ def replay(
         ReplayError: the candidate OPA cannot evaluate a batch (down, no batch rule, wrong shape).
     """
     impact = impact or Impact()
-    client = OpaClient(opa_url, "pdp/decision", batch_path=batch_path)
+    client = OpaClient(opa_url, Settings.decision_path, batch_path=batch_path)
     batches = [decisions[i : i + batch_size] for i in range(0, len(decisions), batch_size)]
 
     def evaluate(batch: Sequence[Recorded]) -> list[Verdict]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pdp import cli
+from pdp.config import Settings
 from pdp.errors import ConfigError, LedgerCorrupt
 
 
@@ -48,3 +49,15 @@ def test_keys_dir_defaults_to_pdp_key_dir(
     assert (tmp_path / "keys" / "jwks.json").exists()
     assert cli.main(["keys", "jwks"]) == 0
     assert '"kty": "OKP"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv", [["decide", "req.json"], ["agents", "list"], ["approvals", "list"], ["approvals", "show", "esc-1"]]
+)
+def test_the_client_commands_ask_pdp_addr_else_the_default_listen_address(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PDP_ADDR", raising=False)
+    assert cli._parser().parse_args(argv).addr == Settings.listen == "127.0.0.1:50051"
+    monkeypatch.setenv("PDP_ADDR", "pdp.example:6000")
+    assert cli._parser().parse_args(argv).addr == "pdp.example:6000"
