@@ -356,9 +356,11 @@ class Decider:
         """Signs and durably logs the decisions; if that fails, every one of them is a DENY."""
         if not made:
             return []
+        made = [
+            dataclasses.replace(d, bundle_signing_keys=self._lifecycle.signing_keys(d.bundle_revisions)) for d in made
+        ]
         entries = [
-            (_record_of(d, doc, digest_, self._lifecycle.bundles(d.bundle_revisions)), doc)
-            for d, doc, digest_ in zip(made, inputs, request_digests, strict=True)
+            (_record_of(d, doc, digest_), doc) for d, doc, digest_ in zip(made, inputs, request_digests, strict=True)
         ]
         try:
             with self._tracer.start_as_current_span(SPAN_RECORD):
@@ -375,16 +377,19 @@ class Decider:
         ]
 
 
-def _record_of(
-    d: Decision, input_doc: dict[str, Any], request_digest: str, bundles: dict[str, dict[str, str]]
-) -> DecisionRecord:
+def _record_of(d: Decision, input_doc: dict[str, Any], request_digest: str) -> DecisionRecord:
     """The record of a decision, as far as the pipeline knows it (the recorder adds the rest)."""
     v = d.verdict
+    keys = d.bundle_signing_keys
     return DecisionRecord(
         decision_id=d.decision_id,
         path=d.decision_path,
         result=v.to_dict(),
-        bundles=bundles,  # revisions, and the key each bundle was verified with
+        # revisions, and the key each bundle was verified with
+        bundles={
+            name: {"revision": rev, "signing_key": keys[name]} if name in keys else {"revision": rev}
+            for name, rev in d.bundle_revisions.items()
+        },
         timestamp=input_doc["bound"]["time"],
         metrics={"timer_rego_query_eval_ns": d.opa_eval_ns, "timer_pdp_opa_roundtrip_ns": d.opa_ns},
         pdp=DecisionClaims(
@@ -453,6 +458,7 @@ def _replayed(earlier: Signed, *, path: str) -> Decision:
         decision_path=path,
         opa_version=record.pdp.opa_version,
         bundle_revisions={name: b["revision"] for name, b in record.bundles.items()},
+        bundle_signing_keys={name: b["signing_key"] for name, b in record.bundles.items() if "signing_key" in b},
         record=earlier.record,
         log_index=earlier.log_index,
     )

@@ -20,6 +20,7 @@ class Decision:
     decision_path: str
     opa_version: str = ""
     bundle_revisions: dict[str, str] = dataclasses.field(default_factory=dict)
+    bundle_signing_keys: dict[str, str] = dataclasses.field(default_factory=dict)  # bundle -> verifying key id
     explain: int = 0
     explanation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     total_ns: int = 0

@@ -36,7 +36,10 @@ def to_proto(d: Decision) -> pb.DecideResponse:
         reasons=[pb.Reason(code=r.code, message=r.message, rule=r.rule, severity=r.severity) for r in v.reasons],
         obligations=[pb.Obligation(type=o.type, params=to_struct(o.params)) for o in v.obligations],
         provenance=pb.PolicyProvenance(
-            opa_version=d.opa_version, bundle_revisions=d.bundle_revisions, decision_path=d.decision_path
+            opa_version=d.opa_version,
+            bundle_revisions=d.bundle_revisions,
+            decision_path=d.decision_path,
+            bundle_signing_keys=d.bundle_signing_keys,
         ),
         timings=pb.Timings(total_us=d.total_ns // 1000, opa_us=d.opa_ns // 1000, opa_eval_us=d.opa_eval_ns // 1000),
         record=d.record,

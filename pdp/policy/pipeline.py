@@ -49,13 +49,10 @@ class Lifecycle:
         self.masks = masks
         self.shadow = shadow
 
-    def bundles(self, revisions: dict[str, str]) -> dict[str, dict[str, str]]:
-        """The record's ``bundles``: each bundle's revision and, when OPA verifies it, its signing key id."""
+    def signing_keys(self, revisions: dict[str, str]) -> dict[str, str]:
+        """The id of the key OPA verified each of these bundles with (signed bundles only)."""
         keys = self.watch.signing_keys if self.watch is not None else {}
-        return {
-            name: {"revision": rev, "signing_key": keys[name]} if name in keys else {"revision": rev}
-            for name, rev in revisions.items()
-        }
+        return {name: keys[name] for name in revisions if name in keys}
 
     def split(
         self, answers: list[OpaAnswer], inputs: Sequence[dict[str, Any]], *, timeout_s: float, explain: int = 0

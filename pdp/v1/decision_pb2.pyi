@@ -897,9 +897,30 @@ class PolicyProvenance(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class BundleSigningKeysEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     OPA_VERSION_FIELD_NUMBER: _builtins.int
     BUNDLE_REVISIONS_FIELD_NUMBER: _builtins.int
     DECISION_PATH_FIELD_NUMBER: _builtins.int
+    BUNDLE_SIGNING_KEYS_FIELD_NUMBER: _builtins.int
     opa_version: _builtins.str
     decision_path: _builtins.str
     """e.g. "pdp/decision" """
@@ -907,16 +928,23 @@ class PolicyProvenance(_message.Message):
     def bundle_revisions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """bundle name -> revision"""
 
+    @_builtins.property
+    def bundle_signing_keys(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """bundle name -> the id of the key OPA verified that bundle's signature with (signed bundles
+        only); the same as the record's `bundles.<name>.signing_key`.
+        """
+
     def __init__(
         self,
         *,
         opa_version: _builtins.str = ...,
         bundle_revisions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         decision_path: _builtins.str = ...,
+        bundle_signing_keys: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_revisions", b"bundle_revisions", "decision_path", b"decision_path", "opa_version", b"opa_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_revisions", b"bundle_revisions", "bundle_signing_keys", b"bundle_signing_keys", "decision_path", b"decision_path", "opa_version", b"opa_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -158,6 +158,20 @@ def test_signed_bundle_is_served_and_named_in_records(
     assert [b["revision"] for b in claims_of(resp.record)["bundles"].values()] == ["signed-1"]
 
 
+def test_a_bundle_verified_by_opas_configuration_names_its_key_in_answers_and_records(
+    key: bundles.SigningKey, opa_bin: str, tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Any
+) -> None:
+    """As pdp dev, compose and the k8s pod run OPA: the key id comes from OPA's configuration."""
+    built = bundles.build(BUNDLE, tmp_path / "rego.tar.gz", opa_bin=opa_bin, key=key, revision="signed-2")
+    opa = start_opa(bundle=None, config=bundles.serving_config(built, key))
+    pdp: Pdp = start_pdp(opa.url)
+    wait_for(lambda: pdp.health_status() == SERVING, what="PDP serving the signed bundle")
+    resp = pdp.stub.Decide(load_request("allow-crm-lookup.json"), timeout=5)
+    assert dict(resp.provenance.bundle_revisions) == {"rego": "signed-2"}
+    assert dict(resp.provenance.bundle_signing_keys) == {"rego": key.key_id}
+    assert claims_of(resp.record)["bundles"] == {"rego": {"revision": "signed-2", "signing_key": key.key_id}}
+
+
 def test_tampered_or_unsigned_bundle_file_is_never_served(
     key: bundles.SigningKey, opa_bin: str, tmp_path: Path, start_opa: Callable[..., OpaSidecar]
 ) -> None:
