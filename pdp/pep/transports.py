@@ -8,15 +8,17 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from opentelemetry import trace
 
 from pdp.pep.gate import Gate
-from pdp.pep.proxy import relay
+from pdp.pep.proxy import relay, stateless_server
 
 log = logging.getLogger("pdp.pep")
 
@@ -36,11 +38,13 @@ async def serve_stdio(gate: Gate, command: list[str], tracer: trace.Tracer) -> N
 
 
 class HttpFront:
-    """An ASGI app: one MCP session per client (streamable HTTP), each relayed to its own upstream session.
+    """An ASGI app serving MCP over streamable HTTP in both eras the SDK serves.
 
-    The sessions use the initialize handshake (the protocol versions the SDK's HTTP transport serves
-    statefully); a request that names a newer version is answered 400, and the SDK's client then
-    falls back to the handshake.
+    The initialize-handshake versions: one MCP session per client, each relayed to its own upstream
+    session. A request that names another version (2026-07-28: no handshake, no session, each request
+    on its own) goes to the SDK's session manager (``stateless``, which answers a version it does not
+    serve itself), serving :func:`~pdp.pep.proxy.stateless_server`: each request forwarded over an
+    upstream connection of its own. Run the app inside ``stateless.run()``.
     """
 
     def __init__(self, gate: Gate, upstream: str, tracer: trace.Tracer, tg: TaskGroup) -> None:
@@ -49,6 +53,9 @@ class HttpFront:
         self._tracer = tracer
         self._tg = tg
         self._sessions: dict[str, StreamableHTTPServerTransport] = {}
+        self.stateless = StreamableHTTPSessionManager(
+            stateless_server(gate, lambda: Client(upstream, cache=None), tracer), stateless=True
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -56,7 +63,7 @@ class HttpFront:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-            await _json(send, 400, f"this proxy speaks the handshake protocol versions over HTTP, not {version}")
+            await self.stateless.handle_request(scope, receive, send)
             return
         sid = headers.get("mcp-session-id")
         if sid is not None:
@@ -109,6 +116,7 @@ async def serve_http(gate: Gate, host: str, port: int, upstream: str, tracer: tr
 
     async with anyio.create_task_group() as tg:
         app = HttpFront(gate, upstream, tracer, tg)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-        await uvicorn.Server(config).serve()
+        async with app.stateless.run():
+            config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+            await uvicorn.Server(config).serve()
         tg.cancel_scope.cancel()

@@ -1,7 +1,9 @@
 """A small real MCP server over streamable HTTP (the SDK's MCPServer) with the filesystem server's
-tool names, for the proxy's HTTP mode (the npm filesystem server speaks stdio only).
+tool names, for the proxy's HTTP mode (the npm filesystem server speaks stdio only). Over stdio
+(``stdio`` for PORT) it is a server that speaks the 2026-07-28 version there too (the npm one
+speaks the handshake versions only).
 
-Usage: python mcp_http_files.py PORT ROOT
+Usage: python mcp_http_files.py PORT|stdio ROOT
 """
 
 from __future__ import annotations
@@ -43,4 +45,7 @@ def move_file(source: str, destination: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    if sys.argv[1] == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))

@@ -1,7 +1,8 @@
 """A `tools/call` held for approval (`--approval-wait`) tells the client that it waits: the SDK's client,
 asking for progress, gets `notifications/progress` naming the escalation while the call is pending
-(over stdio and over streamable HTTP), and the call completes once an approver approves it at the
-real PDP. The approver acts only after the client has been told, so the order is the test's, not luck's."""
+(over stdio, and over streamable HTTP in the handshake and in the current version), and the call
+completes once an approver approves it at the real PDP. The approver acts only after the client has
+been told, so the order is the test's, not luck's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import grpc
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
+from mcp_types.version import LATEST_MODERN_VERSION
 
 from pdp.grpc.approvals import DEV_LOGIN_METADATA
 from pdp.v1 import approvals_pb2 as apb
@@ -24,9 +26,9 @@ pytestmark = pytest.mark.integration
 WAITING = (*FOR, "--approval-wait", "120")
 
 
-def held_write(w: World, target: str, proxy: StdioServerParameters | str) -> None:
-    """Writes ``target`` through the proxy with a progress callback; an approver approves the call's
-    escalation once the client has been told it waits; checks what the client saw."""
+def held_write(w: World, target: str, proxy: StdioServerParameters | str, mode: str = "auto") -> None:
+    """Writes ``target`` through the proxy with a progress callback (the client in ``mode``); an approver
+    approves the call's escalation once the client has been told it waits; checks what the client saw."""
     path = w.allowed / target
     told: list[tuple[float, str | None]] = []
     first_told = threading.Event()
@@ -49,7 +51,7 @@ def held_write(w: World, target: str, proxy: StdioServerParameters | str) -> Non
         async def vote() -> None:
             voted.append(await anyio.to_thread.run_sync(approver))
 
-        async with Client(proxy, read_timeout_seconds=150) as c, anyio.create_task_group() as tg:
+        async with Client(proxy, read_timeout_seconds=150, mode=mode) as c, anyio.create_task_group() as tg:
             tg.start_soon(vote)
             args = {"path": str(path), "content": "told while waiting"}
             result = await c.call_tool("write_file", args, progress_callback=on_progress)
@@ -72,5 +74,6 @@ def test_a_call_held_for_approval_tells_the_client_it_waits_until_approved(world
 
 
 @pytest.mark.parametrize("http_proxy", [WAITING], indirect=True)
-def test_over_streamable_http_too(world: World, http_proxy: str) -> None:  # noqa: F811
-    held_write(world, "over-http.txt", http_proxy)
+@pytest.mark.parametrize("mode", ["legacy", LATEST_MODERN_VERSION], ids=["handshake", "current"])
+def test_over_streamable_http_too(world: World, http_proxy: str, mode: str) -> None:  # noqa: F811
+    held_write(world, "over-http.txt", http_proxy, mode)

@@ -22,6 +22,8 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult
+from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 
 from pdp import devissuer, keys
 from pdp.ledger.log import read_frames, segments
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 FS_SERVER = ROOT / ".mcp-servers" / "node_modules" / ".bin" / "mcp-server-filesystem"
 GIT_SERVER = Path(sys.executable).parent / "mcp-server-git"
+HTTP_FILES = Path(__file__).parent / "mcp_http_files.py"  # the SDK's server, over HTTP or stdio
 PDP_CMD = [sys.executable, "-m", "pdp"]
 META = "io.github.pdp/decision"
 STEWARD = "dana.steward@corp.example"  # a data_steward in the test bundle's approver registry
@@ -416,7 +419,7 @@ def http_proxy(world: World, tmp_path: Path, request: pytest.FixtureRequest) -> 
     upstream_port, proxy_port = free_port(), free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "mcp_http_files.py"), str(upstream_port), str(world.root)],
+            [sys.executable, str(HTTP_FILES), str(upstream_port), str(world.root)],
             stdout=subprocess.DEVNULL,
             stderr=(tmp_path / "upstream.log").open("wb"),
         ),
@@ -446,24 +449,51 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_streamable_http_mode_gates_calls_and_lists(world: World, http_proxy: str) -> None:
-    (world.allowed / "a.txt").write_text("over http")
-    target = world.allowed / "new.txt"
+def gated_in(w: World, proxy: StdioServerParameters | str, mode: str) -> str:
+    """Through the proxy (the files server), with the SDK's client in ``mode``: ``tools/list`` is
+    filtered, an allowed read goes through with its outcome report, a denied write and a write needing
+    approval are refused with -32001, their files untouched. Returns the version the client spoke."""
+    (w.allowed / "a.txt").write_text("through the proxy")
+    outside = w.root / "outside.txt"
+    outside.write_text("original")
+    held = w.allowed / "new.txt"
 
-    async def calls(c: Client) -> tuple[set[str], str, MCPError]:
-        names = {t.name for t in (await c.list_tools()).tools}
-        read = await c.call_tool("read_text_file", {"path": str(world.allowed / "a.txt")})
-        err = await refused(c, "write_file", {"path": str(target), "content": "x"})
-        return names, read.content[0].text, err  # type: ignore[union-attr]
+    async def main() -> tuple[str, set[str], CallToolResult, MCPError, MCPError]:
+        async with Client(proxy, read_timeout_seconds=30, mode=mode) as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            read = await c.call_tool("read_text_file", {"path": str(w.allowed / "a.txt")})
+            denied = await refused(c, "write_file", {"path": str(outside), "content": "overwritten"})
+            needs = await refused(c, "write_file", {"path": str(held), "content": "x"})
+            return c.protocol_version, names, read, denied, needs
 
-    async def main() -> tuple[set[str], str, MCPError]:
-        async with Client(http_proxy, read_timeout_seconds=30) as client:
-            return await calls(client)
-
-    names, text, err = anyio.run(main)
+    version, names, read, denied, needs = anyio.run(main)
 
     assert names == {"read_text_file", "write_file"}  # move_file hidden
-    assert text == "over http"
-    assert err.code == -32001
-    assert err.data["outcome"] == "require_approval"
-    assert not target.exists()
+    assert [c.text for c in read.content] == ["through the proxy"]  # type: ignore[union-attr]
+    decision = (read.meta or {})[META]
+    assert decision["outcome"] == "allow"
+    assert outcome_reports(w.log_dir)[decision["decision_id"]] == "executed"
+    assert denied.code == -32001
+    assert denied.data["outcome"] == "deny"
+    assert outside.read_text() == "original"
+    assert needs.code == -32001
+    assert needs.data["outcome"] == "require_approval"
+    assert not held.exists()
+    return version
+
+
+@pytest.mark.parametrize(
+    ("mode", "version"),
+    [("legacy", LATEST_HANDSHAKE_VERSION), ("auto", LATEST_MODERN_VERSION)],
+    ids=["handshake", "current"],
+)
+def test_streamable_http_mode_gates_calls_and_lists(world: World, http_proxy: str, mode: str, version: str) -> None:
+    # "auto": the SDK's client probes with `server/discover` and, answered, speaks the current version.
+    assert gated_in(world, http_proxy, mode) == version
+
+
+def test_the_current_version_over_stdio_is_gated_the_same(world: World) -> None:
+    # The npm server speaks only the handshake versions; the SDK's server speaks the current one too.
+    proxy = world.proxy("filesystem.json", sys.executable, str(HTTP_FILES), "stdio", str(world.root))
+
+    assert gated_in(world, proxy, "auto") == LATEST_MODERN_VERSION
