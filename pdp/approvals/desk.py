@@ -189,6 +189,11 @@ class ApprovalDesk:
     def store(self) -> StateStore:
         return self._store
 
+    @property
+    def approval_ttl_s(self) -> int:
+        """How long an approval token is valid after its vote (``PDP_APPROVAL_TTL_SECONDS``)."""
+        return self._approval_ttl
+
     def approver(self, identity: str) -> Approver:
         """The approver ``identity`` as the registry has it now; unknown: no roles, inactive."""
         entry = self._registry().get(identity) if identity else None

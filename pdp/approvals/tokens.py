@@ -17,6 +17,17 @@ change in arguments is another action), ``agent_id``, ``principal_id``. Single u
 of the token: the caller consumes ``jti`` in the shared state store, atomically across replicas,
 with ``store.first_use(CONSUMED_PREFIX + approval.jti, approval.exp)`` and refuses the token when that
 returns False.
+
+The same module signs the **binding token** of a requestable denial (the AuthZEN Access Request and
+Approval Profile's ``context.access_request.binding_token``, docs/authzen.md): a compact JWS with
+``typ: pdp-access-request+jws`` that names the escalation the denial opened and the action it is
+bound to::
+
+    {"escalation_id", "evaluation_id", "action_digest", "iat", "exp"}
+
+It grants nothing; it only lets the PDP's access request endpoint find the escalation and check
+that a submission is for that action. :func:`verify_binding` checks the JWS and the claims' types;
+the endpoint checks the rest (expiry, the requester, the submitted action's digest).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from pdp.keys import KeyRing, public_keys
 from pdp.records import RecordError, sign, verify
 
 TYP_APPROVAL = "pdp-approval+jws"
+TYP_ACCESS_REQUEST = "pdp-access-request+jws"
 CONSUMED_PREFIX = "pdp-approval:"  # the single-use key of a token in the state store: prefix + jti
 
 
@@ -146,3 +158,47 @@ def verify_approval(
         if claims[check] != expected:
             raise ApprovalError(check, f"the approval is for {check} {claims[check]!r}, this request's is {expected!r}")
     return approval
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Binding:
+    """The verified claims of a requestable denial's binding token."""
+
+    escalation_id: str
+    evaluation_id: str  # the denied decision's id
+    action_digest: str
+    iat: int
+    exp: int  # the escalation's expiry: no submission after it
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def issue_binding(
+    ring: KeyRing, *, escalation_id: str, evaluation_id: str, action_digest: str, iat: int, exp: int
+) -> str:
+    """Signs the binding token of a requestable denial (deterministic: the same denial, the same token)."""
+    binding = Binding(
+        escalation_id=escalation_id, evaluation_id=evaluation_id, action_digest=action_digest, iat=iat, exp=exp
+    )
+    return sign(binding.to_dict(), ring, typ=TYP_ACCESS_REQUEST)
+
+
+def verify_binding(token: str, jwks: dict[str, Any]) -> Binding:
+    """Verifies a binding token's JWS (this PDP's keys, its ``typ``) and its claims' types; not its expiry.
+
+    Raises:
+        ApprovalError: ``jws`` or ``claims``, saying what is wrong.
+    """
+    try:
+        claims = verify(token, public_keys(jwks), typ=TYP_ACCESS_REQUEST)
+    except RecordError as e:
+        raise ApprovalError("jws", str(e)) from None
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Binding):
+        value = claims.get(field.name)
+        ok = (isinstance(value, int) and not isinstance(value, bool)) if field.type == "int" else bool(value)
+        if not ok or (field.type == "str" and not isinstance(value, str)):
+            raise ApprovalError("claims", f"{field.name} is missing or not a {field.type}")
+        values[field.name] = value
+    return Binding(**values)

@@ -2,16 +2,18 @@
 
 Thin, like the gRPC servicer: JSON in → :mod:`pdp.http.authzen` → :class:`~pdp.decide.Decider`
 (in a worker thread: the pipeline blocks on OPA and the log) → JSON out. Errors map to HTTP
-statuses in one place (:meth:`AuthzenApp._answer`): 400 naming the field, 401 without the client
+statuses in one place (:meth:`AuthzenApp._error`): 400 naming the field, 401 without the client
 certificate mTLS requires, 403 for a caller not on the allow-list or without the route's role
 (:data:`pdp.authz.ROUTE_ROLES`, checked before any route runs, for the route the router will run:
 a route the table does not declare is refused), 413 past the size limit, 415
-for a body that is not JSON, 429 over the caller's rate, 500 without a Python repr. Every answer
-echoes ``X-Request-ID``.
+for a body that is not JSON, 429 over the caller's rate, 500 without a Python repr; plain text,
+except on the access request routes, which answer RFC 9457 problems (the Access Request and
+Approval Profile draft's types). Every answer echoes ``X-Request-ID``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -27,12 +29,13 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pdp import keys, records
 from pdp.approvals.desk import ApprovalDesk
+from pdp.approvals.tokens import ApprovalError, issue_binding, verify_binding
 from pdp.authz import PUBLIC, ROUTE_ROLES, RoleMap, authorize, identity_of
+from pdp.client import digest_of
 from pdp.context import Caller
-from pdp.decide import Decider
-from pdp.errors import InvalidArgument, NotFound, PdpError, PermissionDenied, RateLimited, RecordError
+from pdp.decide import Decider, Decision
+from pdp.errors import InvalidArgument, NotFound, PdpError, PermissionDenied, RateLimited
 from pdp.http import authzen
 from pdp.recorder import Recorder
 from pdp.state import Escalation, EscalationError
@@ -61,6 +64,15 @@ class HttpError(PdpError):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class Problem(HttpError):
+    """An error of the access request endpoints of one of the draft's problem types
+    (:data:`pdp.http.authzen.PROBLEMS`), answered as ``application/problem+json``."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        status, self.doc = authzen.problem(kind, detail)
+        super().__init__(status, detail)
 
 
 class AuthzenApp:
@@ -159,43 +171,43 @@ class AuthzenApp:
         return await self._answer(request, answer, batch=plural)
 
     async def _submit(self, request: Request) -> Response:
-        """Submits a requestable denial: ``{"request_token": <the denial's signed record>}``.
-
-        The escalation is already open (the denial opened it); submitting binds the PEP to it by the
-        PDP-signed token and answers the task handle. Approvers decide only through the
-        authenticated ApprovalService and console, never here.
+        """Submits an access request (the profile's Access Request Submission): ``subject``,
+        ``resource``, ``action`` and the ``denial`` with the ``binding_token`` the requestable denial
+        carried. The escalation is already open (the denial opened it); the submission is checked
+        against it (:meth:`_bound`) and answered with its task: 202 while pending, 201 when already
+        decided. Approvers decide only through the authenticated ApprovalService and console, never here.
         """
 
         async def answer() -> Any:
             caller = self._caller(request)
             body = await self._body(request)
-            token = body.get("request_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise InvalidArgument("request_token", "is required (the access_request.request_token of the denial)")
             try:
-                claims = records.verify(token, keys.public_keys(self._recorder.jwks()), typ=records.TYP_DECISION)
-            except RecordError as bad:
-                raise InvalidArgument("request_token", f"is not a record this PDP signed: {bad}") from None
-            wanted = body.get("id")
-            if not isinstance(wanted, str) or not wanted:
-                raise InvalidArgument("id", "is required (the access_request.id of the denial)")
-            e = await run_in_threadpool(self._requested, wanted, caller)
-            if e.decision_id != claims.get("decision_id"):
-                raise HttpError(404, f"access request {wanted}: not the one this request_token's decision opened")
-            return await run_in_threadpool(self._task, e)
+                evaluation, denial = authzen.submission_of(body)
+            except InvalidArgument as bad:
+                raise Problem("invalid_denial_binding", f"{bad.field}: {bad.problem}") from None
+            bound = await run_in_threadpool(self._bound, evaluation, denial, caller)
+            doc = self._task(bound, request)
+            status = 202 if doc["task"]["status"] == "pending" else 201
+            return _Created(doc, status, {"Location": doc["task"]["status_endpoint"]})
 
-        return await self._answer(request, answer, batch=False)
+        return await self._answer(request, answer, batch=False, problems=True)
 
     async def _status(self, request: Request) -> Response:
-        """Polls an access request: pending, approved (with the approval to re-evaluate with),
-        denied, expired or consumed."""
+        """Polls an access request's task (the profile's Task Status Endpoint): ``pending``,
+        ``approved`` (with the ``result`` to re-evaluate with), ``denied``, ``cancelled`` or ``expired``."""
 
         async def answer() -> Any:
             caller = self._caller(request)
-            e = await run_in_threadpool(self._requested, request.path_params["id"], caller)
-            return await run_in_threadpool(self._task, e)
+            task_id = request.path_params["id"]
+            e = await run_in_threadpool(self._owned, task_id, caller)
+            if e is None:
+                raise Problem("unknown_task", f"no access request {task_id} submitted by this caller")
+            assert self._desk is not None  # _owned found it on the desk
+            if int(time.time()) >= authzen.task_expires_at(e, self._desk.approval_ttl_s):
+                raise Problem("task_expired", f"access request {task_id} expired")
+            return self._task(e, request)
 
-        return await self._answer(request, answer, batch=False)
+        return await self._answer(request, answer, batch=False, problems=True)
 
     async def _metadata(self, request: Request) -> Response:
         async def answer() -> Any:
@@ -211,23 +223,39 @@ class AuthzenApp:
 
     # ---- the one place errors become statuses ---------------------------------------------
 
-    async def _answer(self, request: Request, answer: Callable[[], Awaitable[Any]], *, batch: bool) -> Response:
-        headers: dict[str, str] = {}
+    async def _answer(
+        self, request: Request, answer: Callable[[], Awaitable[Any]], *, batch: bool, problems: bool = False
+    ) -> Response:
+        """Runs a route's ``answer`` and maps its errors to statuses (:meth:`_error`)."""
         try:
             doc = await answer()
-        except HttpError as e:
-            return Response(e.message, status_code=e.status, headers=headers, media_type="text/plain")
-        except InvalidArgument as e:
-            field = authzen.name_field(e, self._mapping, batch=batch)
-            return Response(f"{field}: {e.problem}", status_code=400, headers=headers, media_type="text/plain")
-        except RateLimited as e:
-            return Response(str(e), status_code=429, headers=headers, media_type="text/plain")
-        except Exception:
-            # Never a Python repr to the caller; no answer is a deny for any PEP.
-            log.exception("%s %s failed unexpectedly", request.method, request.url.path)
-            return Response("internal error; nothing was decided", 500, headers=headers, media_type="text/plain")
+        except Exception as exc:  # _error maps every error; a bug to a 500 without a repr
+            return self._error(request, exc, batch=batch, problems=problems)
+        if isinstance(doc, _Created):
+            return Response(_json(doc.doc), status_code=doc.status, headers=doc.headers, media_type="application/json")
         body = doc if isinstance(doc, bytes) else _json(doc)
-        return Response(body, headers=headers, media_type="application/json")
+        return Response(body, media_type="application/json")
+
+    def _error(self, request: Request, exc: Exception, *, batch: bool, problems: bool) -> Response:
+        """The answer to an error. ``problems``: the access request endpoints, whose errors are RFC 9457
+        ``application/problem+json`` (the draft's problem types, else ``about:blank``); the evaluation
+        endpoints answer errors in plain text (AuthZEN 1.0)."""
+        if isinstance(exc, Problem):
+            return Response(_json(exc.doc), status_code=exc.status, media_type="application/problem+json")
+        if isinstance(exc, HttpError):
+            status, message = exc.status, exc.message
+        elif isinstance(exc, InvalidArgument):
+            status, message = 400, f"{authzen.name_field(exc, self._mapping, batch=batch)}: {exc.problem}"
+        elif isinstance(exc, RateLimited):
+            status, message = 429, str(exc)
+        else:
+            # Never a Python repr to the caller; no answer is a deny for any PEP.
+            log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+            status, message = 500, "internal error; nothing was decided"
+        if not problems:
+            return Response(message, status_code=status, media_type="text/plain")
+        _, doc = authzen.problem("", message, status=status)
+        return Response(_json(doc), status_code=status, media_type="application/problem+json")
 
     # ---- pieces ---------------------------------------------------------------------------
 
@@ -266,26 +294,96 @@ class AuthzenApp:
         _check_depth(body, self._max_depth)
         return body
 
-    def _requested(self, escalation_id: str, caller: Caller) -> Escalation:
+    def _owned(self, escalation_id: str, caller: Caller) -> Escalation | None:
         """The escalation, as it is now (expiry applied), if this caller's decision opened it: the
         same identity (:func:`pdp.authz.identity_of`, as the desk recorded the requester), as gRPC
-        GetApprovalTokens (else 404, as for none). A certificate naming nobody owns nothing."""
-        missing = HttpError(404, f"no access request {escalation_id} opened by this caller")
+        GetApprovalTokens; else None, as for none. A certificate naming nobody owns nothing."""
         identity = identity_of(caller.to_dict())
         if self._desk is None or not escalation_id or (caller.authenticated and not identity):
-            raise missing
+            return None
         try:
             e = self._desk.wait(escalation_id, timeout_s=0)
         except (EscalationError, NotFound):
-            raise missing from None
-        if identity != (e.context.get("caller") or ""):
-            raise missing
+            return None
+        return e if identity == (e.context.get("caller") or "") else None
+
+    def _bound(self, evaluation: dict[str, Any], denial: dict[str, Any], caller: Caller) -> Escalation:
+        """The escalation a submission is for, once the submission is bound to it: the binding token
+        is one this PDP signed (its keys, its ``typ``), ``denial.expires_at`` is the token's expiry
+        and has not passed, the escalation is this caller's, and the submitted subject, action and
+        resource (mapped as an evaluation is) are the denied action: the same action digest and a
+        principal it names.
+
+        Raises:
+            Problem: ``invalid_denial_binding`` (400) or ``expired_denial`` (410).
+        """
+        try:
+            binding = verify_binding(denial["binding_token"], self._recorder.jwks())
+        except ApprovalError as bad:
+            raise Problem(
+                "invalid_denial_binding", f"denial.binding_token: not one this PDP signed: {bad.problem}"
+            ) from None
+        try:
+            echoed = authzen.timestamp(denial["expires_at"])
+        except ValueError as bad:
+            raise Problem("invalid_denial_binding", f"denial.expires_at: {bad}") from None
+        if echoed != binding.exp:
+            raise Problem("invalid_denial_binding", "denial.expires_at: not the expiry the binding token carries")
+        if denial.get("evaluation_id", binding.evaluation_id) != binding.evaluation_id:
+            raise Problem("invalid_denial_binding", "denial.evaluation_id: not the evaluation the binding token names")
+        if int(time.time()) >= binding.exp:
+            raise Problem("expired_denial", f"the requestable denial expired at {authzen.rfc3339(binding.exp)}")
+        e = self._owned(binding.escalation_id, caller)
+        if e is None or e.decision_id != binding.evaluation_id or e.action_digest != binding.action_digest:
+            raise Problem("invalid_denial_binding", "denial.binding_token: not a denial this PDP gave this caller")
+        try:
+            context = self._mapping.to_request(evaluation).context
+            digest = digest_of(context)
+        except InvalidArgument as bad:
+            field = authzen.name_field(bad, self._mapping, batch=False)
+            raise Problem("invalid_denial_binding", f"{field}: {bad.problem}") from None
+        if digest != binding.action_digest:
+            raise Problem("invalid_denial_binding", "subject, action, resource: not the action that was denied")
+        principals = {e.principal_id, *e.context.get("principals", ())} - {""}
+        if context.principal.id not in (principals or {""}):
+            raise Problem("invalid_denial_binding", "subject: not the principal of the denied action")
         return e
 
-    def _task(self, e: Escalation) -> dict[str, Any]:
-        assert self._desk is not None  # _requested found the escalation on it
-        tokens = self._desk.tokens(e.id, now=int(time.time())) if e.status == "approved" else []
-        return authzen.task(e, tokens)
+    def _task(self, e: Escalation, request: Request) -> dict[str, Any]:
+        assert self._desk is not None  # the escalation was found on it
+        endpoint = f"{self._base(request)}{authzen.ACCESS_REQUESTS}/{e.id}"
+        return authzen.task(e, status_endpoint=endpoint, approval_ttl_s=self._desk.approval_ttl_s)
+
+    def _base(self, request: Request) -> str:
+        """The PDP identifier: ``PDP_HTTP_BASE_URL``, else the scheme and host the caller used."""
+        return (self._base_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+
+    def _present(self, approval_id: str, caller: Caller) -> authzen.Presented:
+        """Looks up the approval a re-evaluation presents (its id is the task id): only an approved
+        (or already consumed) escalation this caller's decision opened gives tokens; the pipeline then
+        verifies them against this request (signature, expiry, action digest recomputed, agent,
+        principal) and consumes them on an ALLOW, once. Anything else presents nothing (a store that
+        cannot be read included: never more approvals than the PDP found)."""
+        unverifiable = authzen.Presented(id=approval_id, problem=authzen.APPROVAL_UNVERIFIABLE)
+        desk = self._desk
+        try:
+            e = self._owned(approval_id, caller)
+            if desk is None or e is None or e.status not in ("approved", "consumed"):
+                return unverifiable
+            tokens = desk.tokens(e.id, now=int(time.time()))
+        except PdpError as err:
+            log.warning("approval %s could not be looked up: %s", approval_id, err)
+            return unverifiable
+        until = authzen.approved_until(e, desk.approval_ttl_s)
+        return authzen.Presented(id=approval_id, tokens=tuple(tokens), approved_until=until)
+
+    def _requestable(self, d: Decision, endpoint: str) -> dict[str, Any] | None:
+        """The requestable denial of a REQUIRE_APPROVAL that opened an escalation, with its binding token."""
+        claims = authzen.binding_of(d)
+        if not claims:
+            return None
+        token = issue_binding(self._recorder.ring, **claims)
+        return authzen.access_request(d, binding_token=token, endpoint=endpoint)
 
     def _request_for(self, evaluation: dict[str, Any], request: Request, *, index: int | None) -> pb.DecideRequest:
         rid = ""
@@ -306,7 +404,12 @@ class AuthzenApp:
             evaluations, semantic, single = authzen.evaluations_of(body)
         else:
             evaluations, semantic, single = [authzen.evaluation_of(body)], authzen.EXECUTE_ALL, True
-        requests = [self._request_for(e, request, index=None if single else i) for i, e in enumerate(evaluations)]
+        referenced = [authzen.approval_of(e, "" if single else f"evaluations[{i}].") for i, e in enumerate(evaluations)]
+        requests = [self._request_for(e, request, index=None if single else i) for i, (e, _) in enumerate(referenced)]
+        presented = [self._present(ref, caller) if ref is not None else None for _, ref in referenced]
+        for r, p in zip(requests, presented, strict=True):
+            if p is not None:
+                r.approval_tokens.extend(p.tokens)
         parent = propagate.extract(dict(request.headers))
         name = f"POST {request.url.path}"
         with self._telemetry.tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER):
@@ -320,10 +423,19 @@ class AuthzenApp:
                 )
             self._telemetry.record(decisions, batch=not single)
         with_context = self._mapping.response_context
+        endpoint = f"{self._base(request)}{authzen.ACCESS_REQUESTS}"
+        results = [
+            authzen.to_result(
+                d,
+                with_context=with_context,
+                access_request=self._requestable(d, endpoint) if with_context else None,
+                presented=p,
+            )
+            for d, p in zip(decisions, presented, strict=False)
+        ]
         if single:
-            doc = authzen.to_result(decisions[0], with_context=with_context)
+            doc = results[0]
         else:
-            results = [authzen.to_result(d, with_context=with_context) for d in decisions]
             if with_context and len(decisions) < len(requests):
                 results[-1]["context"]["short_circuit"] = semantic  # why the answer stops here (spec §7.1.2)
             doc = {"evaluations": results}
@@ -366,6 +478,15 @@ def _echo_request_id(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send_with_id)
 
     return echoing
+
+
+@dataclasses.dataclass(frozen=True)
+class _Created:
+    """A JSON answer with a status other than 200 and headers (a submitted access request)."""
+
+    doc: dict[str, Any]
+    status: int
+    headers: dict[str, str]
 
 
 def _json(doc: Any) -> bytes:

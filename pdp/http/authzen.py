@@ -17,24 +17,35 @@ A :class:`~pdp.decide.Decision` becomes ``{"decision": bool, "context": {...}}``
 for an ALLOW with its signed record; DENY, REQUIRE_APPROVAL and every fail-closed answer are
 ``false``, and the context says why (decision id, reason codes in ``reason_admin`` /
 ``reason_user`` style, obligations, escalation, the signed record).
+
+The OpenID AuthZEN Access Request and Approval Profile (draft; what is covered: docs/authzen.md)
+has its message shapes here too: the requestable denial (:func:`access_request`, with the binding
+token's claims from :func:`binding_of`), the submission (:func:`submission_of`), the task and its
+``reevaluate`` result (:func:`task`), the approval reference a re-evaluation presents
+(:func:`approval_of`, :class:`Presented`), the re-evaluation's ``reason`` / ``next_action``, and
+the RFC 9457 problem documents (:func:`problem`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
+import http
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from google.protobuf import descriptor, json_format
 
+from pdp.approvals.binding import REUSED
 from pdp.decide import Decision
 from pdp.errors import ConfigError, InvalidArgument
 from pdp.records import unverified_claims as claims_of
-from pdp.state import Escalation
+from pdp.state import Escalation, Vote
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Outcome
 
@@ -87,22 +98,40 @@ DEFAULT_MAPPING: dict[str, Any] = {
         "context.risk.indicators": {"from": "/context/risk/indicators"},
         "context.purpose_of_use": {"from": "/context/purpose_of_use"},
         "context.lineage": {"from": "/context/lineage"},
-        # Access Request and Approval Profile: the re-evaluation carries the approvals it obtained
-        # (verified by the PDP, bound to the action, single use: docs/approvals.md).
-        "approval_tokens": {"from": "/context/approval/tokens"},
+        # context.approval (Access Request and Approval Profile) is not mapped: the HTTP face takes
+        # it out of the evaluation, looks the approval up itself and passes the approval tokens it
+        # finds (approval_of, docs/authzen.md).
     },
 }
 
 ACCESS_REQUESTS = "/access/v1/access_requests"
-"""Where a PEP submits a requestable denial and polls its status (Access Request and Approval Profile)."""
+"""Where a PEP submits a requestable denial and polls its task (Access Request and Approval Profile)."""
 
-# An escalation's status in the desk → the access request's status the PEP sees.
-_STATUS = {
-    "open": "pending",
-    "approved": "approved",
-    "rejected": "denied",
-    "expired": "expired",
-    "consumed": "consumed",
+# The draft's problem types (RFC 9457): kind → (HTTP status, title).
+PROBLEM_URN = "urn:openid:authzen:access-request:error:"
+PROBLEMS = {
+    "not_requestable": (400, "Access is not requestable"),
+    "expired_denial": (410, "The requestable denial has expired"),
+    "invalid_denial_binding": (400, "The access request cannot be bound to the denied decision"),
+    "duplicate_request": (409, "Idempotency-Key reused with another request"),
+    "unknown_task": (404, "Unknown task"),
+    "task_expired": (410, "The task has expired"),
+    "invalid_task_state": (409, "Not possible in the task's state"),
+}
+
+APPROVAL_REQUIRED = "approval_required"
+"""``context.reason`` of a requestable denial."""
+# The draft's re-evaluation denial reasons (context.reason when a request that presented
+# context.approval is not permitted); next_action is said separately.
+APPROVAL_EXPIRED = "approval_expired"
+OUT_OF_SCOPE = "out_of_scope"
+POLICY_DENIED = "policy_denied"
+APPROVAL_UNVERIFIABLE = "approval_unverifiable"
+_REJECTED_CHECK_REASON = {  # pdp.approvals.rejected[].check → reason
+    "expired": APPROVAL_EXPIRED,
+    "action_digest": OUT_OF_SCOPE,
+    "agent_id": OUT_OF_SCOPE,
+    "principal_id": OUT_OF_SCOPE,
 }
 
 _STRUCT = "google.protobuf.Struct"
@@ -419,6 +448,73 @@ def evaluations_of(body: Any) -> tuple[list[dict[str, Any]], str, bool]:
     return merged, semantic, False
 
 
+def approval_of(evaluation: dict[str, Any], where: str = "") -> tuple[dict[str, Any], str | None]:
+    """Takes the approval reference of a re-evaluation (``context.approval``, Access Request and
+    Approval Profile) out of ``evaluation``: it is not authorization input, and the PDP looks the
+    approval up itself (only ``id`` is read; ``state``, ``approved_until`` and the rest are never
+    trusted).
+
+    Returns:
+        The evaluation without ``context.approval`` (a copy when it had one) and the approval id, or None.
+
+    Raises:
+        InvalidArgument: ``context.approval`` is not an object with a non-empty string ``id``.
+    """
+    context = evaluation.get("context")
+    if not isinstance(context, dict) or "approval" not in context:
+        return evaluation, None
+    approval = context["approval"]
+    if not isinstance(approval, dict):
+        raise InvalidArgument(f"{where}context.approval", "must be an object (the result.approval of the task)")
+    approval_id = approval.get("id")
+    if not isinstance(approval_id, str) or not approval_id:
+        raise InvalidArgument(f"{where}context.approval.id", "is required (a non-empty string)")
+    rest = {k: v for k, v in context.items() if k != "approval"}
+    return {**evaluation, "context": rest}, approval_id
+
+
+def submission_of(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Checks an Access Request submission's shape: ``subject``, ``resource``, ``action`` (one
+    request; no ``items``), an optional ``context``, and the ``denial`` with its ``binding_token``
+    and ``expires_at``. ``requested_access``, ``callback``, ``client`` and the denial's other
+    members are accepted and not used.
+
+    Returns:
+        The submitted evaluation (``subject``, ``action``, ``resource``, ``context``) and the denial.
+
+    Raises:
+        InvalidArgument: a member is missing or malformed; it is named.
+    """
+    if not isinstance(body, dict):
+        raise InvalidArgument("request", "must be a JSON object")
+    if "items" in body:
+        raise InvalidArgument("items", "bundled requests are not supported: submit each requestable denial alone")
+    evaluation = evaluation_of(body)
+    denial = body.get("denial")
+    if not isinstance(denial, dict):
+        raise InvalidArgument("denial", "is required (an object binding the request to the denial)")
+    for name in ("binding_token", "expires_at"):
+        if not isinstance(denial.get(name), str) or not denial[name]:
+            raise InvalidArgument(
+                f"denial.{name}", f"is required (context.access_request.{name} of the denial, unchanged)"
+            )
+    if "evaluation_id" in denial and not isinstance(denial["evaluation_id"], str):
+        raise InvalidArgument("denial.evaluation_id", "must be a string")
+    return evaluation, denial
+
+
+def timestamp(value: str) -> int:
+    """Unix seconds of an RFC 3339 timestamp (``2026-06-11T17:34:52Z``).
+
+    Raises:
+        ValueError: not an RFC 3339 date-time with a time zone.
+    """
+    parsed = datetime.datetime.fromisoformat(value)
+    if parsed.tzinfo is None or "T" not in value.upper():
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time with an offset")
+    return math.floor(parsed.timestamp())
+
+
 T = TypeVar("T")
 
 
@@ -445,8 +541,42 @@ def permitted(d: Decision) -> bool:
     return d.verdict.outcome is Outcome.ALLOW and not d.verdict.indeterminate and bool(d.record)
 
 
-def to_result(d: Decision, *, with_context: bool = True) -> dict[str, Any]:
-    """One AuthZEN Decision: ``{"decision": bool, "context": {...}}`` (no context if not ``with_context``)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Presented:
+    """The approval a re-evaluation presented (``context.approval.id``) and what the PDP found for it.
+
+    Attributes:
+        id: the approval id as presented.
+        tokens: the approval tokens the PDP looked up for it (given to the pipeline, which verifies
+            them against this request and consumes them on an ALLOW); none when it found no approval.
+        approved_until: unix seconds; the approval is not used after it.
+        problem: why no tokens (a re-evaluation denial reason); "" when there are tokens.
+    """
+
+    id: str
+    tokens: tuple[str, ...] = ()
+    approved_until: int = 0
+    problem: str = ""
+
+
+def to_result(
+    d: Decision,
+    *,
+    with_context: bool = True,
+    access_request: dict[str, Any] | None = None,
+    presented: Presented | None = None,
+) -> dict[str, Any]:
+    """One AuthZEN Decision: ``{"decision": bool, "context": {...}}`` (no context if not ``with_context``).
+
+    Args:
+        d: the decision.
+        with_context: answer with the context.
+        access_request: for a REQUIRE_APPROVAL that opened an escalation, the requestable denial
+            (:func:`access_request`): the context then carries it with ``evaluation_id``,
+            ``evaluated_at`` and ``reason``.
+        presented: the approval the request presented (``context.approval``): a ``true`` that used
+            it echoes ``context.approval``; a ``false`` says ``reason`` and ``next_action``.
+    """
     v = d.verdict
     allowed = permitted(d)
     if not with_context:
@@ -473,12 +603,65 @@ def to_result(d: Decision, *, with_context: bool = True) -> dict[str, Any]:
         context["reason_user"] = {"503": f"No policy decision could be reached ({v.error_code}); try again later"}
     elif v.outcome is Outcome.REQUIRE_APPROVAL:
         context["escalation"] = _escalation(d)
-        if d.escalation_id:
-            context["access_request"] = _access_request(d)
+        if d.escalation_id and access_request is not None:
+            context["evaluation_id"] = d.decision_id
+            context["evaluated_at"] = (claims_of(d.record.encode()) if d.record else {}).get("timestamp", "")
+            context["reason"] = APPROVAL_REQUIRED
+            context["access_request"] = access_request
         context["reason_user"] = {"403": f"This needs an approval before it may go ahead ({codes})"}
     elif not allowed:
         context["reason_user"] = {"403": f"Denied by policy ({codes})"}
+    if presented is not None:
+        _reevaluated(context, d, presented, allowed=allowed)
     return {"decision": allowed, "context": context}
+
+
+def _reevaluated(context: dict[str, Any], d: Decision, presented: Presented, *, allowed: bool) -> None:
+    """What the answer to a re-evaluation says about the approval it presented (the profile's
+    Completion Semantics): a ``true`` that consumed it echoes ``approval`` (id, approved_until); a
+    ``false`` says why (``reason``, one of the draft's re-evaluation denial reasons) and what the
+    PEP should do (``next_action``: ``request`` only with a fresh ``access_request``, ``retry``
+    when no decision could be reached, else ``none``)."""
+    if allowed:
+        if d.approvals.get("consumed") and presented.approved_until:
+            context["approval"] = {"id": presented.id, "approved_until": rfc3339(presented.approved_until)}
+        return
+    if d.verdict.indeterminate:
+        context["next_action"] = "retry"
+        return
+    checks = [r.get("check") for r in d.approvals.get("rejected", ()) if isinstance(r, dict)]
+    if presented.problem:
+        reason = presented.problem
+    elif any(r.code == REUSED for r in d.verdict.reasons):
+        reason = APPROVAL_EXPIRED  # single use: this approval was used by an earlier ALLOW
+    elif checks:
+        reason = _REJECTED_CHECK_REASON.get(str(checks[0]), APPROVAL_UNVERIFIABLE)
+    else:
+        reason = POLICY_DENIED
+    context["reason"] = reason
+    context["next_action"] = "request" if "access_request" in context else "none"
+
+
+def access_request(d: Decision, *, binding_token: str, endpoint: str) -> dict[str, Any]:
+    """The requestable denial (``context.access_request``): where to submit, until when, and the
+    PDP-signed binding token (:func:`pdp.approvals.tokens.issue_binding` over :func:`binding_of`)."""
+    return {"endpoint": endpoint, "expires_at": rfc3339(d.escalation_expires_at), "binding_token": binding_token}
+
+
+def binding_of(d: Decision) -> dict[str, Any]:
+    """What a REQUIRE_APPROVAL's binding token says: its escalation, the decision (the evaluation)
+    and the action digest the record carries, issued when the record was, valid while the
+    escalation is open. Empty when the decision opened no escalation or has no record."""
+    if not d.escalation_id or not d.record:
+        return {}
+    pdp = claims_of(d.record.encode()).get("pdp", {})
+    return {
+        "escalation_id": d.escalation_id,
+        "evaluation_id": d.decision_id,
+        "action_digest": str(pdp.get("action_digest", "")),
+        "iat": int(pdp.get("iat", 0)),
+        "exp": d.escalation_expires_at,
+    }
 
 
 def _escalation(d: Decision) -> dict[str, Any]:
@@ -495,32 +678,80 @@ def _escalation(d: Decision) -> dict[str, Any]:
     }
 
 
-def _access_request(d: Decision) -> dict[str, Any]:
-    """The requestable denial (Access Request and Approval Profile): what the PEP submits to ask for
-    the approval. The binding token is the decision's own signed record: it names the decision and
-    the action digest, and only this PDP's key could have signed it."""
-    return {
-        "id": d.escalation_id,
-        "request_token": d.record,
-        "endpoint": ACCESS_REQUESTS,
-        "expires_at": d.escalation_expires_at,
-    }
+def task_status(e: Escalation) -> str:
+    """The draft's task status of an escalation: ``open`` → ``pending``; ``approved`` and
+    ``consumed`` → ``approved`` (a terminal status does not change; single use is the PDP's to
+    enforce at re-evaluation); ``rejected`` by an approver's vote → ``denied``, closed without one
+    (the kill switch suspended the agent) → ``cancelled``; ``expired`` → ``expired``."""
+    if e.status == "open":
+        return "pending"
+    if e.status in ("approved", "consumed"):
+        return "approved"
+    if e.status == "rejected":
+        return "denied" if any(not v.approve for v in e.votes) else "cancelled"
+    return "expired" if e.status == "expired" else "failed"
 
 
-def task(e: Escalation, tokens: Sequence[str]) -> dict[str, Any]:
-    """The access request's task handle: its status and, once approved, the approval the PEP
-    re-evaluates with (``context.approval``)."""
-    doc: dict[str, Any] = {
+def approvals_of(e: Escalation) -> list[Vote]:
+    """The votes that count towards the escalation's approval (approve, by a holder of its role)."""
+    return [v for v in e.votes if v.approve and e.role in v.roles]
+
+
+def approved_until(e: Escalation, approval_ttl_s: int) -> int:
+    """When the first of the approval's tokens expires (each is valid ``approval_ttl_s`` after its vote)."""
+    votes = approvals_of(e)
+    return min(v.at for v in votes) + approval_ttl_s if votes else 0
+
+
+def task_expires_at(e: Escalation, approval_ttl_s: int) -> int:
+    """When the task handle is no longer valid: the last moment an approval it produced could be
+    used (the escalation's expiry, plus an approval token's lifetime)."""
+    return e.expires_at + approval_ttl_s
+
+
+def task(e: Escalation, *, status_endpoint: str, approval_ttl_s: int) -> dict[str, Any]:
+    """The access request's task (``{"task": {...}}``) and, once approved, its ``result``: the
+    ``reevaluate`` completion and the ``approval`` the PEP puts unchanged at ``context.approval``
+    when it evaluates again. The approval id is the task id: the PDP looks it up, for the requester
+    only, and verifies its tokens against the re-evaluated action (no ``state`` is issued)."""
+    status = task_status(e)
+    handle: dict[str, Any] = {
         "id": e.id,
-        "status": _STATUS.get(e.status, e.status),
-        "status_endpoint": f"{ACCESS_REQUESTS}/{e.id}",
-        "decision_id": e.decision_id,
-        "expires_at": e.expires_at,
-        "approvals": {"count": e.count, "role": e.role, "approvers": e.approvers()},
+        "status": status,
+        "status_endpoint": status_endpoint,
+        "expires_at": rfc3339(task_expires_at(e, approval_ttl_s)),
     }
-    if e.status == "approved" and tokens:
-        doc["approval"] = {"tokens": list(tokens)}
+    if status == "pending":
+        handle["progress"] = {
+            "current_step": min(len(approvals_of(e)) + 1, e.count),
+            "total_steps": e.count,
+            "step_name": e.role,
+        }
+    doc: dict[str, Any] = {"task": handle}
+    if status == "approved" and (votes := approvals_of(e)):
+        doc["result"] = {
+            "mode": "reevaluate",
+            "approval": {
+                "id": e.id,
+                "approved_at": rfc3339(max(v.at for v in votes)),
+                "approved_until": rfc3339(approved_until(e, approval_ttl_s)),
+            },
+        }
     return doc
+
+
+def problem(kind: str, detail: str, *, status: int = 0) -> tuple[int, dict[str, Any]]:
+    """An RFC 9457 problem document: one of the draft's problem types (:data:`PROBLEMS`), or
+    ``about:blank`` with ``status`` for any other error of the access request endpoints."""
+    if kind:
+        status, title = PROBLEMS[kind]
+        return status, {"type": PROBLEM_URN + kind, "title": title, "status": status, "detail": detail}
+    return status, {"type": "about:blank", "title": http.HTTPStatus(status).phrase, "status": status, "detail": detail}
+
+
+def rfc3339(ts: int) -> str:
+    """Unix seconds as an RFC 3339 UTC timestamp (``2026-06-11T17:34:52Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def metadata(base_url: str) -> dict[str, Any]:
