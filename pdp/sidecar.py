@@ -112,20 +112,37 @@ class OpaSidecar:
             cmd += verification_args(self.verification_key)
         if self.bundle is not None:
             cmd += ["--ignore", "*_test.rego", "--bundle", str(self.bundle)]
-        log.debug("starting %s", " ".join(cmd))
-        self.process = subprocess.Popen(
-            cmd,
-            stdout=self._log_file,
-            stderr=self._log_file,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509  (one prctl before exec)
-        )
         deadline = time.monotonic() + ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SidecarError(f"opa exited with status {self.process.returncode}")
-            if self.healthy():
+        for attempt in (1, 2):
+            log.debug("starting %s", " ".join(cmd))
+            self.process = subprocess.Popen(
+                cmd,
+                stdout=self._log_file,
+                stderr=self._log_file,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509  (one prctl before exec)
+            )
+            status = self._wait_healthy(deadline, ready_timeout_s)
+            if status is None:
                 return
+            # Killed by a signal while starting (seen twice on a heavily loaded machine: -6) is not
+            # an answer about the bundle or the address: start it once more.
+            if status >= 0 or attempt == 2:
+                raise SidecarError(f"opa exited with status {status}")
+            log.warning("opa was killed by signal %d while starting; starting it again", -status)
+
+    def _wait_healthy(self, deadline: float, ready_timeout_s: float) -> int | None:
+        """None once OPA answers ``/health``; its exit status if it exits first.
+
+        Raises:
+            SidecarError: still not healthy at ``deadline`` (OPA is stopped).
+        """
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if (status := self.process.poll()) is not None:
+                return status
+            if self.healthy():
+                return None
             time.sleep(0.05)
         self.stop()
         raise SidecarError(f"opa did not become healthy on {self.addr} within {ready_timeout_s:.0f}s")
