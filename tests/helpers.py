@@ -13,6 +13,7 @@ import datetime
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -224,3 +225,28 @@ def issue_cert(
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
     return cert, key
+
+
+class LocalContainers:
+    """A deployment file's containers run as local processes, its container paths mapped under a
+    temporary ``home`` (tests/unit/test_compose.py, tests/unit/test_k8s.py)."""
+
+    def __init__(self, home: Path, paths: dict[str, Path]) -> None:
+        pattern = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, sorted(paths, key=len, reverse=True))) + ")")
+        self.local: Callable[[str], str] = lambda s: pattern.sub(lambda m: str(paths[m.group(1)]), s)
+        self.home = home
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, argv: list[str], environ: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Starts one container's process, its output in ``home/<name>.out``."""
+        out = (self.home / f"{name}.out").open("wb")
+        process = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=out, stderr=out)
+        out.close()
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        """Stops them in reverse order of start (the PDP first, its OPA last)."""
+        for process in reversed(self.processes):
+            process.terminate()
+            process.wait(timeout=20)

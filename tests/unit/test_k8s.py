@@ -40,7 +40,7 @@ from pdp.policy import bundles
 from pdp.sidecar import free_port
 from pdp.v1 import decision_pb2 as pb
 from pdp.v1 import decision_pb2_grpc as pb_grpc
-from tests.helpers import ROOT, claims_of, dev_issuers, load_request, wait_for
+from tests.helpers import ROOT, LocalContainers, claims_of, dev_issuers, load_request, wait_for
 
 KUBECONFORM = ROOT / ".bin" / "kubeconform"
 K8S = ROOT / "deploy" / "k8s"
@@ -539,26 +539,25 @@ def listening_tcp_ports(pid: int) -> set[int]:
     return ports
 
 
-class PodOnThisHost:
+class PodOnThisHost(LocalContainers):
     """The pod's containers run as local processes, with the manifest's own commands and variables and
     its mount paths mapped under a temporary directory (TLS off: the kubelet would mount its Secret)."""
 
     def __init__(self, pod: dict[str, Any], home: Path, opa_bin: str) -> None:
-        paths = {
-            SOCKET_DIR: home / "run-opa",
-            "/run/pdp/keys": home / "keys",
-            "/var/lib/pdp/log": home / "log",
-            "/etc/pdp/signing": home / "signing",
-            "/etc/pdp/roles": home / "roles",
-            OPA_DIR: home / "opa-policy",
-        }
-        pattern = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, sorted(paths, key=len, reverse=True))) + ")")
-        self.local = lambda s: pattern.sub(lambda m: str(paths[m.group(1)]), s)
+        super().__init__(
+            home,
+            {
+                SOCKET_DIR: home / "run-opa",
+                "/run/pdp/keys": home / "keys",
+                "/var/lib/pdp/log": home / "log",
+                "/etc/pdp/signing": home / "signing",
+                "/etc/pdp/roles": home / "roles",
+                OPA_DIR: home / "opa-policy",
+            },
+        )
         self.containers = containers(pod)
-        self.home = home
         for directory in ("run-opa", "keys", "opa-policy", "roles"):
             (home / directory).mkdir(mode=0o700)
-        self.processes: list[subprocess.Popen[bytes]] = []
         self.opa_bin = opa_bin
 
     def run_init(self, name: str) -> None:
@@ -577,13 +576,6 @@ class PodOnThisHost:
         config["bundles"]["rego"]["resource"] = self.local(config["bundles"]["rego"]["resource"])
         config_file.write_text(json.dumps(config))
         return target
-
-    def start(self, name: str, argv: list[str], environ: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        out = (self.home / f"{name}.out").open("wb")
-        process = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=out, stderr=out)
-        out.close()
-        self.processes.append(process)
-        return process
 
     def start_opa(self) -> tuple[subprocess.Popen[bytes], str]:
         """Starts OPA with the manifest's arguments; returns it and its URL once its socket is there."""
@@ -619,11 +611,6 @@ class PodOnThisHost:
         except grpc.RpcError:
             return None
         return status
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):  # the PDP first, its sidecar last
-            process.terminate()
-            process.wait(timeout=20)
 
 
 @pytest.fixture
