@@ -130,6 +130,18 @@ def _reserve_many(store: StateStore, process: int, amount: int, limit: int) -> i
     return sum(store.reserve(f"r-{process}-{i}", [claim], now=T0 + i) for i in range(8))
 
 
+def _reserve_groups(store: StateStore, process: int) -> list[tuple[str, bool]]:
+    """Four groups of three requests: each claims ``shared`` (10 fit); every other one ``tight`` too (3 fit)."""
+    shared = BudgetClaim(key="shared/hour", amount=1, limit=10, window_s=3600)
+    tight = BudgetClaim(key="tight/minute", amount=1, limit=3, window_s=60)
+    answers = []
+    for g in range(4):
+        requests = [(f"g-{process}-{g}-{i}", [tight, shared] if i % 2 else [shared]) for i in range(3)]
+        granted = store.reserve_many(requests, now=T0 + g)
+        answers += [(rid, ok) for (rid, _), ok in zip(requests, granted, strict=True)]
+    return answers
+
+
 class StateStoreContract:
     """The tests; a subclass named ``Test...`` gives them its ``backend`` fixture."""
 
@@ -326,6 +338,59 @@ class StateStoreContract:
         assert store.usage([("calls", 3600)], now=T0 + 63) == {"calls": 4}
         assert backend.open().reserve("e", [minute, hour], now=T0 + 64) is True
         assert store.usage([("calls", 3600)], now=T0 + 3660) == {"calls": 3}, "a1, a2 left the hour"
+
+    def test_a_group_of_many_claims_on_many_keys(self, backend: Backend) -> None:
+        store = backend.open()
+        minute = BudgetClaim(key="agent/calls", amount=1, limit=3, window_s=60)
+        hour = dataclasses.replace(minute, limit=8, window_s=3600)
+        bob = BudgetClaim(key="bob/day", amount=600, limit=1000, window_s=86_400)
+        carol = dataclasses.replace(bob, key="carol/day", amount=900)
+        assert store.reserve("before", [hour], now=T0 - 1800) is True  # the hour has a total, the minute not yet
+        group = [
+            ("r1", [minute, hour, bob]),
+            ("r2", [minute, hour, dataclasses.replace(bob, amount=500)]),  # bob: 600 + 500 > 1000, none of it
+            ("r3", [carol, minute, hour]),
+            ("r4", [dataclasses.replace(carol, amount=200)]),  # carol: 900 + 200 > 1000
+            ("r5", [dataclasses.replace(bob, amount=400), dataclasses.replace(carol, amount=100)]),  # both to the limit
+            ("r6", [hour, minute]),  # the third call of the minute
+            ("r7", [minute, hour]),  # a fourth: no
+        ]
+        assert store.reserve_many(group, now=T0) == [True, False, True, False, True, True, False]
+        expected = {"agent/calls": 3, "bob/day": 1000, "carol/day": 1000}
+        windows = [("agent/calls", 60), ("bob/day", 86_400), ("carol/day", 86_400)]
+        assert backend.open().usage(windows, now=T0) == expected
+        assert store.usage([("agent/calls", 3600)], now=T0) == {"agent/calls": 4}
+        assert store.usage([("agent/calls", 7200)], now=T0) == {"agent/calls": 4}, "the total agrees with a full sum"
+        with pytest.raises(ValueError, match="'r3' was already used"):
+            store.reserve_many([("r8", [hour]), ("r3", [bob])], now=T0 + 1)
+        assert store.usage([("agent/calls", 3600)], now=T0 + 1) == {"agent/calls": 4}, "a refused group wrote nothing"
+        store.settle("r5", keep=False)  # two keys at once
+        assert store.usage(windows, now=T0 + 1) == {"agent/calls": 3, "bob/day": 600, "carol/day": 900}
+        assert store.reserve("late", [minute], now=T0 - 10) is False, "a replica behind counts the minute's three"
+        assert store.reserve_many([("r9", [minute, hour, bob]), ("r10", [hour])], now=T0 + 61) == [False, True]
+        assert store.usage([("agent/calls", 60)], now=T0 + 61) == {"agent/calls": 1}, "r10 (one key, one counter)"
+        assert store.usage([("agent/calls", 3600)], now=T0 + 61) == {"agent/calls": 5}
+        assert store.usage([("agent/calls", 3600)], now=T0 + 1800) == {"agent/calls": 4}, "'before' left the hour"
+
+    def test_a_replica_whose_clock_is_behind_leaves_the_totals_right(self, backend: Backend) -> None:
+        ahead, behind = backend.open(), backend.open()
+        minute = BudgetClaim(key="calls", amount=1, limit=5, window_s=60)
+        assert ahead.reserve("a", [minute], now=T0 + 100) is True  # the minute's total: after T0 + 40
+        assert behind.reserve("b", [minute], now=T0) is True  # before that edge: not in that total
+        assert ahead.usage([("calls", 60)], now=T0 + 100) == {"calls": 1}, "b is not in (T0 + 40, T0 + 100]"
+        assert behind.usage([("calls", 60)], now=T0 + 30) == {"calls": 2}
+        behind.settle("b", keep=False)
+        assert ahead.usage([("calls", 60)], now=T0 + 100) == {"calls": 1}
+        assert behind.usage([("calls", 60)], now=T0 + 30) == {"calls": 1}
+
+    def test_concurrent_groups_on_several_keys_never_exceed_a_limit(self, backend: Backend) -> None:
+        per_process = in_processes(backend.target, _reserve_groups, [(p,) for p in range(PROCESSES)])
+        granted = [rid for answers in per_process for rid, ok in answers if ok]
+        with_tight = [rid for rid in granted if int(rid.rsplit("-", 1)[1]) % 2]
+        assert len(granted) == 10, "the shared counter fills exactly: a refused request takes none of it"
+        assert len(with_tight) <= 3
+        used = backend.open().usage([("shared/hour", 3600), ("tight/minute", 60)], now=T0 + 3)
+        assert used == {"shared/hour": 10, "tight/minute": len(with_tight)}
 
     # --- suspensions ----------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from pdp.state import (
@@ -85,6 +85,7 @@ _ESCALATION_COLUMNS = (
 )
 _SUSPENSION_COLUMNS = "kind, value, reason, suspended_by, suspended_at, until_ts"
 _PRUNE_EVERY_S = 60.0
+_WINDOW_COLUMNS = (("key", "TEXT"), ("window_s", "BIGINT"), ("edge", "BIGINT"))  # a counter seen through a window
 
 
 def _escalation(row: Sequence[Any]) -> Escalation:
@@ -375,22 +376,22 @@ class SqlStore:
     def usage(self, keys: Sequence[tuple[str, int]], *, now: int) -> dict[str, int]:
         """What is used of each ``(key, window_s)`` in ``(now - window_s, now]`` (held and kept)."""
         with self._tx(read_only=True) as conn:
-            return {key: used for (key, _), used in self._windows(conn, keys, now).items()}
+            return {key: used for (key, _), used in self._windows(conn, keys, now)().items()}
 
-    def _used(self, conn: Any, key: str, window_s: int, now: int) -> int:
-        return self._windows(conn, [(key, window_s)], now)[key, window_s]
-
-    def _windows(self, conn: Any, keys: Sequence[tuple[str, int]], now: int) -> dict[tuple[str, int], int]:
+    def _windows(
+        self, conn: Any, keys: Sequence[tuple[str, int]], now: int
+    ) -> Callable[[], dict[tuple[str, int], int]]:
         """The sum in ``(now - window_s, now]`` of each ``(key, window_s)``, in one statement: the running
         total corrected by the reservations between its edge and this window's (a short range either
-        way), or a full sum for a counter without a total yet."""
+        way), or a full sum for a counter without a total yet. The statement is sent at once; the function
+        returned reads its answer (where the backend pipelines, everything sent so far makes one round
+        trip then)."""
         if not keys:
-            return {}
-        values = ", ".join(["(CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS BIGINT))"] * len(keys))
-        rows = self._exec(
+            return dict
+        q, params = _values("q", _WINDOW_COLUMNS, [(key, window_s, now - window_s) for key, window_s in keys])
+        cursor = self._exec(
             conn,
-            f"WITH q (key, window_s, edge) AS (VALUES {values})"
-            " SELECT q.key, q.window_s, CASE WHEN w.key IS NULL"
+            f"WITH {q} SELECT q.key, q.window_s, CASE WHEN w.key IS NULL"
             " THEN (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
             "       WHERE r.key = q.key AND r.reserved_at > q.edge)"
             " ELSE w.used"
@@ -399,47 +400,31 @@ class SqlStore:
             " + (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
             "    WHERE r.key = q.key AND r.reserved_at > q.edge AND r.reserved_at <= w.edge) END"
             " FROM q LEFT JOIN pdp_budget_windows w ON w.key = q.key AND w.window_s = q.window_s",
-            [v for key, window_s in keys for v in (key, window_s, now - window_s)],
-        ).fetchall()
-        return {(r[0], int(r[1])): int(r[2]) for r in rows}
+            params,
+        )
+        return lambda: {(r[0], int(r[1])): int(r[2]) for r in cursor.fetchall()}
 
-    def _sum(self, conn: Any, key: str, after: int, upto: int | None) -> int:
-        """The key's reservations made in ``(after, upto]`` (``upto`` None: to now)."""
-        sql = "SELECT COALESCE(SUM(amount), 0) FROM pdp_reservations WHERE key = ? AND reserved_at > ?"
-        params: list[Any] = [key, after]
-        if upto is not None:
-            sql += " AND reserved_at <= ?"
-            params.append(upto)
-        return int(self._exec(conn, sql, params).fetchone()[0])
-
-    def _advance(self, conn: Any, key: str, window_s: int, now: int) -> int:
-        """Moves the running total of ``(key, window_s)`` to ``now`` (made on first use); returns it.
-        A relative update, so that a release committed meanwhile is neither lost nor counted twice."""
-        edge = now - window_s
-        row = self._exec(
-            conn, "SELECT used, edge FROM pdp_budget_windows WHERE key = ? AND window_s = ?", [key, window_s]
-        ).fetchone()
-        if row is None:
-            used = self._sum(conn, key, edge, None)
-            self._exec(
-                conn,
-                "INSERT INTO pdp_budget_windows (key, window_s, used, edge) VALUES (?, ?, ?, ?)",
-                [key, window_s, used, edge],
-            )
-            return used
-        if int(row[1]) == edge:
-            return int(row[0])
-        if int(row[1]) > edge:  # another replica's clock is ahead: correct, do not move back
-            return self._used(conn, key, window_s, now)
-        moved = self._exec(
+    def _advance(self, conn: Any, windows: Sequence[tuple[str, int]], now: int) -> None:
+        """Moves the running totals of ``windows`` (``(key, window_s)``, each once) to ``now``, in one
+        statement: a total not made yet is made from a full sum; one whose edge is behind subtracts what
+        left the window since, a relative update so that a release committed meanwhile is neither lost nor
+        counted twice; one at or ahead of this edge (another replica's clock is ahead) is left as it is."""
+        q, params = _values("q", _WINDOW_COLUMNS, [(key, window_s, now - window_s) for key, window_s in windows])
+        self._exec(
             conn,
-            "UPDATE pdp_budget_windows SET used = used - (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            f"WITH {q} INSERT INTO pdp_budget_windows (key, window_s, used, edge)"
+            " SELECT q.key, q.window_s, CASE WHEN EXISTS (SELECT 1 FROM pdp_budget_windows w"
+            "   WHERE w.key = q.key AND w.window_s = q.window_s) THEN 0"
+            " ELSE (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
+            "   WHERE r.key = q.key AND r.reserved_at > q.edge) END, q.edge"
+            " FROM q WHERE NOT EXISTS (SELECT 1 FROM pdp_budget_windows w"
+            "   WHERE w.key = q.key AND w.window_s = q.window_s AND w.edge >= q.edge)"
+            " ON CONFLICT (key, window_s) DO UPDATE SET used = pdp_budget_windows.used"
+            " - (SELECT COALESCE(SUM(r.amount), 0) FROM pdp_reservations r"
             "   WHERE r.key = pdp_budget_windows.key AND r.reserved_at > pdp_budget_windows.edge"
-            "   AND r.reserved_at <= ?), edge = ?"
-            " WHERE key = ? AND window_s = ? RETURNING used",
-            [edge, edge, key, window_s],
-        ).fetchone()
-        return int(moved[0])
+            "   AND r.reserved_at <= excluded.edge), edge = excluded.edge",
+            params,
+        )
 
     def reserve(self, reservation_id: str, claims: Sequence[BudgetClaim], *, now: int) -> bool:
         """All or nothing: reserves every claim if each still fits its limit, else nothing.
@@ -457,24 +442,25 @@ class SqlStore:
         commit, one sync: how concurrent decisions share the cost of durability). Each request is
         all or nothing on its own and sees the ones before it; the answers are in request order.
 
+        A fixed number of statements however many requests and claims: the keys' locks; the running
+        totals moved to ``now``; the ids and the totals read (the only answer waited for before the
+        writes); one insert of every reservation granted; one update of the totals of their keys.
+
         Raises:
             ValueError: any request :meth:`reserve` would refuse; then nothing is written.
         """
         planned = [(rid, claims, *_plan(rid, claims, now)) for rid, claims in requests]
+        ids = [rid for rid, *_ in planned]
+        if len(set(ids)) != len(ids):
+            raise ValueError("reservation_id: one id twice in one batch")
+        if not planned:
+            return []
+        windows = sorted({(c.key, c.window_s) for _, claims, *_ in planned for c in claims})
         answers = []
         with self._tx() as conn:
             self._lock(conn, sorted({key for *_, amounts, _ in planned for key in amounts}))
-            ids = [rid for rid, *_ in planned]
-            if len(set(ids)) != len(ids):
-                raise ValueError("reservation_id: one id twice in one batch")
-            marks = ", ".join("?" * len(ids))
-            used_ids = self._exec(
-                conn, f"SELECT reservation_id FROM pdp_reservations WHERE reservation_id IN ({marks})", ids
-            ).fetchall()
-            if used_ids:
-                raise ValueError(f"reservation_id: {used_ids[0][0]!r} was already used")
-            windows = sorted({(c.key, c.window_s) for _, claims, *_ in planned for c in claims})
-            used = {w: self._advance(conn, *w, now) for w in windows}
+            if windows:
+                self._advance(conn, windows, now)
             if time.monotonic() >= self._next_prune_reservations:
                 self._next_prune_reservations = time.monotonic() + _PRUNE_EVERY_S
                 # Gone only once out of every running total of their key (a total never loses a row it counts).
@@ -484,19 +470,49 @@ class SqlStore:
                     " (SELECT COALESCE(MIN(w.edge), ?) FROM pdp_budget_windows w WHERE w.key = pdp_reservations.key)",
                     [now, now],
                 )
+            q, params = _values("q", [("reservation_id", "TEXT")], [(rid,) for rid in ids])
+            taken = self._exec(
+                conn,
+                f"WITH {q} SELECT q.reservation_id FROM q WHERE (SELECT 1 FROM pdp_reservations r"
+                " WHERE r.reservation_id = q.reservation_id LIMIT 1) IS NOT NULL",  # an index lookup per id, not a join
+                params,
+            )
+            totals = self._windows(conn, windows, now)
+            used_ids = taken.fetchall()  # the one wait: locks, totals, ids and usage answered together
+            if used_ids:
+                raise ValueError(f"reservation_id: {used_ids[0][0]!r} was already used")
+            used = totals()
+            rows: list[tuple[str, str, int, int]] = []
+            added: dict[str, int] = {}
             for rid, claims, amounts, horizons in planned:
                 fits = all(used[c.key, c.window_s] + c.amount <= c.limit for c in claims)
                 answers.append(fits)
                 for key, amount in amounts.items() if fits else ():
-                    self._exec(
-                        conn,
-                        "INSERT INTO pdp_reservations (reservation_id, key, amount, reserved_at, horizon, state)"
-                        " VALUES (?, ?, ?, ?, ?, 'held')",
-                        [rid, key, amount, now, horizons[key]],
-                    )
-                    self._exec(conn, "UPDATE pdp_budget_windows SET used = used + ? WHERE key = ?", [amount, key])
+                    rows.append((rid, key, amount, horizons[key]))
+                    added[key] = added.get(key, 0) + amount
                     for w in windows:
                         used[w] += amount if w[0] == key else 0
+            if rows:
+                q, params = _values(
+                    "q",
+                    [("reservation_id", "TEXT"), ("key", "TEXT"), ("amount", "BIGINT"), ("horizon", "BIGINT")],
+                    rows,
+                )
+                self._exec(
+                    conn,
+                    f"WITH {q} INSERT INTO pdp_reservations (reservation_id, key, amount, reserved_at, horizon, state)"
+                    " SELECT q.reservation_id, q.key, q.amount, CAST(? AS BIGINT), q.horizon, 'held' FROM q",
+                    [*params, now],
+                )
+                # Into every running total of the key whose window holds ``now`` (its edge is before it).
+                d, params = _values("d", [("key", "TEXT"), ("amount", "BIGINT")], sorted(added.items()))
+                self._exec(
+                    conn,
+                    f"WITH {d} UPDATE pdp_budget_windows SET used = used"
+                    " + (SELECT d.amount FROM d WHERE d.key = pdp_budget_windows.key)"
+                    " WHERE key IN (SELECT key FROM d) AND edge < ?",
+                    [*params, now],
+                )
         return answers
 
     def settle(self, reservation_id: str, *, keep: bool) -> None:
@@ -514,6 +530,8 @@ class SqlStore:
             keys = self._exec(
                 conn, "SELECT key FROM pdp_reservations WHERE reservation_id = ? AND state = 'held'", [reservation_id]
             ).fetchall()
+            if not keys:
+                return
             self._lock(conn, sorted(k for (k,) in keys))
             released = self._exec(
                 conn,
@@ -521,12 +539,20 @@ class SqlStore:
                 " RETURNING key, amount, reserved_at",
                 [reservation_id],
             ).fetchall()
-            for key, amount, reserved_at in released:  # out of every running total that counts it
-                self._exec(
-                    conn,
-                    "UPDATE pdp_budget_windows SET used = used - ? WHERE key = ? AND edge < ?",
-                    [amount, key, reserved_at],
-                )
+            if not released:
+                return
+            # Out of every running total that counts it (one row per key: the key is part of the row's id).
+            d, params = _values(
+                "d", [("key", "TEXT"), ("amount", "BIGINT"), ("reserved_at", "BIGINT")], [tuple(r) for r in released]
+            )
+            self._exec(
+                conn,
+                f"WITH {d} UPDATE pdp_budget_windows SET used = used - (SELECT d.amount FROM d"
+                "   WHERE d.key = pdp_budget_windows.key AND pdp_budget_windows.edge < d.reserved_at)"
+                " WHERE EXISTS (SELECT 1 FROM d WHERE d.key = pdp_budget_windows.key"
+                "   AND pdp_budget_windows.edge < d.reserved_at)",
+                params,
+            )
 
     # --- suspensions -----------------------------------------------------------------------------
     def suspend(self, s: Suspension) -> None:
@@ -567,6 +593,16 @@ class SqlStore:
             )
             for r in rows
         ]
+
+
+def _values(name: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+    """A ``WITH`` item ``name (columns) AS (VALUES ...)`` holding ``rows`` (at least one), and its parameters;
+    ``columns`` are ``(name, SQL type)``. (On PostgreSQL a VALUES list is planned from the rows it has, so
+    a prepared statement gets a generic plan after a few runs; ``unnest`` of arrays, the same text for any
+    count, was re-planned at every run and cost three times as much server time per usage read.)"""
+    one = "(" + ", ".join(f"CAST(? AS {t})" for _, t in columns) + ")"
+    names = ", ".join(c for c, _ in columns)
+    return f"{name} ({names}) AS (VALUES {', '.join([one] * len(rows))})", [v for row in rows for v in row]
 
 
 def _plan(reservation_id: str, claims: Sequence[BudgetClaim], now: int) -> tuple[dict[str, int], dict[str, int]]:
