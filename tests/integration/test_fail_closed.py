@@ -26,6 +26,18 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 BUNDLES = ROOT / "tests" / "data" / "bundles"
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP, then wait until every thread of the process is stopped: kill() only queues the
+    signal, and on a loaded machine a thread already running can still answer a request first."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        tasks = Path(f"/proc/{pid}/task")
+        return all((t / "stat").read_text().rsplit(") ", 1)[1][:1] in "tT" for t in tasks.iterdir())
+
+    wait_for(stopped, timeout_s=10, what=f"every thread of process {pid} stopped")
+
+
 @pytest.fixture
 def paused(opa: OpaSidecar) -> Iterator[Callable[[], None]]:
     """Freezes the OPA process (SIGSTOP): it accepts connections but never answers."""
@@ -33,7 +45,7 @@ def paused(opa: OpaSidecar) -> Iterator[Callable[[], None]]:
     pid = opa.process.pid
 
     def pause() -> None:
-        os.kill(pid, signal.SIGSTOP)
+        freeze(pid)
 
     yield pause
     os.kill(pid, signal.SIGCONT)
@@ -135,7 +147,7 @@ def test_bundle_that_does_not_compile_keeps_opa_down(start_opa: Callable[..., Op
 def test_shutdown_drains_in_flight_calls(opa: OpaSidecar, start_pdp: Callable[..., Pdp]) -> None:
     pdp = start_pdp(opa.url, opa_timeout_s=5.0)
     assert opa.process is not None
-    os.kill(opa.process.pid, signal.SIGSTOP)
+    freeze(opa.process.pid)
     results: list[pb.DecideResponse] = []
     call = threading.Thread(target=lambda: results.append(pdp.stub.Decide(load_request("allow-crm-lookup.json"))))
     call.start()
