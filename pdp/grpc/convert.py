@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -56,5 +57,23 @@ def to_proto(d: Decision) -> pb.DecideResponse:
 def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     """A JSON object as a protobuf Struct."""
     s = struct_pb2.Struct()
-    s.update(value)
+    s.update(_struct_numbers(value))
     return s
+
+
+def _struct_numbers(value: Any) -> Any:
+    """``value`` with every integer a Struct's double cannot hold written as its decimal string.
+
+    OPA computes with arbitrary precision (``round(1e308 * 100)`` is an exact 311-digit integer),
+    and its obligations and explanations carry such numbers; a Struct number is a double.
+    """
+    if isinstance(value, dict):
+        return {k: _struct_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_struct_numbers(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -_DOUBLE_MAX <= value <= _DOUBLE_MAX:
+        return str(value)
+    return value
+
+
+_DOUBLE_MAX = int(sys.float_info.max)
