@@ -324,6 +324,7 @@ class Decider:
             decision_path=self._path,
             opa_version=answer.opa_version if answer else "",
             bundle_revisions=answer.bundle_revisions if answer else {},
+            bundle_signing_keys=self._lifecycle.signing_keys(answer.bundle_revisions) if answer else {},
             explain=request.explain,
             explanation=answer.explanation if answer else [],
             opa_ns=answer.roundtrip_ns if answer else 0,
@@ -356,9 +357,6 @@ class Decider:
         """Signs and durably logs the decisions; if that fails, every one of them is a DENY."""
         if not made:
             return []
-        made = [
-            dataclasses.replace(d, bundle_signing_keys=self._lifecycle.signing_keys(d.bundle_revisions)) for d in made
-        ]
         entries = [
             (_record_of(d, doc, digest_), doc) for d, doc, digest_ in zip(made, inputs, request_digests, strict=True)
         ]
