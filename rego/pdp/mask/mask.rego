@@ -27,16 +27,16 @@ decision := json.patch(data.pdp.decision, [{"op": "replace", "path": p, "value":
 	some p in decision_masked
 ])
 
-# JSON pointers into the decision that are present and that a rule names.
+# JSON pointers into the decision that are present and that a rule names (looked up, not
+# searched for: a decision can be large, e.g. a minimum-necessary obligation listing every field).
 decision_masked contains pointer if {
 	some rule in _rules
-	names := {p | some p in object.get(rule, "decision_fields", [])}
-	count(names) > 0
-	[path, _] := walk(data.pdp.decision)
-	count(path) > 0
-	pointer := concat("/", array.concat([""], [_escape(p) | some p in path]))
-	pointer in names
+	some pointer in object.get(rule, "decision_fields", [])
+	path := [_unescape(p) | some p in array.slice(split(pointer, "/"), 1, count(pointer))]
+	object.get(data.pdp.decision, path, _absent) != _absent
 }
+
+_absent := "pdp.mask: absent"
 
 # METADATA
 # title: Decisions with masks
@@ -70,7 +70,8 @@ batch := [p |
 
 redacted contains pointer if {
 	some rule in _rules
-	some pointer in _argument_pointers(rule.arguments)
+	some [name, pointer] in _named_arguments
+	name in rule.arguments
 }
 
 redacted contains pointer if {
@@ -80,7 +81,8 @@ redacted contains pointer if {
 
 removed contains pointer if {
 	some rule in _rules
-	some pointer in _argument_pointers(rule.erase_arguments)
+	some [name, pointer] in _named_arguments
+	name in rule.erase_arguments
 }
 
 _rules contains rule if {
@@ -90,12 +92,21 @@ _rules contains rule if {
 	startswith(object.get(input, ["action", "tool"], ""), prefix)
 }
 
-# Every argument, at any depth of objects and arrays, whose own name is one of `names`.
-_argument_pointers(names) := {pointer |
-	[path, _] := walk(object.get(input, ["action", "arguments"], {}))
-	count(path) > 0
-	path[count(path) - 1] in names
-	pointer := concat("/", array.concat(["", "action", "arguments"], [_escape(p) | some p in path]))
+# Every argument, at any depth of objects and arrays, whose own name a rule lists: [name, pointer].
+# One walk of the arguments for all rules; only objects can hold a named argument.
+_named_arguments contains [name, pointer] if {
+	[path, node] := walk(object.get(input, ["action", "arguments"], {}))
+	is_object(node)
+	some name in _argument_names
+	object.get(node, name, _absent) != _absent
+	pointer := concat("/", array.concat(["", "action", "arguments"], [_escape(p) | some p in array.concat(path, [name])]))
+}
+
+_argument_names contains name if {
+	some rule in _rules
+	some name in array.concat(object.get(rule, "arguments", []), object.get(rule, "erase_arguments", []))
 }
 
 _escape(p) := replace(replace(sprintf("%v", [p]), "~", "~0"), "/", "~1")
+
+_unescape(p) := replace(replace(p, "~1", "/"), "~0", "~")

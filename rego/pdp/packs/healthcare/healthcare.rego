@@ -80,7 +80,7 @@ escalate contains lib.escalation(rego.metadata.rule(), "break-glass access to PH
 # Minimum necessary: the PEP passes on only the fields the purpose needs.
 obligations contains {"type": "minimum_necessary", "params": {"keep": _purpose.fields, "drop": drop}} if {
 	_phi
-	drop := sort({f | some f in _requested_fields; not f in _purpose.fields})
+	drop := sort({f | some f in _requested_fields} - {f | some f in _purpose.fields})
 }
 
 obligations contains {"type": "deidentify", "params": {"method": _cfg.deidentification}} if {
