@@ -34,6 +34,8 @@ class Settings:
     opa_coalesce: bool = True
     opa_timeout_s: float = 0.5
     opa_explain_timeout_s: float = 5.0
+    explain_concurrency: int = 1
+    max_explanation_bytes: int = 8 << 20
     health_interval_s: float = 1.0
     max_request_bytes: int = 1 << 20
     max_depth: int = 16
@@ -160,6 +162,8 @@ class Settings:
             ("PDP_MAX_REQUEST_BYTES", "max_request_bytes", 1024, 64 * 1024 * 1024),
             ("PDP_MAX_DEPTH", "max_depth", 2, 64),
             ("PDP_WORKERS", "workers", 1, 1024),
+            ("PDP_EXPLAIN_CONCURRENCY", "explain_concurrency", 1, 64),
+            ("PDP_MAX_EXPLANATION_BYTES", "max_explanation_bytes", 64 * 1024, 1 << 30),
             ("PDP_MAX_BATCH", "max_batch", 1, 1000),
             ("PDP_CHECKPOINT_EVERY", "checkpoint_every", 1, 10_000_000),
             ("PDP_SEGMENT_MAX_BYTES", "segment_max_bytes", 4096, 1 << 40),

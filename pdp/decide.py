@@ -22,6 +22,7 @@ from pdp.context import Caller, build
 from pdp.decision import Decision
 from pdp.digest import request_digest
 from pdp.errors import InvalidArgument, LedgerUnavailable, NoVerdict, PolicyMalformed
+from pdp.explain import Explainer
 from pdp.limits import RateLimiter
 from pdp.opa import OpaAnswer, OpaClient
 from pdp.policy.masking import Pointers
@@ -32,7 +33,7 @@ from pdp.records import digest, unverified_claims
 from pdp.schema import DecisionClaims, DecisionRecord
 from pdp.state import StateStore, StateUnavailable
 from pdp.suspensions import SuspensionList, suspended_verdict
-from pdp.telemetry import SPAN_CONTEXT, SPAN_RECORD, SPAN_RESERVE, SPAN_STATE, Telemetry
+from pdp.telemetry import SPAN_CONTEXT, SPAN_EXPLAIN, SPAN_RECORD, SPAN_RESERVE, SPAN_STATE, Telemetry
 from pdp.trust import TrustVerifier, Verified
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import Outcome, Verdict, fail_closed, interpret, made_by_pdp
@@ -54,7 +55,8 @@ class Decider:
         recorder: signs each decision and appends it to the durable log.
         decision_path: the rule path queried, for provenance.
         opa_timeout_s: longest wait for OPA when the caller's deadline is further away.
-        opa_explain_timeout_s: the same for a call that asks for an explanation (default: ``opa_timeout_s``).
+        explainer: traces a decision when the caller asks for an explanation (None: never traced;
+            such answers say the explanation was omitted).
         max_depth: deepest nesting accepted in Struct fields.
         telemetry: where the pipeline's spans go.
         max_batch: most requests one DecideBatch call may carry.
@@ -76,7 +78,7 @@ class Decider:
         decision_path: str,
         opa_timeout_s: float,
         max_depth: int,
-        opa_explain_timeout_s: float | None = None,
+        explainer: Explainer | None = None,
         telemetry: Telemetry,
         max_batch: int = Settings.max_batch,
         store: StateStore | None = None,
@@ -93,7 +95,7 @@ class Decider:
         self._tracer = telemetry.tracer
         self._path = decision_path
         self._timeout = opa_timeout_s
-        self._explain_timeout = opa_explain_timeout_s or opa_timeout_s
+        self._explainer = explainer
         self._max_depth = max_depth
         self._max_batch = max_batch
         self._store = store
@@ -176,7 +178,7 @@ class Decider:
                     again = _replayed(earlier, path=self._path)
                     decisions[i] = self._approvals.replayed(again, now=now_s) if self._approvals else again
             todo = [i for i, d in enumerate(decisions) if d is None]
-            verdicts, hide = self._governed([inputs[i] for i in todo], requests[0].explain, time_remaining_s, batch)
+            verdicts, hide = self._governed([inputs[i] for i in todo], time_remaining_s, batch)
             made = [
                 dataclasses.replace(
                     self._decision(decision_ids[i], requests[i], inputs[i], answer, verdict),
@@ -186,6 +188,10 @@ class Decider:
                 )
                 for i, (answer, verdict) in zip(todo, verdicts, strict=True)
             ]
+            if requests[0].explain and made:  # one Decide call: DecideBatch refuses explanations
+                elapsed_s = (time.perf_counter_ns() - start) / 1e9
+                left = None if time_remaining_s is None else time_remaining_s - elapsed_s
+                made = [self._explained(made[0], inputs[0], verdicts[0][0], left)]
             made = _afresh_when_failed(self._consumed(self._reserved(made), [bounds[i] for i in todo], now_s))
             recorded = self._record(made, [inputs[i] for i in todo], [request_digests[i] for i in todo], hide)
             for i, d in zip(todo, recorded, strict=True):
@@ -201,7 +207,7 @@ class Decider:
         return [dataclasses.replace(d, total_ns=total) for d in decisions if d is not None]
 
     def _governed(
-        self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
+        self, inputs: list[dict[str, Any]], time_remaining_s: float | None, batch: bool
     ) -> tuple[list[tuple[OpaAnswer | None, Verdict]], list[Pointers]]:
         """Suspensions and budget usage (issue 20) bound before the policy runs, then the policy.
 
@@ -210,7 +216,7 @@ class Decider:
         records hide what a record must hide when the policy cannot say.
         """
         if self._budgets is None or self._suspensions is None:
-            return self._evaluate(inputs, explain, time_remaining_s, batch)
+            return self._evaluate(inputs, time_remaining_s, batch)
         stopped: list[Verdict | None] = []
         bound: list[frozenset[Counter]] = []
         with self._tracer.start_as_current_span(SPAN_STATE):
@@ -226,7 +232,7 @@ class Decider:
                     self._telemetry.suspension_denials.add(1, {"kind": suspension.kind})
                 stopped.append(suspended_verdict(suspension) if suspension else None)
         asked = [doc for doc, v in zip(inputs, stopped, strict=True) if v is None]
-        evaluated, hidden = self._evaluate(asked, explain, time_remaining_s, batch)
+        evaluated, hidden = self._evaluate(asked, time_remaining_s, batch)
         answers, masks = iter(evaluated), iter(hidden)
         out: list[tuple[OpaAnswer | None, Verdict]] = []
         hide: list[Pointers] = []
@@ -240,7 +246,7 @@ class Decider:
             if missing:  # the policy claimed a counter whose usage it did not see: ask again with it bound
                 try:
                     self._budgets.bind_usage(doc, counters | missing)
-                    again, masked = self._evaluate([doc], explain, time_remaining_s, False)
+                    again, masked = self._evaluate([doc], time_remaining_s, False)
                     (answer, verdict), mask = again[0], masked[0]
                 except StateUnavailable as e:
                     verdict = fail_closed(e)
@@ -280,21 +286,21 @@ class Decider:
             log.warning("decision %s: reservation not settled (%s); it stays counted", decision_id, e)
 
     def _evaluate(
-        self, inputs: list[dict[str, Any]], explain: int, time_remaining_s: float | None, batch: bool
+        self, inputs: list[dict[str, Any]], time_remaining_s: float | None, batch: bool
     ) -> tuple[list[tuple[OpaAnswer | None, Verdict]], list[Pointers]]:
         """One policy evaluation for all of ``inputs``: a verdict for each, or fail-closed for each,
         and what each one's record must hide (all but who asked, when nobody can say)."""
         if not inputs:
             return [], []
-        timeout = self._explain_timeout if explain else self._timeout
+        timeout = self._timeout
         if time_remaining_s is not None:
             timeout = min(timeout, time_remaining_s - _ANSWER_MARGIN_S)
         try:
             if batch:
                 answers = self._opa.query_batch(inputs, timeout_s=timeout)
             else:
-                answers = [self._opa.query(inputs[0], timeout_s=timeout, explain=explain)]
-            answers, hide = self._lifecycle.split(answers, inputs, timeout_s=timeout, explain=explain)
+                answers = [self._opa.query(inputs[0], timeout_s=timeout)]
+            answers, hide = self._lifecycle.split(answers, inputs, timeout_s=timeout)
         except NoVerdict as e:
             log.warning("%d decision(s) failed closed: %s (%s)", len(inputs), e.error_code, e)
             return [(None, fail_closed(e))] * len(inputs), self._lifecycle.unknown(inputs)
@@ -326,10 +332,23 @@ class Decider:
             bundle_revisions=answer.bundle_revisions if answer else {},
             bundle_signing_keys=self._lifecycle.signing_keys(answer.bundle_revisions) if answer else {},
             explain=request.explain,
-            explanation=answer.explanation if answer else [],
             opa_ns=answer.roundtrip_ns if answer else 0,
             opa_eval_ns=answer.eval_ns if answer else 0,
         )
+
+    def _explained(
+        self, d: Decision, input_doc: dict[str, Any], answer: OpaAnswer | None, time_left_s: float | None
+    ) -> Decision:
+        """``d`` with its explanation (see :mod:`pdp.explain`), or with why there is none."""
+        if answer is None:
+            because = d.verdict.error_code or ", ".join(r.code for r in d.verdict.reasons)
+            why = f"omitted: the policy was not asked ({because})"
+            return dataclasses.replace(d, explanation_omitted=why)
+        if self._explainer is None:
+            return dataclasses.replace(d, explanation_omitted="omitted: this PDP traces no decisions")
+        with self._tracer.start_as_current_span(SPAN_EXPLAIN):
+            got = self._explainer.explain(input_doc, d.explain, revisions=d.bundle_revisions, time_left_s=time_left_s)
+        return dataclasses.replace(d, explanation=got.events, explanation_omitted=got.omitted)
 
     def _consumed(self, made: list[Decision], bounds: list[Bound], now_s: int) -> list[Decision]:
         """Approvals (issue 14): an ALLOW resting on approval tokens consumes them once its budget is

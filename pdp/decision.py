@@ -23,6 +23,7 @@ class Decision:
     bundle_signing_keys: dict[str, str] = dataclasses.field(default_factory=dict)  # bundle -> verifying key id
     explain: int = 0
     explanation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    explanation_omitted: str = ""  # asked for, not given: why (pdp.explain)
     total_ns: int = 0
     opa_ns: int = 0
     opa_eval_ns: int = 0

@@ -70,12 +70,20 @@ class OpaClient:
         decision_path: the rule path, e.g. ``pdp/decision``.
         telemetry: traces each query as an HTTP client span (None: untraced, e.g. health probes).
         batch_path: the rule that evaluates the decision for each of ``input.requests``.
+        max_answer_bytes: the largest answer read (0: any); a larger one is an OpaError, unread.
     """
 
     def __init__(
-        self, url: str, decision_path: str, telemetry: Telemetry | None = None, *, batch_path: str = Settings.batch_path
+        self,
+        url: str,
+        decision_path: str,
+        telemetry: Telemetry | None = None,
+        *,
+        batch_path: str = Settings.batch_path,
+        max_answer_bytes: int = 0,
     ) -> None:
         self._url = url
+        self._max_answer = max_answer_bytes
         self._telemetry = telemetry
         self._path = f"/v1/data/{decision_path}?provenance=true&metrics=true"
         self._batch_path = f"/v1/data/{batch_path}?provenance=true&metrics=true"
@@ -206,10 +214,14 @@ class OpaClient:
         try:
             conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
             resp = conn.getresponse()
-            return resp.status, resp.read()
+            raw = resp.read(self._max_answer + 1) if self._max_answer else resp.read()
         except BaseException:
             self.close()
             raise
+        if self._max_answer and len(raw) > self._max_answer:
+            self.close()  # the rest is never read: OPA sees the connection go
+            raise OpaError(f"OPA's answer is larger than {self._max_answer} bytes")
+        return resp.status, raw
 
     def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)

@@ -35,6 +35,7 @@ SPAN_CONTEXT = "pdp.context"  # validating the request and building the policy i
 SPAN_RECORD = "pdp.record"  # signing the decision record and appending it durably to the log
 SPAN_COALESCED = "pdp.opa.coalesced"  # one caller's wait for a batched OPA query (linked to that query's span)
 SPAN_STATE = "pdp.state"  # reading the suspension list and binding budget usage into the input
+SPAN_EXPLAIN = "pdp.explain"  # tracing the decision for the caller's explanation (pdp.explain)
 SPAN_RESERVE = "pdp.budget.reserve"  # reserving an ALLOW's budget claims in the shared store
 ATTR_PREFIX = "pdp."
 

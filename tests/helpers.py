@@ -1,5 +1,6 @@
 """What tests share, in one module: paths, waiting, requests, the one way to start a ``pdp``
-child process, reading a record's claims, and the one fail-closed assertion.
+child process, reading a record's claims, the one fail-closed assertion, and a proxy in front of
+OPA that records and holds queries.
 
 Fixtures live in ``tests/conftest.py``; it re-exports these names for the tests that import them
 from there.
@@ -11,13 +12,17 @@ import base64
 import dataclasses
 import datetime
 import functools
+import http.client
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -250,3 +255,59 @@ class LocalContainers:
         for process in reversed(self.processes):
             process.terminate()
             process.wait(timeout=20)
+
+
+Rewrite = Callable[[str, bytes], tuple[int, bytes]]
+
+
+class CountingProxy:
+    """Forwards POSTs to OPA, recording each (path, body); holds them while ``gate`` is clear."""
+
+    def __init__(self, opa_url: str) -> None:
+        self.opa = urllib.parse.urlsplit(opa_url).netloc
+        self.queries: list[tuple[str, dict[str, Any]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.rewrite: Rewrite | None = None
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                proxy.queries.append((self.path, json.loads(body)))
+                proxy.gate.wait(10)
+                conn = http.client.HTTPConnection(proxy.opa, timeout=10)
+                conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                status, raw = resp.status, resp.read()
+                conn.close()
+                if proxy.rewrite is not None:
+                    status, raw = proxy.rewrite(self.path, raw)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def decisions(self) -> list[tuple[str, dict[str, Any]]]:
+        """The queries for decisions, leaving out the PDP's health probes (their input is empty)."""
+        return [(p, body) for p, body in self.queries if body["input"]]
+
+    def paths(self) -> list[str]:
+        """The rule paths queried for decisions."""
+        return [p.split("?", 1)[0] for p, _ in self.decisions()]
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()

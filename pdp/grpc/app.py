@@ -18,6 +18,7 @@ from pdp.coalesce import CoalescingOpaClient
 from pdp.config import Settings
 from pdp.decide import Decider
 from pdp.errors import ConfigError, PdpError
+from pdp.explain import Explainer
 from pdp.grpc import admin
 from pdp.grpc import approvals as approval_service
 from pdp.grpc.authz import AuthzInterceptor
@@ -156,7 +157,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> tup
         recorder=recorder,
         decision_path=settings.decision_path,
         opa_timeout_s=settings.opa_timeout_s,
-        opa_explain_timeout_s=settings.opa_explain_timeout_s,
+        explainer=Explainer(
+            OpaClient(
+                settings.opa_url, settings.decision_path, telemetry, max_answer_bytes=settings.max_explanation_bytes
+            ),
+            timeout_s=settings.opa_explain_timeout_s,
+            lanes=settings.explain_concurrency,
+        ),
         max_depth=settings.max_depth,
         telemetry=telemetry,
         max_batch=settings.max_batch,

@@ -51,6 +51,7 @@ def to_proto(d: Decision) -> pb.DecideResponse:
     if d.explain:
         resp.explanation.level = d.explain  # type: ignore[assignment]
         resp.explanation.events.extend(to_struct(e) for e in d.explanation)
+        resp.explanation.omitted = d.explanation_omitted
     return resp
 
 

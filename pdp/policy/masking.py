@@ -62,7 +62,7 @@ class PolicyMasks:
         self._warned = False
 
     def split(
-        self, answers: list[OpaAnswer], inputs: Sequence[dict[str, Any]], *, timeout_s: float, explain: int = 0
+        self, answers: list[OpaAnswer], inputs: Sequence[dict[str, Any]], *, timeout_s: float
     ) -> tuple[list[OpaAnswer], list[Pointers]]:
         """The decision answers (as if the plain decision rule had been queried) and the masks for each.
 
@@ -71,7 +71,7 @@ class PolicyMasks:
             PolicyMalformed: the combined answer is not ``{decision, hide}`` or ``hide`` is not pointers.
         """
         if answers and not any(a.defined for a in answers):
-            return self._fallback(inputs, timeout_s=timeout_s, explain=explain)
+            return self._fallback(inputs, timeout_s=timeout_s)
         out, hide = [], []
         for a in answers:
             doc = a.result
@@ -82,10 +82,10 @@ class PolicyMasks:
         return out, hide
 
     def _fallback(
-        self, inputs: Sequence[dict[str, Any]], *, timeout_s: float, explain: int
+        self, inputs: Sequence[dict[str, Any]], *, timeout_s: float
     ) -> tuple[list[OpaAnswer], list[Pointers]]:
         if len(inputs) == 1:
-            plain = [self._plain.query(inputs[0], timeout_s=timeout_s, explain=explain)]
+            plain = [self._plain.query(inputs[0], timeout_s=timeout_s)]
         else:
             plain = self._plain.query_batch(list(inputs), timeout_s=timeout_s)
         if not any(a.defined for a in plain):

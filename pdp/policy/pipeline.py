@@ -55,7 +55,7 @@ class Lifecycle:
         return {name: keys[name] for name in revisions if name in keys}
 
     def split(
-        self, answers: list[OpaAnswer], inputs: Sequence[dict[str, Any]], *, timeout_s: float, explain: int = 0
+        self, answers: list[OpaAnswer], inputs: Sequence[dict[str, Any]], *, timeout_s: float
     ) -> tuple[list[OpaAnswer], list[Pointers]]:
         """The decision answers and what the policy wants hidden of each input (see :class:`PolicyMasks`).
 
@@ -64,7 +64,7 @@ class Lifecycle:
         """
         if self.masks is None:
             return answers, [NONE] * len(answers)
-        return self.masks.split(answers, inputs, timeout_s=timeout_s, explain=explain)
+        return self.masks.split(answers, inputs, timeout_s=timeout_s)
 
     def unknown(self, inputs: Sequence[dict[str, Any]]) -> list[Pointers]:
         """What to hide when the policy gave no answer: with policy masking on, all but who asked."""

@@ -956,7 +956,12 @@ class Explanation(_message.Message):
 
     LEVEL_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    OMITTED_FIELD_NUMBER: _builtins.int
     level: Global___ExplainLevel.ValueType
+    omitted: _builtins.str
+    """Set when there are no events although some were asked for: why (OPA did not finish the trace
+    in time, it was larger than PDP_MAX_EXPLANATION_BYTES, ...). The decision stands either way.
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
         """OPA's trace, one event per entry, as OPA returned it."""
@@ -966,10 +971,11 @@ class Explanation(_message.Message):
         *,
         level: Global___ExplainLevel.ValueType = ...,
         events: _abc.Iterable[_struct_pb2.Struct] | None = ...,
+        omitted: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "level", b"level"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "level", b"level", "omitted", b"omitted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

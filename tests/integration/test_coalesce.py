@@ -1,18 +1,14 @@
 """Coalescing: concurrent Decide calls reach a real OPA as one batched query, each with its own answer.
 
-A small HTTP proxy of the test's own sits between the PDP and OPA: it counts and records the
-queries, can hold the first one (so that the next callers queue behind it, deterministically),
-and can break an answer on its way back.
+A small HTTP proxy of the test's own (``CountingProxy``) sits between the PDP and OPA: it counts and
+records the queries, can hold the first one (so that the next callers queue behind it,
+deterministically), and can break an answer on its way back.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import http.client
-import http.server
 import json
-import threading
-import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,65 +25,11 @@ from pdp.sidecar import OpaSidecar
 from pdp.telemetry import SPAN_COALESCED, Telemetry
 from pdp.v1 import decision_pb2 as pb
 from pdp.verdict import interpret
-from tests.helpers import Pdp, assert_fail_closed, claims_of, load_request, wait_for
+from tests.helpers import CountingProxy, Pdp, assert_fail_closed, claims_of, load_request, wait_for
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = ["allow-crm-lookup.json", "deny-tool-not-granted.json", "require-approval-high-risk.json"]
-Rewrite = Callable[[str, bytes], tuple[int, bytes]]
-
-
-class CountingProxy:
-    """Forwards POSTs to OPA, recording each (path, body); holds them while ``gate`` is clear."""
-
-    def __init__(self, opa_url: str) -> None:
-        self.opa = urllib.parse.urlsplit(opa_url).netloc
-        self.queries: list[tuple[str, dict[str, Any]]] = []
-        self.gate = threading.Event()
-        self.gate.set()
-        self.rewrite: Rewrite | None = None
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                proxy.queries.append((self.path, json.loads(body)))
-                proxy.gate.wait(10)
-                conn = http.client.HTTPConnection(proxy.opa, timeout=10)
-                conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                status, raw = resp.status, resp.read()
-                conn.close()
-                if proxy.rewrite is not None:
-                    status, raw = proxy.rewrite(self.path, raw)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def decisions(self) -> list[tuple[str, dict[str, Any]]]:
-        """The queries for decisions, leaving out the PDP's health probes (their input is empty)."""
-        return [(p, body) for p, body in self.queries if body["input"]]
-
-    def paths(self) -> list[str]:
-        """The rule paths queried for decisions."""
-        return [p.split("?", 1)[0] for p, _ in self.decisions()]
-
-    def close(self) -> None:
-        self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def is_batch(path: str) -> bool:

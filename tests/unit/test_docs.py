@@ -58,7 +58,7 @@ def test_every_documented_default_is_the_default() -> None:
             continue
         assert Settings.from_env({variable: literal[1]}) == Settings(), f"{variable}'s documented default"
         checked += 1
-    assert checked == 33
+    assert checked == 35
 
 
 TEST_REF = re.compile(r"^(?:(?P<file>(?:tests|rego)/[\w/]+\.(?:py|rego)|\w+\.py))?(?:::(?P<name>test_\w+))?$")
