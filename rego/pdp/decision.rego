@@ -147,6 +147,8 @@ _approval_request(e) := {"type": "approval.required", "params": {
 }}
 
 # Budget claims bind only an allow: the PDP reserves them before it answers (rego/pdp/budgets).
-_budgets := [c | some c in budgets.claims] if outcome == "allow"
+# (A default, not a second body `if outcome != "allow"`: with two bodies, OPA evaluated the whole
+# decision twice for each element of a batch, `decisions`, where input is replaced by `with`.)
+default _budgets := []
 
-_budgets := [] if outcome != "allow"
+_budgets := [c | some c in budgets.claims] if outcome == "allow"
