@@ -20,16 +20,20 @@ The store being unreachable makes every decision with a budget fail closed (``pd
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 from pdp.state import BudgetClaim as StoredClaim
 from pdp.state import StateStore
 from pdp.suspensions import subjects
 from pdp.telemetry import Telemetry
 from pdp.verdict import RULE_BUDGETS, Outcome, Reason, Verdict, duration_s
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 Counter = tuple[str, str, str]
 """One counter seen through one window: (budget, key, window)."""
@@ -50,7 +54,8 @@ class Budgets:
         self._telemetry = telemetry
         self._lock = threading.Lock()
         self._claimed: dict[tuple[tuple[str, str], ...], frozenset[Counter]] = {}
-        self._group = _GroupReserve(store)
+        self._read: _Grouped[list[tuple[str, int]], dict[str, int]] = _Grouped(_read_group(store))
+        self._reserve: _Grouped[tuple[str, Sequence[StoredClaim]], bool] = _Grouped(_reserve_group(store))
 
     def bind_usage(self, input_doc: dict[str, Any], extra: frozenset[Counter] = frozenset()) -> frozenset[Counter]:
         """Puts the usage of the counters this request's subjects claimed before (and ``extra``) into
@@ -65,10 +70,7 @@ class Budgets:
         usage: dict[str, dict[str, dict[str, int]]] = {}
         if counters:
             ordered = sorted(counters)
-            used = self._store.usage(
-                [(f"{b}:{k}", duration_s(w) or 0) for b, k, w in ordered],
-                now=int(time.time()),
-            )
+            used = self._read([(f"{b}:{k}", duration_s(w) or 0) for b, k, w in ordered])
             for b, k, w in ordered:
                 usage.setdefault(b, {}).setdefault(k, {})[w] = used[f"{b}:{k}"]
         input_doc.setdefault("bound", {})["usage"] = usage
@@ -98,7 +100,7 @@ class Budgets:
         stored = [
             StoredClaim(key=c.counter, amount=c.amount, limit=c.limit, window_s=c.window_s) for c in verdict.budgets
         ]
-        if self._group.reserve(decision_id, stored):
+        if self._reserve((decision_id, stored)):
             now = int(time.time())
             exporting = self._telemetry.exporting  # the usage share costs one more read: only when it goes somewhere
             used = self._store.usage([(c.key, c.window_s) for c in stored], now=now) if exporting else {}
@@ -139,67 +141,91 @@ class Budgets:
         self._store.settle(decision_id, keep=status == "executed")
 
 
-class _Pending:
-    """One decision's reservation waiting in a group."""
+class _Grouped(Generic[T, R]):
+    """Calls from concurrent threads run together, as the log's group commit does for records: a
+    caller that finds no group running runs one for everything queued so far; the others wait for
+    its answer. ``run`` answers each item of a group, in order (an exception for those it concerns)
+    and never raises."""
 
-    def __init__(self, reservation_id: str, claims: Sequence[StoredClaim]) -> None:
-        self.reservation_id = reservation_id
-        self.claims = claims
-        self.answer: bool | Exception | None = None
-
-
-class _GroupReserve:
-    """Reservations of concurrent decisions in one store transaction (one commit, one sync), as the
-    log's group commit does for records: a caller that finds no group running runs one for
-    everything queued so far; the others wait for its answer. Each reservation is still all or
-    nothing and sees the ones before it."""
-
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
+    def __init__(self, run: Callable[[list[T]], list[R | Exception]]) -> None:
+        self._run = run
         self._done = threading.Condition()
-        self._queue: list[_Pending] = []
+        self._queue: list[_Pending[T, R]] = []
         self._running = False
 
-    def reserve(self, reservation_id: str, claims: Sequence[StoredClaim]) -> bool:
-        """:meth:`pdp.state.StateStore.reserve`, grouped with whatever else is waiting.
-
-        Raises:
-            StateUnavailable: the store cannot be used.
-            ValueError: the reservation is malformed or its id used.
-        """
-        mine = _Pending(reservation_id, claims)
+    def __call__(self, item: T) -> R:
+        mine: _Pending[T, R] = _Pending(item)
         with self._done:
             self._queue.append(mine)
-            while self._running and mine.answer is None:
+            while self._running and not mine.answered:
                 self._done.wait()
-            if mine.answer is None:
+            if not mine.answered:
                 self._running = True
                 group, self._queue = self._queue, []
-        if mine.answer is None:
-            answers = self._run(group)
+        if not mine.answered:
+            answers = self._run([p.item for p in group])
             with self._done:
                 for p, answer in zip(group, answers, strict=True):
-                    p.answer = answer
+                    p.answer, p.answered = answer, True
                 self._running = False
                 self._done.notify_all()
         if isinstance(mine.answer, Exception):
             raise mine.answer
-        return bool(mine.answer)
+        return cast("R", mine.answer)  # answered: an R
 
-    def _run(self, group: list[_Pending]) -> list[bool | Exception]:
-        """Every reservation's answer; never raises (an error is the answer of those it concerns)."""
+
+class _Pending(Generic[T, R]):
+    """One caller's item waiting in a group, and its answer once the group ran."""
+
+    __slots__ = ("answer", "answered", "item")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.answer: R | Exception | None = None
+        self.answered = False
+
+
+def _read_group(store: StateStore) -> Callable[[list[list[tuple[str, int]]]], list[dict[str, int] | Exception]]:
+    """Usage reads of concurrent decisions as one read of every counter they need."""
+
+    def run(group: list[list[tuple[str, int]]]) -> list[dict[str, int] | Exception]:
+        now = int(time.time())
+        wanted = sorted({k for keys in group for k in keys})
+        if len({key for key, _ in wanted}) < len(wanted):  # one key through two windows: a read each
+            return [_answer(functools.partial(store.usage, keys, now=now)) for keys in group]
+        try:
+            used = store.usage(wanted, now=now)
+        except Exception as e:  # StateUnavailable, or anything else: every waiter gets it
+            return [e] * len(group)
+        return [{key: used[key] for key, _ in keys} for keys in group]
+
+    return run
+
+
+def _reserve_group(
+    store: StateStore,
+) -> Callable[[list[tuple[str, Sequence[StoredClaim]]]], list[bool | Exception]]:
+    """Reservations of concurrent decisions in one store transaction (one commit, one sync). Each
+    reservation is still all or nothing and sees the ones before it."""
+
+    def run(group: list[tuple[str, Sequence[StoredClaim]]]) -> list[bool | Exception]:
         now = int(time.time())
         try:
-            return list(self._store.reserve_many([(p.reservation_id, p.claims) for p in group], now=now))
+            return list(store.reserve_many(group, now=now))
         except ValueError as e:
             if len(group) == 1:
                 return [e]
         except Exception as e:  # StateUnavailable, or anything else: every waiter gets it
             return [e] * len(group)
-        answers: list[bool | Exception] = []
-        for p in group:  # one bad request: each on its own, so only it is refused
-            try:
-                answers.append(self._store.reserve(p.reservation_id, p.claims, now=now))
-            except Exception as e:  # the same as above, for this one
-                answers.append(e)
-        return answers
+        # one bad request: each on its own, so only it is refused
+        return [_answer(functools.partial(store.reserve, rid, claims, now=now)) for rid, claims in group]
+
+    return run
+
+
+def _answer(call: Callable[[], R]) -> R | Exception:
+    """What ``call`` returns, or what it raised (an error is the answer of the one it concerns)."""
+    try:
+        return call()
+    except Exception as e:  # StateUnavailable, ValueError, or anything else
+        return e

@@ -3,6 +3,8 @@ against the real SQLite store where state is involved."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from pdp.state import StateStore, Suspension, open_store
 from pdp.suspensions import SuspensionList, parse_until, subjects, suspended_verdict
 from pdp.telemetry import Telemetry
 from pdp.verdict import BudgetClaim, Outcome, interpret
+from tests.helpers import wait_for
 
 GRANT = {"code": "tool.granted"}
 CLAIM = {"budget": "fintech.velocity", "key": "payments-agent", "amount": 1, "limit": 2, "window": "1h"}
@@ -86,6 +89,78 @@ def test_usage_is_bound_for_counters_seen_before(store: StateStore) -> None:
     assert budgets.bind_usage(again) == missing  # remembered for this agent, principal and tool
     assert again["bound"]["usage"] == {"fintech.velocity": {"payments-agent": {"1h": 1}}}
     assert budgets.unbound(again, v, missing) == frozenset()
+
+
+class _HeldReads:
+    """The real store with its usage reads counted, the first one held until ``release`` is set."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self.reads: list[list[tuple[str, int]]] = []
+        self.release = threading.Event()
+
+    def usage(self, keys: list[tuple[str, int]], *, now: int) -> dict[str, int]:
+        self.reads.append(list(keys))
+        if len(self.reads) == 1:
+            self.release.wait(10)
+        return self._store.usage(keys, now=now)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_concurrent_usage_reads_are_one_read_each_getting_its_own(store: StateStore) -> None:
+    held = _HeldReads(store)
+    budgets = Budgets(held, Telemetry(env={}))  # type: ignore[arg-type]
+    agents = ["a0", "a1", "a2", "a3"]
+    for n, agent in enumerate(agents):  # agent aN has used N + 1 of its counter
+        v = interpret(_allow(budgets=[{**CLAIM, "key": agent, "limit": 10}]))
+        budgets.unbound(_input(agent), v, frozenset())
+        for i in range(n + 1):
+            assert budgets.reserve(f"{agent}-{i}", v).outcome is Outcome.ALLOW
+    docs = [_input(agent) for agent in agents]
+    with concurrent.futures.ThreadPoolExecutor(len(agents)) as pool:
+        first = pool.submit(budgets.bind_usage, docs[0])
+        wait_for(lambda: len(held.reads) == 1, what="the first read")
+        rest = [pool.submit(budgets.bind_usage, doc) for doc in docs[1:]]
+        wait_for(lambda: budgets_waiting(budgets) == 3, what="the other reads to queue")
+        held.release.set()
+        for f in [first, *rest]:
+            f.result(10)
+    assert len(held.reads) == 2  # the first, then one for the three that queued behind it
+    assert sorted(held.reads[1]) == [(f"fintech.velocity:{a}", 3600) for a in agents[1:]]
+    for n, (agent, doc) in enumerate(zip(agents, docs, strict=True)):
+        assert doc["bound"]["usage"] == {"fintech.velocity": {agent: {"1h": n + 1}}}
+
+
+def test_one_counter_through_two_windows_in_one_group_is_read_for_each(store: StateStore) -> None:
+    held = _HeldReads(store)
+    budgets = Budgets(held, Telemetry(env={}))  # type: ignore[arg-type]
+    hourly = interpret(_allow(budgets=[{**CLAIM, "key": "shared", "limit": 10}]))
+    minutely = interpret(_allow(budgets=[{**CLAIM, "key": "shared", "limit": 10, "window": "1m"}]))
+    budgets.unbound(_input(principal="h@x"), hourly, frozenset())
+    budgets.unbound(_input(principal="m@x"), minutely, frozenset())
+    assert budgets.reserve("r-1", hourly).outcome is Outcome.ALLOW
+    docs = [_input(principal="h@x"), _input(principal="h@x"), _input(principal="m@x")]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        first = pool.submit(budgets.bind_usage, docs[0])
+        wait_for(lambda: len(held.reads) == 1, what="the first read")
+        rest = [pool.submit(budgets.bind_usage, doc) for doc in docs[1:]]
+        wait_for(lambda: budgets_waiting(budgets) == 2, what="the other reads to queue")
+        held.release.set()
+        for f in [first, *rest]:
+            f.result(10)
+    assert docs[1]["bound"]["usage"] == {"fintech.velocity": {"shared": {"1h": 1}}}
+    assert docs[2]["bound"]["usage"] == {"fintech.velocity": {"shared": {"1m": 1}}}
+    assert sorted(map(tuple, held.reads[1:])) == [
+        (("fintech.velocity:shared", 60),),
+        (("fintech.velocity:shared", 3600),),
+    ]
+
+
+def budgets_waiting(budgets: Budgets) -> int:
+    """Callers queued for the next group read."""
+    return len(budgets._read._queue)
 
 
 def test_reservation_beyond_the_limit_is_a_deny_naming_the_budget(store: StateStore) -> None:
