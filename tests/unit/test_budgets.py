@@ -119,14 +119,7 @@ def test_concurrent_usage_reads_are_one_read_each_getting_its_own(store: StateSt
         for i in range(n + 1):
             assert budgets.reserve(f"{agent}-{i}", v).outcome is Outcome.ALLOW
     docs = [_input(agent) for agent in agents]
-    with concurrent.futures.ThreadPoolExecutor(len(agents)) as pool:
-        first = pool.submit(budgets.bind_usage, docs[0])
-        wait_for(lambda: len(held.reads) == 1, what="the first read")
-        rest = [pool.submit(budgets.bind_usage, doc) for doc in docs[1:]]
-        wait_for(lambda: budgets_waiting(budgets) == 3, what="the other reads to queue")
-        held.release.set()
-        for f in [first, *rest]:
-            f.result(10)
+    bind_behind_the_first(budgets, held, docs)
     assert len(held.reads) == 2  # the first, then one for the three that queued behind it
     assert sorted(held.reads[1]) == [(f"fintech.velocity:{a}", 3600) for a in agents[1:]]
     for n, (agent, doc) in enumerate(zip(agents, docs, strict=True)):
@@ -142,14 +135,7 @@ def test_one_counter_through_two_windows_in_one_group_is_read_for_each(store: St
     budgets.unbound(_input(principal="m@x"), minutely, frozenset())
     assert budgets.reserve("r-1", hourly).outcome is Outcome.ALLOW
     docs = [_input(principal="h@x"), _input(principal="h@x"), _input(principal="m@x")]
-    with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        first = pool.submit(budgets.bind_usage, docs[0])
-        wait_for(lambda: len(held.reads) == 1, what="the first read")
-        rest = [pool.submit(budgets.bind_usage, doc) for doc in docs[1:]]
-        wait_for(lambda: budgets_waiting(budgets) == 2, what="the other reads to queue")
-        held.release.set()
-        for f in [first, *rest]:
-            f.result(10)
+    bind_behind_the_first(budgets, held, docs)
     assert docs[1]["bound"]["usage"] == {"fintech.velocity": {"shared": {"1h": 1}}}
     assert docs[2]["bound"]["usage"] == {"fintech.velocity": {"shared": {"1m": 1}}}
     assert sorted(map(tuple, held.reads[1:])) == [
@@ -158,9 +144,16 @@ def test_one_counter_through_two_windows_in_one_group_is_read_for_each(store: St
     ]
 
 
-def budgets_waiting(budgets: Budgets) -> int:
-    """Callers queued for the next group read."""
-    return len(budgets._read._queue)
+def bind_behind_the_first(budgets: Budgets, held: _HeldReads, docs: list[dict[str, Any]]) -> None:
+    """Binds usage into each of ``docs`` at once: the first read held until all the others queued."""
+    with concurrent.futures.ThreadPoolExecutor(len(docs)) as pool:
+        first = pool.submit(budgets.bind_usage, docs[0])
+        wait_for(lambda: len(held.reads) == 1, what="the first read")
+        rest = [pool.submit(budgets.bind_usage, doc) for doc in docs[1:]]
+        wait_for(lambda: len(budgets._read._queue) == len(rest), what="the other reads to queue")
+        held.release.set()
+        for f in [first, *rest]:
+            f.result(10)
 
 
 def test_reservation_beyond_the_limit_is_a_deny_naming_the_budget(store: StateStore) -> None:
