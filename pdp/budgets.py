@@ -144,8 +144,8 @@ class Budgets:
 class _Grouped(Generic[T, R]):
     """Calls from concurrent threads run together, as the log's group commit does for records: a
     caller that finds no group running runs one for everything queued so far; the others wait for
-    its answer. ``run`` answers each item of a group, in order (an exception for those it concerns)
-    and never raises."""
+    its answer. ``run`` answers each item of a group, in order (an exception for those it concerns);
+    should it raise, every caller of that group gets the exception."""
 
     def __init__(self, run: Callable[[list[T]], list[R | Exception]]) -> None:
         self._run = run
@@ -163,7 +163,10 @@ class _Grouped(Generic[T, R]):
                 self._running = True
                 group, self._queue = self._queue, []
         if not mine.answered:
-            answers = self._run([p.item for p in group])
+            try:
+                answers = self._run([p.item for p in group])
+            except Exception as e:  # a defect in run: its group gets it, the next group still runs
+                answers = [e] * len(group)
             with self._done:
                 for p, answer in zip(group, answers, strict=True):
                     p.answer, p.answered = answer, True

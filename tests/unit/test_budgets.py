@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pdp.budgets import Budgets
+from pdp.budgets import Budgets, _Grouped
 from pdp.errors import InvalidArgument, PolicyMalformed
 from pdp.schema import RECORD_TYPES, TYP_SUSPENSION, SuspensionRecord
 from pdp.state import StateStore, Suspension, open_store
@@ -154,6 +154,21 @@ def bind_behind_the_first(budgets: Budgets, held: _HeldReads, docs: list[dict[st
         held.release.set()
         for f in [first, *rest]:
             f.result(10)
+
+
+def test_a_group_that_fails_gives_its_callers_the_error_and_the_next_group_runs() -> None:
+    calls: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int | Exception]:
+        calls.append(items)
+        if len(calls) == 1:
+            raise RuntimeError("a defect")
+        return [i * 2 for i in items]
+
+    grouped: _Grouped[int, int] = _Grouped(run)
+    with pytest.raises(RuntimeError, match="a defect"):
+        grouped(1)
+    assert grouped(2) == 4  # not stuck behind a group that never finished
 
 
 def test_reservation_beyond_the_limit_is_a_deny_naming_the_budget(store: StateStore) -> None:
