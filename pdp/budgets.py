@@ -30,7 +30,7 @@ from pdp.state import BudgetClaim as StoredClaim
 from pdp.state import StateStore
 from pdp.suspensions import subjects
 from pdp.telemetry import Telemetry
-from pdp.verdict import RULE_BUDGETS, Outcome, Reason, Verdict, duration_s
+from pdp.verdict import RULE_BUDGETS, BudgetClaim, Outcome, Reason, Verdict, duration_s
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -98,7 +98,7 @@ class Budgets:
         if verdict.outcome is not Outcome.ALLOW or not verdict.budgets:
             return verdict
         stored = [
-            StoredClaim(key=c.counter, amount=c.amount, limit=c.limit, window_s=c.window_s) for c in verdict.budgets
+            StoredClaim(key=c.counter, amount=c.amount, limit=c.cap, window_s=c.window_s) for c in verdict.budgets
         ]
         if self._reserve((decision_id, stored)):
             now = int(time.time())
@@ -113,21 +113,12 @@ class Budgets:
 
     def _refused(self, verdict: Verdict, stored: Sequence[StoredClaim], now: int) -> Verdict:
         used = self._store.usage([(c.key, c.window_s) for c in stored], now=now)
-        over = [c for c in verdict.budgets if used[c.counter] + c.amount > c.limit] or list(verdict.budgets)
+        over = [c for c in verdict.budgets if used[c.counter] + c.amount > c.cap] or list(verdict.budgets)
         for c in over:
             self._telemetry.budget_refused.add(1, {"budget": c.budget})
         return Verdict(
             outcome=Outcome.DENY,
-            reasons=tuple(
-                Reason(
-                    code="budget.exceeded",
-                    message=f"budget {c.budget} for {c.key}: {used[c.counter]} used + {c.amount} "
-                    f"would exceed the limit of {c.limit} per {c.window}",
-                    rule=RULE_BUDGETS,
-                    severity="high",
-                )
-                for c in over
-            ),
+            reasons=tuple(_refusal(c, used[c.counter]) for c in over),
             budgets=verdict.budgets,
             facts=verdict.facts,
         )
@@ -139,6 +130,26 @@ class Budgets:
             StateUnavailable: the store cannot be written (the reservation stays held: counted).
         """
         self._store.settle(decision_id, keep=status == "executed")
+
+
+def _refusal(c: BudgetClaim, used: int) -> Reason:
+    """Why ``c`` could not be reserved: over its limit, or (usage having moved while the policy
+    decided) past the review threshold the policy let it through under."""
+    if used + c.amount > c.limit or c.ceiling is None:
+        return Reason(
+            code="budget.exceeded",
+            message=f"budget {c.budget} for {c.key}: {used} used + {c.amount} "
+            f"would exceed the limit of {c.limit} per {c.window}",
+            rule=RULE_BUDGETS,
+            severity="high",
+        )
+    return Reason(
+        code="budget.review_threshold",
+        message=f"budget {c.budget} for {c.key}: {used} used + {c.amount} would pass {c.ceiling} per {c.window}, "
+        "above which a human approves; other decisions used it meanwhile: asked again, this one escalates",
+        rule=RULE_BUDGETS,
+        severity="medium",
+    )
 
 
 class _Grouped(Generic[T, R]):

@@ -63,6 +63,8 @@ class BudgetClaim:
     ``limit`` in any sliding ``window`` (``"90s"``, ``"15m"``, ``"1h"``, ``"24h"``, ``"7d"``).
 
     Amounts and limits are integers in minor units (cents) or calls (rate limits: amount 1).
+    ``ceiling`` (≤ ``limit``), when the policy sets it, is the most this allow may bring the counter
+    to: a review threshold the usage it saw stayed under (rego/pdp/budgets: ``reserved``).
     """
 
     budget: str
@@ -70,6 +72,12 @@ class BudgetClaim:
     amount: int
     limit: int
     window: str
+    ceiling: int | None = None
+
+    @property
+    def cap(self) -> int:
+        """What the reservation may bring the counter to: the ceiling, else the limit."""
+        return self.limit if self.ceiling is None else self.ceiling
 
     @property
     def window_s(self) -> int:
@@ -82,7 +90,10 @@ class BudgetClaim:
         return f"{self.budget}:{self.key}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        doc = dataclasses.asdict(self)
+        if self.ceiling is None:
+            del doc["ceiling"]
+        return doc
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -207,13 +218,21 @@ def _budget(b: Any, i: int) -> BudgetClaim:
     for name in ("budget", "key", "window"):
         if not isinstance(b.get(name), str) or not b[name]:
             raise PolicyMalformed(f"budgets[{i}].{name} is not a non-empty string")
-    for name in ("amount", "limit"):
+    for name in ("amount", "limit", *(["ceiling"] if "ceiling" in b else [])):
         value = b.get(name)
         # JSON numbers: 25000 and 25000.0 are the same integer; 0.5 and True are not amounts.
         if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
             raise PolicyMalformed(f"budgets[{i}].{name} is not a non-negative integer")
     if duration_s(b["window"]) is None:
         raise PolicyMalformed(f"budgets[{i}].window {b['window']!r} is not a duration like 90s, 15m, 1h, 24h or 7d")
+    ceiling = int(b["ceiling"]) if "ceiling" in b else None
+    if ceiling is not None and ceiling > b["limit"]:
+        raise PolicyMalformed(f"budgets[{i}].ceiling {ceiling} is above its limit {int(b['limit'])}")
     return BudgetClaim(
-        budget=b["budget"], key=b["key"], amount=int(b["amount"]), limit=int(b["limit"]), window=b["window"]
+        budget=b["budget"],
+        key=b["key"],
+        amount=int(b["amount"]),
+        limit=int(b["limit"]),
+        window=b["window"],
+        ceiling=ceiling,
     )

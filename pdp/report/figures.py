@@ -67,6 +67,7 @@ PDP_CODES = frozenset(
     {
         *SUSPENDED_CODES,
         "budget.exceeded",  # pdp.budgets: a reservation that did not fit (the policy may give it too)
+        "budget.review_threshold",  # pdp.budgets: a reservation past the ceiling usage moved above meanwhile
         "approval.reused",  # pdp.approvals.binding.REUSED
         "approval.incomplete",  # pdp.approvals.binding.INCOMPLETE
     }

@@ -151,4 +151,4 @@ _approval_request(e) := {"type": "approval.required", "params": {
 # decision twice for each element of a batch, `decisions`, where input is replaced by `with`.)
 default _budgets := []
 
-_budgets := [c | some c in budgets.claims] if outcome == "allow"
+_budgets := [c | some c in budgets.reserved] if outcome == "allow"

@@ -331,3 +331,31 @@ def test_the_policy_sees_usage_and_escalates_near_the_limit(
     assert "would be at 10000000 of 10000000 per 24h" in answers[3].reasons[0].message
     seen = claims_of(answers[2].record)["input"]["bound"]["usage"]
     assert seen["fintech.transfer_daily"]["bob@bank.example"]["24h"] == 5_000_000  # two before it
+
+
+def test_a_burst_cannot_cross_the_review_threshold_unescalated(
+    tmp_path: Path, start_opa: Callable[..., OpaSidecar], start_pdp: Callable[..., Any]
+) -> None:
+    # As above: above 80,000.00 of bob's 100,000.00 a day a human approves. Eight payments of
+    # 25,000.00 at once each see (about) nothing used yet; only three fit under the threshold.
+    bundle = _bundle(
+        tmp_path, lambda c: c["fintech"]["daily_transfer_minor"]["principals"].update({"bob@bank.example": 10_000_000})
+    )
+    pdp = start_pdp(start_opa(bundle=bundle).url)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(
+            pool.map(lambda _: pdp.stub.Decide(load_request("fintech-allow-transfer.json"), timeout=10), range(8))
+        )
+    allowed = [a for a in answers if a.outcome == pb.OUTCOME_ALLOW]
+    assert len(allowed) == 3, [(pb.Outcome.Name(a.outcome), [r.code for r in a.reasons]) for a in answers]
+    for a in answers:
+        if a.outcome != pb.OUTCOME_ALLOW:  # refused at the threshold by the PDP, or escalated by the policy
+            codes = [r.code for r in a.reasons]
+            assert (a.outcome, codes) in (
+                (pb.OUTCOME_DENY, ["budget.review_threshold"]),
+                (pb.OUTCOME_REQUIRE_APPROVAL, ["budget.near_limit"]),
+            ), codes
+    daily = [b for b in claims_of(allowed[0].record)["result"]["budgets"] if b["budget"] == "fintech.transfer_daily"]
+    assert daily[0]["ceiling"] == 8_000_000  # the threshold, in the signed record
+    again = pdp.stub.Decide(load_request("fintech-allow-transfer.json"), timeout=10)
+    assert again.outcome == pb.OUTCOME_REQUIRE_APPROVAL and [r.code for r in again.reasons] == ["budget.near_limit"]

@@ -45,6 +45,13 @@ def test_claims_are_read_into_the_verdict_and_back_into_the_document() -> None:
     assert v.to_dict()["budgets"][0] == CLAIM
 
 
+def test_a_ceiling_is_read_back_and_caps_the_reservation() -> None:
+    v = interpret(_allow(budgets=[{**CLAIM, "limit": 10, "ceiling": 8}]))
+    assert v.budgets[0].ceiling == 8 and v.budgets[0].cap == 8
+    assert v.to_dict()["budgets"][0] == {**CLAIM, "limit": 10, "ceiling": 8}
+    assert interpret(_allow(budgets=[CLAIM])).budgets[0].cap == CLAIM["limit"]
+
+
 def test_a_document_without_claims_keeps_its_shape() -> None:
     assert "budgets" not in interpret(_allow()).to_dict()
 
@@ -60,6 +67,8 @@ def test_a_document_without_claims_keeps_its_shape() -> None:
         ({**CLAIM, "limit": -1}, "budgets[0].limit"),
         ({**CLAIM, "window": "1 hour"}, "budgets[0].window"),
         ({**CLAIM, "window": "0s"}, "budgets[0].window"),
+        ({**CLAIM, "ceiling": 3}, "budgets[0].ceiling 3 is above its limit 2"),
+        ({**CLAIM, "ceiling": 1.5}, "budgets[0].ceiling"),
     ],
 )
 def test_a_malformed_claim_is_no_verdict(claim: Any, where: str) -> None:
@@ -184,6 +193,20 @@ def test_reservation_beyond_the_limit_is_a_deny_naming_the_budget(store: StateSt
     budgets.settle("d-1", status="executed")
     budgets.settle("d-1", status="failed")  # kept stays kept
     assert budgets.reserve("d-11", v).outcome is Outcome.DENY
+
+
+def test_past_its_ceiling_a_reservation_is_refused_as_past_the_review_threshold(store: StateStore) -> None:
+    budgets = Budgets(store, Telemetry(env={}))
+    # The policy saw 0 used and let each through under a threshold of 3 (of a limit of 5).
+    v = interpret(_allow(budgets=[{**CLAIM, "limit": 5, "ceiling": 3}]))
+    assert [budgets.reserve(f"d-{i}", v).outcome for i in range(3)] == [Outcome.ALLOW] * 3
+    refused = budgets.reserve("d-3", v)
+    assert refused.outcome is Outcome.DENY
+    assert [r.code for r in refused.reasons] == ["budget.review_threshold"]
+    assert "3 used + 1 would pass 3 per 1h, above which a human approves" in refused.reasons[0].message
+    approved = interpret(_allow(budgets=[{**CLAIM, "limit": 5}]))  # escalated and approved: up to the limit
+    assert [budgets.reserve(f"a-{i}", approved).outcome for i in range(3)] == [Outcome.ALLOW] * 2 + [Outcome.DENY]
+    assert [r.code for r in budgets.reserve("a-9", v).reasons] == ["budget.exceeded"]  # past both: the limit
 
 
 def test_a_deny_reserves_nothing(store: StateStore) -> None:

@@ -47,6 +47,33 @@ escalate contains lib.escalation(rego.metadata.rule(), msg, near.role, 1) if {
 }
 
 # METADATA
+# title: Claims as reserved
+# scope: document
+# description: |
+#   The claims, each under a near-limit threshold it did not cross with its ceiling: the most
+#   this allow may bring its counter to without a human. The usage the policy saw was read before
+#   it ran, so decisions racing on one counter each saw it without the others'; the PDP's atomic
+#   reservation then holds the line the policy drew (one that would cross it is refused,
+#   budget.review_threshold, and asked again it escalates). An escalated claim, once approved,
+#   and a budget without a threshold reserve up to the limit.
+reserved contains object.union(c, {"ceiling": ceiling}) if {
+	some c in claims
+	ceiling := _ceiling(c)
+}
+
+reserved contains c if {
+	some c in claims
+	not _ceiling(c)
+}
+
+# The threshold of a claim that stays under it (used + amount within config.near_limit's share).
+_ceiling(c) := ceiling if {
+	near := _config.near_limit[c.budget]
+	ceiling := floor((c.limit * near.percent) / 100)
+	used(c) + c.amount <= ceiling
+}
+
+# METADATA
 # title: Used
 # description: What the PDP bound as used of the claim's counter in its window (0 when not bound).
 used(c) := object.get(input, ["bound", "usage", c.budget, c.key, c.window], 0)

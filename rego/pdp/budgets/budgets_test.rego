@@ -109,3 +109,30 @@ test_decision_carries_no_budgets_otherwise if {
 	d.outcome == "deny"
 	d.budgets == []
 }
+
+reserved(doc) := by_name if {
+	found := budgets.reserved with input as doc
+	by_name := {c.budget: c | some c in found}
+}
+
+test_reserved_under_a_threshold_carries_it_as_its_ceiling if {
+	# bob's daily limit is 5,000,000.00; 80 % of it (400000000 minor units) needs no human
+	r := reserved(object.union(transfer, usage("fintech.transfer_daily", "bob@bank.example", "24h", 397500000)))
+	r["fintech.transfer_daily"] == object.union(claims(transfer)["fintech.transfer_daily"], {"ceiling": 400000000})
+}
+
+test_reserved_over_a_threshold_reserves_up_to_the_limit if {
+	# above the share the claim escalates; once approved, only the limit holds it
+	r := reserved(object.union(transfer, usage("fintech.transfer_daily", "bob@bank.example", "24h", 397500001)))
+	not r["fintech.transfer_daily"].ceiling
+	r["fintech.transfer_daily"].limit == 500000000
+}
+
+test_reserved_without_a_threshold_is_the_claim if {
+	reserved(transfer)["fintech.velocity"] == claims(transfer)["fintech.velocity"]
+}
+
+test_decision_budgets_carry_the_ceiling if {
+	d := data.pdp.decision with input as transfer
+	{c.budget: c.ceiling | some c in d.budgets; c.ceiling} == {"fintech.transfer_daily": 400000000}
+}
