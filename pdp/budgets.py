@@ -156,7 +156,7 @@ class _Grouped(Generic[T, R]):
     """Calls from concurrent threads run together, as the log's group commit does for records: a
     caller that finds no group running runs one for everything queued so far; the others wait for
     its answer. ``run`` answers each item of a group, in order (an exception for those it concerns);
-    should it raise, every caller of that group gets the exception."""
+    when it raises, every caller of that group gets the exception."""
 
     def __init__(self, run: Callable[[list[T]], list[R | Exception]]) -> None:
         self._run = run
@@ -176,7 +176,7 @@ class _Grouped(Generic[T, R]):
         if not mine.answered:
             try:
                 answers = self._run([p.item for p in group])
-            except Exception as e:  # a defect in run: its group gets it, the next group still runs
+            except Exception as e:  # the store's error, or a defect: the group's, and the next group still runs
                 answers = [e] * len(group)
             with self._done:
                 for p, answer in zip(group, answers, strict=True):
@@ -207,10 +207,7 @@ def _read_group(store: StateStore) -> Callable[[list[list[tuple[str, int]]]], li
         wanted = sorted({k for keys in group for k in keys})
         if len({key for key, _ in wanted}) < len(wanted):  # one key through two windows: a read each
             return [_answer(functools.partial(store.usage, keys, now=now)) for keys in group]
-        try:
-            used = store.usage(wanted, now=now)
-        except Exception as e:  # StateUnavailable, or anything else: every waiter gets it
-            return [e] * len(group)
+        used = store.usage(wanted, now=now)  # raises: every caller of the group gets it (_Grouped)
         return [{key: used[key] for key, _ in keys} for keys in group]
 
     return run
@@ -225,12 +222,10 @@ def _reserve_group(
     def run(group: list[tuple[str, Sequence[StoredClaim]]]) -> list[bool | Exception]:
         now = int(time.time())
         try:
-            return list(store.reserve_many(group, now=now))
-        except ValueError as e:
+            return list(store.reserve_many(group, now=now))  # any other error: the whole group's (_Grouped)
+        except ValueError:
             if len(group) == 1:
-                return [e]
-        except Exception as e:  # StateUnavailable, or anything else: every waiter gets it
-            return [e] * len(group)
+                raise
         # one bad request: each on its own, so only it is refused
         return [_answer(functools.partial(store.reserve, rid, claims, now=now)) for rid, claims in group]
 
